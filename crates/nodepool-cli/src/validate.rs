@@ -1,0 +1,82 @@
+//! `nodepool config-validate`.
+
+use std::io::Write;
+
+use nodepool_config::{Diagnostic, Environment};
+use serde::Serialize;
+
+use crate::{Cli, EXIT_OK, EXIT_USAGE};
+
+/// One diagnostic in `--json` output. The field names are a stable interface.
+#[derive(Serialize)]
+struct JsonDiagnostic<'a> {
+    severity: String,
+    file: &'a str,
+    line: Option<u64>,
+    column: Option<u64>,
+    key: &'a str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    valid: bool,
+    errors: Vec<JsonDiagnostic<'a>>,
+    warnings: Vec<JsonDiagnostic<'a>>,
+}
+
+fn json(d: &Diagnostic) -> JsonDiagnostic<'_> {
+    JsonDiagnostic {
+        severity: d.severity.to_string(),
+        file: &d.file,
+        line: d.location.map(|l| l.line),
+        column: d.location.map(|l| l.column),
+        key: &d.key,
+        message: &d.message,
+    }
+}
+
+pub(crate) fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
+    let (valid, errors, mut warnings) = match nodepool_config::load(&cli.config) {
+        Ok(loaded) => {
+            let mut warnings = loaded.warnings.clone();
+            let environment = loaded.check_environment(&Environment::from_process());
+            warnings.extend(environment.into_iter().map(|issue| issue.diagnostic));
+            (true, Vec::new(), warnings)
+        }
+        Err(failure) => (false, failure.errors, failure.warnings),
+    };
+    warnings.sort_by_key(|d| d.location);
+    if cli.json {
+        let report = JsonReport {
+            valid,
+            errors: errors.iter().map(json).collect(),
+            warnings: warnings.iter().map(json).collect(),
+        };
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)?;
+    } else {
+        for diagnostic in errors.iter().chain(&warnings) {
+            writeln!(err, "{diagnostic}")?;
+        }
+        if valid {
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
+            writeln!(
+                out,
+                "{}: valid ({} warning{})",
+                cli.config.display(),
+                warnings.len(),
+                plural(warnings.len())
+            )?;
+        } else {
+            writeln!(
+                err,
+                "{}: invalid: {} error{}",
+                cli.config.display(),
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            )?;
+        }
+    }
+    Ok(if valid { EXIT_OK } else { EXIT_USAGE })
+}

@@ -1,0 +1,404 @@
+//! Raw structs: the file's shape, with types checked but no meaning yet.
+//!
+//! Every field is optional and remembers where it was written, so that `validate` can
+//! report a missing or wrong value at its place in the file.
+
+use crate::diagnostic::Location;
+use crate::read::{At, Cx, Fields};
+use crate::yaml::Node;
+
+/// Keys that belonged to the Jenkins/Gearman/ZMQ coupling of 2014.
+const NO_JENKINS: &str = "nodepool-rs hands nodes to CI systems through its node request API, \
+                          not through Jenkins, Gearman or ZMQ";
+const NO_DIB: &str = "diskimage-builder images are not built by this version; \
+                      images are built by snapshot from `base-image`";
+
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "script-dir",
+    "dburi",
+    "cron",
+    "labels",
+    "providers",
+    "targets",
+    "gearman-servers",
+    "zmq-publishers",
+    "elements-dir",
+    "images-dir",
+    "diskimages",
+];
+pub(crate) const CRON_KEYS: &[&str] = &["image-update", "cleanup", "check"];
+pub(crate) const LABEL_KEYS: &[&str] = &[
+    "name",
+    "image",
+    "min-ready",
+    "providers",
+    "ready-script",
+    "subnodes",
+];
+pub(crate) const LABEL_PROVIDER_KEYS: &[&str] = &["name"];
+pub(crate) const PROVIDER_KEYS: &[&str] = &[
+    "name",
+    "driver",
+    "cloud",
+    "auth-url",
+    "username",
+    "password",
+    "project-name",
+    "project-id",
+    "region-name",
+    "service-type",
+    "service-name",
+    "max-servers",
+    "rate",
+    "boot-timeout",
+    "launch-timeout",
+    "keypair",
+    "pool",
+    "networks",
+    "availability-zones",
+    "template-hostname",
+    "images",
+];
+pub(crate) const NETWORK_KEYS: &[&str] = &["net-id", "net-label", "name"];
+pub(crate) const IMAGE_KEYS: &[&str] = &[
+    "name",
+    "base-image",
+    "min-ram",
+    "name-filter",
+    "setup",
+    "reset",
+    "username",
+    "private-key",
+    "user-home",
+    "meta",
+    "diskimage",
+];
+
+/// One `meta` entry: the key and the value, each where it was written.
+pub(crate) type MetaEntry = (At<String>, At<String>);
+
+#[derive(Debug, Default)]
+pub(crate) struct RawConfig {
+    pub(crate) script_dir: Option<At<String>>,
+    pub(crate) dburi: Option<At<String>>,
+    pub(crate) cron: RawCron,
+    pub(crate) labels: Option<At<Vec<RawLabel>>>,
+    pub(crate) providers: Option<At<Vec<RawProvider>>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RawCron {
+    pub(crate) image_update: Option<At<String>>,
+    pub(crate) cleanup: Option<At<String>>,
+    pub(crate) check: Option<At<String>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawLabel {
+    pub(crate) name: Option<At<String>>,
+    pub(crate) image: Option<At<String>>,
+    pub(crate) min_ready: Option<At<i64>>,
+    pub(crate) providers: Option<At<Vec<At<String>>>>,
+    pub(crate) ready_script: Option<At<String>>,
+    pub(crate) subnodes: Option<At<i64>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawProvider {
+    pub(crate) location: Location,
+    pub(crate) key: String,
+    pub(crate) name: Option<At<String>>,
+    pub(crate) driver: Option<At<String>>,
+    pub(crate) cloud: Option<At<String>>,
+    pub(crate) auth_url: Option<At<String>>,
+    pub(crate) username: Option<At<String>>,
+    pub(crate) password: Option<At<String>>,
+    pub(crate) project_name: Option<At<String>>,
+    pub(crate) project_id: Option<At<String>>,
+    pub(crate) region_name: Option<At<String>>,
+    pub(crate) service_type: Option<At<String>>,
+    pub(crate) service_name: Option<At<String>>,
+    pub(crate) max_servers: Option<At<i64>>,
+    pub(crate) rate: Option<At<f64>>,
+    pub(crate) boot_timeout: Option<At<f64>>,
+    pub(crate) launch_timeout: Option<At<f64>>,
+    pub(crate) keypair: Option<At<String>>,
+    pub(crate) pool: Option<At<String>>,
+    pub(crate) networks: Vec<RawNetwork>,
+    pub(crate) availability_zones: Option<At<Vec<At<String>>>>,
+    pub(crate) template_hostname: Option<At<String>>,
+    pub(crate) images: Option<At<Vec<RawImage>>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawNetwork {
+    pub(crate) location: Location,
+    pub(crate) key: String,
+    pub(crate) net_id: Option<At<String>>,
+    pub(crate) net_label: Option<At<String>>,
+    pub(crate) name: Option<At<String>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawImage {
+    pub(crate) location: Location,
+    pub(crate) key: String,
+    pub(crate) name: Option<At<String>>,
+    pub(crate) base_image: Option<At<String>>,
+    pub(crate) min_ram: Option<At<i64>>,
+    pub(crate) name_filter: Option<At<String>>,
+    pub(crate) setup: Option<At<String>>,
+    pub(crate) username: Option<At<String>>,
+    pub(crate) private_key: Option<At<String>>,
+    pub(crate) user_home: Option<At<String>>,
+    pub(crate) meta: Option<At<Vec<MetaEntry>>>,
+    pub(crate) diskimage: Option<At<String>>,
+}
+
+/// Reads the whole document. A document that is not a mapping is reported and read as empty.
+pub(crate) fn read_config(cx: &mut Cx<'_>, root: &Node) -> RawConfig {
+    let Some(mut f) = cx.fields(root, "") else {
+        if matches!(root.kind, crate::yaml::Kind::Null) {
+            cx.sink.error(
+                root.location,
+                "",
+                "the file is empty; a config needs at least `labels` and `providers`",
+            );
+        }
+        return RawConfig::default();
+    };
+    let config = RawConfig {
+        script_dir: f.string(cx, "script-dir"),
+        dburi: f.string(cx, "dburi"),
+        cron: match f.get("cron") {
+            Some(node) => read_cron(cx, node, &f.path("cron")),
+            None => RawCron::default(),
+        },
+        labels: f.read(cx, "labels", |cx, node, key| {
+            list_of(cx, node, key, read_label)
+        }),
+        providers: f.read(cx, "providers", |cx, node, key| {
+            list_of(cx, node, key, read_provider)
+        }),
+    };
+    for legacy in ["targets", "gearman-servers", "zmq-publishers"] {
+        f.ignore(cx, legacy, NO_JENKINS);
+    }
+    for dib in ["elements-dir", "images-dir", "diskimages"] {
+        f.ignore(cx, dib, NO_DIB);
+    }
+    f.require(cx, "labels", "a config needs a list of labels");
+    f.require(cx, "providers", "a config needs a list of providers");
+    f.finish(cx, TOP_KEYS);
+    config
+}
+
+fn list_of<T>(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    key: &str,
+    read: fn(&mut Cx<'_>, Fields<'_>) -> T,
+) -> Option<Vec<T>> {
+    let items = cx.list(node, key)?;
+    Some(
+        items
+            .into_iter()
+            .filter_map(|(item, key)| cx.fields(item, &key).map(|f| read(cx, f)))
+            .collect(),
+    )
+}
+
+fn read_cron(cx: &mut Cx<'_>, node: &Node, key: &str) -> RawCron {
+    let Some(mut f) = cx.fields(node, key) else {
+        return RawCron::default();
+    };
+    let cron = RawCron {
+        image_update: f.string(cx, "image-update"),
+        cleanup: f.string(cx, "cleanup"),
+        check: f.string(cx, "check"),
+    };
+    f.finish(cx, CRON_KEYS);
+    cron
+}
+
+fn read_label(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawLabel {
+    let label = RawLabel {
+        name: f.string(cx, "name"),
+        image: f.string(cx, "image"),
+        min_ready: f.integer(cx, "min-ready"),
+        providers: f.read(cx, "providers", read_label_providers),
+        ready_script: f.string(cx, "ready-script"),
+        subnodes: f.integer(cx, "subnodes"),
+    };
+    f.require(cx, "name", "every label needs a name");
+    f.require(
+        cx,
+        "image",
+        "give the name of the provider image its nodes boot from",
+    );
+    f.require(
+        cx,
+        "providers",
+        "list the providers that may supply this label",
+    );
+    f.finish(cx, LABEL_KEYS);
+    label
+}
+
+/// `providers: [{name: cloud1}, ...]` as in 2014; a plain `[cloud1, ...]` is accepted too.
+fn read_label_providers(cx: &mut Cx<'_>, node: &Node, key: &str) -> Option<Vec<At<String>>> {
+    let items = cx.list(node, key)?;
+    let mut names = Vec::with_capacity(items.len());
+    for (item, key) in items {
+        if let crate::yaml::Kind::Map(_) = item.kind {
+            let Some(mut f) = cx.fields(item, &key) else {
+                continue;
+            };
+            match f.string(cx, "name") {
+                Some(name) => names.push(name),
+                None if f.get("name").is_none() => {
+                    cx.sink
+                        .error(item.location, &key, "missing `name` of the provider")
+                }
+                None => {}
+            }
+            f.finish(cx, LABEL_PROVIDER_KEYS);
+        } else if let Some(value) = cx.string(item, &key) {
+            names.push(At {
+                value,
+                location: item.location,
+                key,
+            });
+        }
+    }
+    Some(names)
+}
+
+fn read_provider(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawProvider {
+    let networks = match f.get("networks") {
+        Some(node) => {
+            let key = f.path("networks");
+            list_of(cx, node, &key, read_network).unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    let provider = RawProvider {
+        location: f.location,
+        key: f.key.clone(),
+        name: f.string(cx, "name"),
+        driver: f.string(cx, "driver"),
+        cloud: f.string(cx, "cloud"),
+        auth_url: f.string(cx, "auth-url"),
+        username: f.string(cx, "username"),
+        password: f.string(cx, "password"),
+        project_name: f.string(cx, "project-name"),
+        project_id: f.string(cx, "project-id"),
+        region_name: f.string(cx, "region-name"),
+        service_type: f.string(cx, "service-type"),
+        service_name: f.string(cx, "service-name"),
+        max_servers: f.integer(cx, "max-servers"),
+        rate: f.number(cx, "rate"),
+        boot_timeout: f.number(cx, "boot-timeout"),
+        launch_timeout: f.number(cx, "launch-timeout"),
+        keypair: f.string(cx, "keypair"),
+        pool: f.string(cx, "pool"),
+        networks,
+        availability_zones: f.strings(cx, "availability-zones"),
+        template_hostname: f.string(cx, "template-hostname"),
+        images: f.read(cx, "images", |cx, node, key| {
+            list_of(cx, node, key, read_image)
+        }),
+    };
+    f.require(cx, "name", "every provider needs a name");
+    f.require(
+        cx,
+        "max-servers",
+        "a provider needs a server quota (0 launches nothing)",
+    );
+    f.require(cx, "images", "a provider needs a list of images");
+    f.finish(cx, PROVIDER_KEYS);
+    provider
+}
+
+fn read_network(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawNetwork {
+    let network = RawNetwork {
+        location: f.location,
+        key: f.key.clone(),
+        net_id: f.string(cx, "net-id"),
+        net_label: f.string(cx, "net-label"),
+        name: f.string(cx, "name"),
+    };
+    f.finish(cx, NETWORK_KEYS);
+    network
+}
+
+fn read_image(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawImage {
+    f.ignore(
+        cx,
+        "reset",
+        "2014 nodepool parsed `reset` but never ran it, and neither does this one",
+    );
+    let image = RawImage {
+        location: f.location,
+        key: f.key.clone(),
+        name: f.string(cx, "name"),
+        base_image: f.string(cx, "base-image"),
+        min_ram: f.integer(cx, "min-ram"),
+        name_filter: f.string(cx, "name-filter"),
+        setup: f.string(cx, "setup"),
+        username: f.string(cx, "username"),
+        private_key: f.string(cx, "private-key"),
+        user_home: f.string(cx, "user-home"),
+        meta: f.read(cx, "meta", read_meta),
+        diskimage: f.string(cx, "diskimage"),
+    };
+    f.require(cx, "name", "every image needs a name");
+    f.require(
+        cx,
+        "base-image",
+        "give the name or id of the cloud image to build from",
+    );
+    f.require(
+        cx,
+        "min-ram",
+        "give the least RAM in MB a node's flavor must have",
+    );
+    f.finish(cx, IMAGE_KEYS);
+    image
+}
+
+/// `meta: {key: value}`: string keys and scalar values, kept in file order.
+fn read_meta(cx: &mut Cx<'_>, node: &Node, key: &str) -> Option<Vec<MetaEntry>> {
+    let crate::yaml::Kind::Map(entries) = &node.kind else {
+        if !matches!(node.kind, crate::yaml::Kind::Null) {
+            let found = node.describe(cx.source);
+            cx.sink.error(
+                node.location,
+                key,
+                format!("expected a mapping, found {found}"),
+            );
+        }
+        return None;
+    };
+    let mut pairs = Vec::with_capacity(entries.len());
+    for (k, v) in entries {
+        let Some(name) = cx.string(k, key) else {
+            continue;
+        };
+        let path = format!("{key}.{name}");
+        let value = cx.string(v, &path).unwrap_or_default();
+        pairs.push((
+            At {
+                value: name,
+                location: k.location,
+                key: path.clone(),
+            },
+            At {
+                value,
+                location: v.location,
+                key: path,
+            },
+        ));
+    }
+    Some(pairs)
+}

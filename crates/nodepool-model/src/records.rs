@@ -1,0 +1,108 @@
+//! Plain records of what nodepool manages.
+//!
+//! These are snapshots of stored rows in domain types. They hold no behaviour beyond
+//! a few derived values; the store decides how they change and the policies decide why.
+
+use std::net::IpAddr;
+
+use crate::{
+    ExternalId, ImageId, ImageName, ImageState, LabelName, NodeId, NodeState, ProviderName,
+    RequestId, RequestState, Timestamp,
+};
+
+/// Why and by whom a node is held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldNote {
+    /// Free text given by the operator (`nodepool hold ID --reason ...`).
+    pub reason: String,
+    /// Who held it: a user name or an API client.
+    pub by: String,
+}
+
+/// One cloud server that nodepool manages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// The store's id.
+    pub id: NodeId,
+    /// The provider the server lives on.
+    pub provider: ProviderName,
+    /// The label it was launched for.
+    pub label: LabelName,
+    /// The availability zone it was launched in, if the provider names zones.
+    pub az: Option<String>,
+    /// Its fully qualified host name, set once the launch has started.
+    pub hostname: Option<String>,
+    /// The cloud's server id; `None` until the cloud has answered the create call.
+    pub external_id: Option<ExternalId>,
+    /// The address consumers reach it at.
+    pub public_ip: Option<IpAddr>,
+    /// Its address on the cloud's private network, if it has one.
+    pub private_ip: Option<IpAddr>,
+    /// Where it is in its life.
+    pub state: NodeState,
+    /// When it entered `state`; ages and timeouts count from here.
+    pub state_time: Timestamp,
+    /// The image upload it was booted from.
+    pub image: Option<ImageId>,
+    /// The request it is assigned to, if any.
+    pub request: Option<RequestId>,
+    /// Why it is held, while it is held.
+    pub hold: Option<HoldNote>,
+    /// When the store first recorded it.
+    pub created: Timestamp,
+}
+
+impl Node {
+    /// The host name up to its first dot: the 2014 `NodeName` column.
+    pub fn nodename(&self) -> Option<&str> {
+        self.hostname
+            .as_deref()
+            .map(|host| host.split_once('.').map_or(host, |(short, _)| short))
+    }
+}
+
+/// One version of an image uploaded to one provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// The store's id.
+    pub id: ImageId,
+    /// The provider it lives on.
+    pub provider: ProviderName,
+    /// The image's config name.
+    pub name: ImageName,
+    /// When its build started; the newest ready version is the one launches use.
+    pub version: Timestamp,
+    /// Host name of the template server, which is also the snapshot's name.
+    pub hostname: Option<String>,
+    /// The cloud's image id, once the snapshot exists.
+    pub external_id: Option<ExternalId>,
+    /// The cloud's id of the template server the snapshot was taken from.
+    pub server_external_id: Option<ExternalId>,
+    /// Where it is in its life.
+    pub state: ImageState,
+    /// When it entered `state`; the 8-hour retention rule counts from here.
+    pub state_time: Timestamp,
+}
+
+/// A consumer's request for a set of nodes, one per label listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRequest {
+    /// The store's id.
+    pub id: RequestId,
+    /// One node is wanted per entry; a label may appear more than once.
+    pub labels: Vec<LabelName>,
+    /// Who asked: a CI system's name, used for fairness between consumers.
+    pub requestor: String,
+    /// Higher is served first.
+    pub priority: i32,
+    /// Where it is in its life.
+    pub state: RequestState,
+    /// When it entered `state`.
+    pub state_time: Timestamp,
+    /// The nodes assigned so far.
+    pub nodes: Vec<NodeId>,
+    /// Why it failed, once it has.
+    pub failure: Option<String>,
+    /// When it was made.
+    pub created: Timestamp,
+}

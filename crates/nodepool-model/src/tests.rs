@@ -1,0 +1,119 @@
+//! Tests of the domain types.
+
+use std::time::Duration;
+
+use crate::*;
+
+#[test]
+fn names_reject_what_cannot_be_a_name() {
+    assert_eq!(ProviderName::new(""), Err(NameError::Empty));
+    assert_eq!(ProviderName::new("   "), Err(NameError::Empty));
+    assert_eq!(LabelName::new(" trusty"), Err(NameError::Whitespace));
+    assert_eq!(LabelName::new("a\tb"), Err(NameError::Control('\t')));
+    assert_eq!(
+        ImageName::new("x".repeat(256)),
+        Err(NameError::TooLong { len: 256 })
+    );
+    assert!(ImageName::new("x".repeat(255)).is_ok());
+    assert_eq!(ProviderName::new("rax-dfw").unwrap().to_string(), "rax-dfw");
+}
+
+#[test]
+fn state_names_round_trip_and_match_2014() {
+    let names: Vec<&str> = NodeState::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "building", "ready", "in-use", "used", "delete", "hold", "test"
+        ]
+    );
+    for state in NodeState::ALL {
+        assert_eq!(state.as_str().parse::<NodeState>(), Ok(*state));
+    }
+    for state in ImageState::ALL {
+        assert_eq!(state.as_str().parse::<ImageState>(), Ok(*state));
+    }
+    let err = "readyy".parse::<NodeState>().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown node state \"readyy\"; expected one of: building, ready, in-use, used, delete, hold, test"
+    );
+}
+
+#[test]
+fn node_transitions() {
+    use NodeState::*;
+    let allowed = |from: NodeState| -> Vec<NodeState> {
+        NodeState::ALL
+            .iter()
+            .copied()
+            .filter(|to| from.can_become(*to))
+            .collect()
+    };
+    assert_eq!(allowed(Building), [Ready, Delete, Hold, Test]);
+    assert_eq!(allowed(Ready), [InUse, Used, Delete, Hold]);
+    assert_eq!(allowed(InUse), [Ready, Used, Delete, Hold]);
+    assert_eq!(allowed(Used), [Delete, Hold]);
+    assert_eq!(allowed(Test), [Ready, Delete, Hold]);
+    assert_eq!(allowed(Hold), [Delete]);
+    assert_eq!(allowed(Delete), []);
+    assert!(Building.is_supply() && Ready.is_supply() && Test.is_supply());
+    assert!(!Used.is_supply() && !Hold.is_supply() && !InUse.is_supply());
+}
+
+#[test]
+fn image_and_request_transitions() {
+    use ImageState::*;
+    assert!(Building.can_become(Ready) && Building.can_become(Delete) && Ready.can_become(Delete));
+    assert!(!Ready.can_become(Building) && !Delete.can_become(Ready) && !Delete.can_become(Delete));
+    assert!(RequestState::Requested.can_become(RequestState::Fulfilled));
+    assert!(!RequestState::Failed.can_become(RequestState::Fulfilled));
+}
+
+#[test]
+fn timestamps() {
+    let t = Timestamp::from_unix_seconds(1_395_705_600);
+    assert_eq!(t.to_string(), "2014-03-25T00:00:00Z");
+    assert_eq!(
+        Timestamp::from_unix_millis(1_395_705_600_250).to_string(),
+        "2014-03-25T00:00:00.250Z"
+    );
+    let later = t.saturating_add(Duration::from_secs(8 * 3600));
+    assert_eq!(later.saturating_since(t), Duration::from_secs(8 * 3600));
+    assert_eq!(t.saturating_since(later), Duration::ZERO);
+    assert_eq!(later.hours_since(t), 8.0);
+    assert_eq!(
+        format!(
+            "{:.2}",
+            t.saturating_add(Duration::from_secs(36)).hours_since(t)
+        ),
+        "0.01"
+    );
+    assert_eq!(Timestamp::from_datetime(t.to_datetime()), t);
+    assert_eq!(Timestamp::from_unix_millis(-1).unix_seconds(), -1);
+    assert_eq!(
+        Timestamp::from_unix_millis(i64::MAX).saturating_add(Duration::MAX),
+        Timestamp::from_unix_millis(i64::MAX)
+    );
+}
+
+#[test]
+fn nodename_is_the_short_hostname() {
+    let node = Node {
+        id: NodeId::new(1),
+        provider: ProviderName::new("fake-provider").unwrap(),
+        label: LabelName::new("fake-label").unwrap(),
+        az: None,
+        hostname: Some("fake-label-fake-provider-1.slave.openstack.org".into()),
+        external_id: None,
+        public_ip: None,
+        private_ip: None,
+        state: NodeState::Ready,
+        state_time: Timestamp::EPOCH,
+        image: None,
+        request: None,
+        hold: None,
+        created: Timestamp::EPOCH,
+    };
+    assert_eq!(node.nodename(), Some("fake-label-fake-provider-1"));
+}

@@ -1,0 +1,78 @@
+//! `cargo xtask`: the project's automation, in Rust so that it runs wherever cargo does.
+//!
+//! - `cargo xtask ci`: everything CI checks, in order: formatting, clippy with warnings as
+//!   errors, every test, and the docs with warnings as errors.
+//!
+//! The tidy checks (module docs, architecture rules) are ordinary tests of this crate,
+//! so `cargo test` runs them too.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+mod tidy;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("help") | Some("--help") | Some("-h") | None => {
+            println!(
+                "usage: cargo xtask <task>\n\ntasks:\n  ci    formatting, clippy -D warnings, all tests, docs -D warnings"
+            );
+            Ok(())
+        }
+        Some(other) => bail!("unknown task {other:?}; run `cargo xtask help`"),
+    }
+}
+
+/// Runs one step, echoing it, and fails if it fails.
+fn step(name: &str, program: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<()> {
+    eprintln!("\n==> {name}: {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+fn ci() -> anyhow::Result<()> {
+    let root = tidy::workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    step("format", &cargo, &["fmt", "--all", "--", "--check"], &[])?;
+    step(
+        "clippy",
+        &cargo,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    step(
+        "tests",
+        &cargo,
+        &["test", "--workspace", "--locked"],
+        &[("CI", "true")],
+    )?;
+    step(
+        "docs",
+        &cargo,
+        &["doc", "--workspace", "--no-deps", "--locked"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    eprintln!("\n==> ci: all checks passed");
+    Ok(())
+}
