@@ -51,6 +51,7 @@ impl Schedule {
                 if fields == 1 { "" } else { "s" }
             )));
         }
+        check_ranges(expression)?;
         let parser = CronParser::builder()
             .seconds(Seconds::Disallowed)
             .year(Year::Disallowed)
@@ -98,6 +99,33 @@ impl Schedule {
             .ok()
             .map(Timestamp::from_datetime)
     }
+}
+
+/// The fields of a crontab line with their ranges.
+const FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+];
+
+/// Names the field and the number when a plain number is out of its field's range;
+/// the cron library's own message does not say which.
+fn check_ranges(expression: &str) -> Result<(), ScheduleError> {
+    for (field, (name, min, max)) in expression.split_whitespace().zip(FIELDS) {
+        for part in field.split(',') {
+            let range = part.split_once('/').map_or(part, |(range, _step)| range);
+            for number in range.split('-').filter_map(|n| n.parse::<u64>().ok()) {
+                if number < u64::from(min) || number > u64::from(max) {
+                    return Err(ScheduleError(format!(
+                        "{expression:?} is not a valid schedule: {name} {number} is out of range {min}-{max}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn lowercase_first(s: &str) -> String {

@@ -192,6 +192,7 @@ impl Loaded {
                 );
             }
         }
+        issues.sort_by_key(|issue| issue.diagnostic.location);
         issues
     }
 }

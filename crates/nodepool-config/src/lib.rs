@@ -34,8 +34,7 @@
 //! let errors = nodepool_config::parse(&broken, "nodepool.yaml").unwrap_err();
 //! assert_eq!(
 //!     errors.to_string(),
-//!     "nodepool.yaml:6:5: error: providers[0].max-servers: missing; a provider needs a server quota (0 launches nothing)\n\
-//!      nodepool.yaml:8:5: error: providers[0].max-server: unknown key \"max-server\"; did you mean \"max-servers\"?"
+//!     "nodepool.yaml:9:5: error: providers[0].max-server: unknown key \"max-server\"; did you mean \"max-servers\"?"
 //! );
 //! # Ok::<(), nodepool_config::ConfigErrors>(())
 //! ```
@@ -205,3 +204,6 @@ pub fn load(path: impl AsRef<Path>) -> Result<Loaded, ConfigErrors> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -184,8 +184,11 @@ impl<'n> Fields<'n> {
                     suggest::quote(&name),
                     first.key_node.location.line
                 );
-                cx.sink
-                    .error(key_node.location, &child(key, &name), message);
+                cx.sink.error(
+                    key_node.location,
+                    &child(key, &suggest::escape(&name)),
+                    message,
+                );
                 continue;
             }
             kept.push(Entry {
@@ -250,7 +253,14 @@ impl<'n> Fields<'n> {
     /// Reports `name` as missing unless the mapping has it (even with a null or wrong value,
     /// which is reported where it is read).
     pub(crate) fn require(&self, cx: &mut Cx<'_>, name: &str, why: &str) {
-        if !self.entries.iter().any(|e| e.name == name) {
+        let present = self.entries.iter().any(|e| e.name == name);
+        // A misspelling of this key is reported as an unknown key with a did-you-mean;
+        // saying it is missing too would count one mistake twice.
+        let misspelt = self
+            .entries
+            .iter()
+            .any(|e| e.name != name && !e.used && suggest::closest(&e.name, &[name]).is_some());
+        if !present && !misspelt {
             cx.sink
                 .error(self.location, &self.path(name), format!("missing; {why}"));
         }
@@ -271,7 +281,7 @@ impl<'n> Fields<'n> {
             let message = suggest::unknown_key(&entry.name, known);
             cx.sink.error(
                 entry.key_node.location,
-                &child(&self.key, &entry.name),
+                &child(&self.key, &suggest::escape(&entry.name)),
                 message,
             );
         }

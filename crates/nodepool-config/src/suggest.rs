@@ -19,20 +19,25 @@ fn is_invisible(c: char) -> bool {
         )
 }
 
-/// A key in quotes, with invisible characters shown as escapes (`"boot\u{ad}timeout"`).
-pub(crate) fn quote(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 2);
-    out.push('"');
+/// A key with invisible characters shown as escapes (`boot\u{ad}timeout`).
+pub(crate) fn escape(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
     for c in key.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if is_invisible(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
+        if is_invisible(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
         }
     }
-    out.push('"');
     out
+}
+
+/// A key in quotes, with invisible characters shown as escapes (`"boot\u{ad}timeout"`).
+pub(crate) fn quote(key: &str) -> String {
+    format!(
+        "\"{}\"",
+        escape(&key.replace('\\', "\\\\").replace('"', "\\\""))
+    )
 }
 
 fn normalise(key: &str) -> String {

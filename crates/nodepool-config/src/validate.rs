@@ -162,19 +162,35 @@ impl Validator<'_> {
             check: self.schedule(&raw.cron.check, defaults::CRON_CHECK),
         };
 
+        // Without a readable providers list, references to providers cannot be checked;
+        // that list's own problem is already reported.
+        let providers_readable = raw.providers.is_some();
         let raw_providers = raw.providers.map(|at| at.value).unwrap_or_default();
         let providers: Vec<Provider> = raw_providers
             .iter()
             .filter_map(|p| self.provider(p, script_dir.is_some()))
             .collect();
-        unique(self.sink, raw_providers.iter().map(|p| &p.name), "provider");
+        unique(
+            self.sink,
+            raw_providers.iter().map(|p| &p.name),
+            "provider name",
+            "",
+        );
 
         let raw_labels = raw.labels.map(|at| at.value).unwrap_or_default();
         let labels: Vec<Label> = raw_labels
             .iter()
-            .filter_map(|l| self.label(l, &raw_providers, &providers, script_dir.is_some()))
+            .filter_map(|l| {
+                let raw_providers = providers_readable.then_some(raw_providers.as_slice());
+                self.label(l, raw_providers, &providers, script_dir.is_some())
+            })
             .collect();
-        unique(self.sink, raw_labels.iter().map(|l| &l.name), "label");
+        unique(
+            self.sink,
+            raw_labels.iter().map(|l| &l.name),
+            "label name",
+            "",
+        );
 
         if self.sink.has_errors() {
             return None;
@@ -252,7 +268,8 @@ impl Validator<'_> {
         unique(
             self.sink,
             raw_images.iter().map(|i| &i.name),
-            "image on this provider",
+            "image name",
+            " on this provider",
         );
         let availability_zones = raw
             .availability_zones
@@ -431,7 +448,7 @@ impl Validator<'_> {
     fn label(
         &mut self,
         raw: &RawLabel,
-        raw_providers: &[RawProvider],
+        raw_providers: Option<&[RawProvider]>,
         providers: &[Provider],
         have_script_dir: bool,
     ) -> Option<Label> {
@@ -444,21 +461,24 @@ impl Validator<'_> {
             "must be -1 (disabled) or more",
         );
         let subnodes = self.int_in(&raw.subnodes, 0, 1000, 0, "must be 0 to 1000");
+        let providers_known = raw_providers.is_some();
+        let raw_providers = raw_providers.unwrap_or_default();
+        let image_names: Vec<&str> = raw_providers
+            .iter()
+            .flat_map(|p| p.images.iter().flat_map(|i| &i.value))
+            .filter_map(|i| i.name.as_ref().map(|n| n.value.as_str()))
+            .collect();
+        // A label image that no provider has is reported once, not again for each provider.
+        let image_exists = raw
+            .image
+            .as_ref()
+            .is_some_and(|at| image_names.contains(&at.value.as_str()));
         let image = match &raw.image {
             None => None,
             Some(at) => match ImageName::new(at.value.clone()) {
                 Ok(image) => {
-                    let anywhere = raw_providers
-                        .iter()
-                        .flat_map(|p| p.images.iter().flat_map(|i| &i.value))
-                        .any(|i| i.name.as_ref().is_some_and(|n| n.value == at.value));
-                    if !anywhere && !raw_providers.is_empty() {
-                        let known: Vec<&str> = raw_providers
-                            .iter()
-                            .flat_map(|p| p.images.iter().flat_map(|i| &i.value))
-                            .filter_map(|i| i.name.as_ref().map(|n| n.value.as_str()))
-                            .collect();
-                        let hint = suggest::closest(&at.value, &known)
+                    if !image_exists && providers_known && !raw_providers.is_empty() {
+                        let hint = suggest::closest(&at.value, &image_names)
                             .map(|k| format!("; did you mean {}?", suggest::quote(k)))
                             .unwrap_or_default();
                         self.error(
@@ -479,12 +499,12 @@ impl Validator<'_> {
         };
         let mut names = Vec::new();
         let mut seen = HashSet::new();
-        for at in raw
+        let listed = raw
             .providers
             .as_ref()
             .map(|at| at.value.as_slice())
-            .unwrap_or_default()
-        {
+            .unwrap_or_default();
+        for at in listed.iter().filter(|_| providers_known) {
             let Some(raw_provider) = raw_providers
                 .iter()
                 .find(|p| p.name.as_ref().is_some_and(|n| n.value == at.value))
@@ -509,7 +529,7 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            if let Some(image) = &raw.image {
+            if let Some(image) = raw.image.as_ref().filter(|_| image_exists) {
                 let has_image = raw_provider
                     .images
                     .iter()
@@ -558,7 +578,12 @@ impl Validator<'_> {
 }
 
 /// Reports every name that appears twice, at its second place.
-fn unique<'a>(sink: &mut Sink, names: impl Iterator<Item = &'a Option<At<String>>>, what: &str) {
+fn unique<'a>(
+    sink: &mut Sink,
+    names: impl Iterator<Item = &'a Option<At<String>>>,
+    what: &str,
+    scope: &str,
+) {
     let mut first: HashMap<&str, u64> = HashMap::new();
     for at in names.flatten() {
         match first.get(at.value.as_str()) {
@@ -566,7 +591,7 @@ fn unique<'a>(sink: &mut Sink, names: impl Iterator<Item = &'a Option<At<String>
                 at.location,
                 &at.key,
                 format!(
-                    "duplicate {what} name {}; it is first used at line {line}",
+                    "duplicate {what} {}{scope}; it is first used at line {line}",
                     suggest::quote(&at.value)
                 ),
             ),

@@ -107,7 +107,11 @@ fn syntax_error(error: &serde_saphyr::Error) -> SyntaxError {
         Some((head, rest)) if head.starts_with("line ") => rest,
         _ => message,
     };
-    let message = message.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable");
+    // The location is reported separately; drop the parser's own " at line L, column C".
+    let message = match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(", column ") => &message[..i],
+        _ => message,
+    };
     SyntaxError {
         location,
         message: message.trim().to_owned(),

@@ -1,0 +1,446 @@
+//! Broken files: every problem is reported with its location, key path and a useful message.
+
+use expect_test::{Expect, expect};
+
+use super::{MINIMAL, errors, render};
+
+#[track_caller]
+fn check(text: &str, expect: Expect) {
+    expect.assert_eq(&render(text));
+}
+
+#[test]
+fn wrong_scalar_type() {
+    check(
+        &MINIMAL.replace("max-servers: 10", "max-servers: lots"),
+        expect![[r#"
+            nodepool.yaml:9:18: error: providers[0].max-servers: expected an integer, found "lots"
+        "#]],
+    );
+}
+
+#[test]
+fn float_where_an_integer_is_wanted() {
+    check(
+        &MINIMAL.replace("min-ram: 2048", "min-ram: 2048.5"),
+        expect![[r#"
+        nodepool.yaml:13:18: error: providers[0].images[0].min-ram: expected an integer, found the number 2048.5
+    "#]],
+    );
+}
+
+#[test]
+fn mapping_where_a_list_is_wanted() {
+    check(
+        &MINIMAL.replace(
+            "labels:\n  - name: small",
+            "labels:\n  name: small\n  x:\n  - name: small",
+        ),
+        expect![[r#"
+            nodepool.yaml:2:3: error: labels: expected a list, found a mapping
+        "#]],
+    );
+}
+
+#[test]
+fn list_where_a_string_is_wanted() {
+    check(
+        &MINIMAL.replace("base-image: Ubuntu 22.04", "base-image: [a, b]"),
+        expect![[r#"
+        nodepool.yaml:12:21: error: providers[0].images[0].base-image: expected a string, found a list
+    "#]],
+    );
+}
+
+#[test]
+fn unknown_keys_with_did_you_mean() {
+    let text = MINIMAL
+        .replace(
+            "providers:\n  - name: cloud1\n    driver",
+            "provider:\n  - name: cloud1\n    driver",
+        )
+        .replace("min-ram: 2048", "min_ram: 2048\n        flavour: big");
+    check(
+        &text,
+        expect![[r#"
+            nodepool.yaml:6:1: error: provider: unknown key "provider"; did you mean "providers"?
+        "#]],
+    );
+}
+
+#[test]
+fn every_unknown_key_of_every_section() {
+    let text = format!("{MINIMAL}cron:\n  update-image: '14 2 * * *'\n  chek: '* * * * *'\n")
+        .replace("    min-ready", "    min-redy")
+        .replace(
+            "    max-servers: 10",
+            "    max-server: 10\n    boot_timeout: 30",
+        )
+        .replace(
+            "  - name: small",
+            "  - name: small\n    min-ready: 1\n    readyscript: x.sh",
+        );
+    check(
+        &text,
+        expect![[r#"
+            nodepool.yaml:4:5: error: labels[0].readyscript: unknown key "readyscript"; did you mean "ready-script"?
+            nodepool.yaml:11:5: error: providers[0].max-server: unknown key "max-server"; did you mean "max-servers"?
+            nodepool.yaml:12:5: error: providers[0].boot_timeout: unknown key "boot_timeout"; did you mean "boot-timeout"?
+            nodepool.yaml:18:3: error: cron.update-image: unknown key "update-image"; did you mean "image-update"?
+            nodepool.yaml:19:3: error: cron.chek: unknown key "chek"; did you mean "check"?
+        "#]],
+    );
+}
+
+#[test]
+fn invisible_characters_in_keys_are_shown() {
+    let text = MINIMAL.replace("max-servers", "max-\u{ad}servers");
+    check(
+        &text,
+        expect![[r#"
+            nodepool.yaml:9:5: error: providers[0].max-\u{ad}servers: unknown key "max-\u{ad}servers"; did you mean "max-servers"?
+        "#]],
+    );
+}
+
+#[test]
+fn duplicate_yaml_keys() {
+    check(
+        &MINIMAL.replace("max-servers: 10", "max-servers: 10\n    max-servers: 20"),
+        expect![[r#"
+        nodepool.yaml:10:5: error: providers[0].max-servers: duplicate key "max-servers"; it is first set at line 9, and only that value is used
+    "#]],
+    );
+}
+
+#[test]
+fn duplicate_names() {
+    let text = format!(
+        "{MINIMAL}  - name: cloud1\n    driver: fake\n    max-servers: 1\n    images:\n      - name: x\n        base-image: b\n        min-ram: 1\n      - name: x\n        base-image: b\n        min-ram: 1\n"
+    )
+    .replace("labels:\n", "labels:\n  - name: small\n    image: ubuntu\n    providers: []\n");
+    check(
+        &text,
+        expect![[r#"
+            nodepool.yaml:5:11: error: labels[1].name: duplicate label name "small"; it is first used at line 2
+            nodepool.yaml:17:11: error: providers[1].name: duplicate provider name "cloud1"; it is first used at line 10
+            nodepool.yaml:24:15: error: providers[1].images[1].name: duplicate image name "x" on this provider; it is first used at line 21
+            nodepool.yaml:4:16: warning: labels[0].providers: is empty: this label can never get nodes
+        "#]],
+    );
+}
+
+#[test]
+fn dangling_references() {
+    let text = MINIMAL.replace(
+        "providers:\n      - name: cloud1\n",
+        "providers:\n      - name: clowd1\n      - name: cloud1\n      - name: cloud1\n  - name: big\n    image: ubuntoo\n    providers:\n      - name: cloud1\n",
+    );
+    check(
+        &text,
+        expect![[r#"
+            nodepool.yaml:5:15: error: labels[0].providers[0].name: no provider named "clowd1"; did you mean "cloud1"?
+            nodepool.yaml:7:15: error: labels[0].providers[2].name: provider "cloud1" is listed twice
+            nodepool.yaml:9:12: error: labels[1].image: no provider has an image named "ubuntoo"; did you mean "ubuntu"?
+        "#]],
+    );
+}
+
+#[test]
+fn label_image_that_its_provider_lacks() {
+    let text = format!(
+        "{MINIMAL}  - name: cloud2\n    driver: fake\n    max-servers: 1\n    images:\n      - name: centos\n        base-image: c\n        min-ram: 1\n"
+    )
+    .replace("      - name: cloud1\n", "      - name: cloud1\n      - name: cloud2\n");
+    check(
+        &text,
+        expect![[r#"
+        nodepool.yaml:6:15: error: labels[0].providers[1].name: provider "cloud2" has no image named "ubuntu" (the label's image)
+    "#]],
+    );
+}
+
+#[test]
+fn bad_cron_strings() {
+    let text = format!(
+        "{MINIMAL}cron:\n  image-update: '*/15 * * *'\n  cleanup: '61 * * * *'\n  check: '0 0 30 2 *'\n"
+    );
+    check(
+        &text,
+        expect![[r#"
+            nodepool.yaml:15:17: error: cron.image-update: "*/15 * * *" has 4 fields; a schedule has 5: minute hour day-of-month month day-of-week
+            nodepool.yaml:16:12: error: cron.cleanup: "61 * * * *" is not a valid schedule: minute 61 is out of range 0-59
+            nodepool.yaml:17:10: error: cron.check: "0 0 30 2 *" never fires
+        "#]],
+    );
+}
+
+#[test]
+fn bad_dburi() {
+    check(
+        &format!("dburi: oracle://scott:tiger@db/orcl\n{MINIMAL}"),
+        expect![[r#"
+        nodepool.yaml:1:8: error: dburi: unsupported database "oracle" in "oracle://scott:***@db/orcl"; use sqlite://PATH or postgres://USER@HOST/DATABASE
+    "#]],
+    );
+    check(
+        &format!("dburi: nodepool.sqlite\n{MINIMAL}"),
+        expect![[r#"
+        nodepool.yaml:1:8: error: dburi: "nodepool.sqlite" is not a database URL; expected sqlite://PATH or postgres://USER@HOST/DATABASE
+    "#]],
+    );
+    check(
+        &format!("dburi: postgres://nodepool:hunter2@/\n{MINIMAL}"),
+        expect![[r#"
+        nodepool.yaml:1:8: error: dburi: "postgres://nodepool:***@/" names no database server host
+    "#]],
+    );
+}
+
+#[test]
+fn out_of_range_numbers() {
+    let text = MINIMAL
+        .replace(
+            "max-servers: 10",
+            "max-servers: -1\n    rate: -0.5\n    boot-timeout: 0\n    launch-timeout: -3",
+        )
+        .replace(
+            "    image: ubuntu\n",
+            "    image: ubuntu\n    min-ready: -2\n    subnodes: -1\n",
+        )
+        .replace("min-ram: 2048", "min-ram: -512");
+    check(
+        &text,
+        expect![[r#"
+        nodepool.yaml:4:16: error: labels[0].min-ready: -2 is out of range: must be -1 (disabled) or more
+        nodepool.yaml:5:15: error: labels[0].subnodes: -1 is out of range: must be 0 to 1000
+        nodepool.yaml:11:18: error: providers[0].max-servers: -1 is out of range: must be 0 or more
+        nodepool.yaml:12:11: error: providers[0].rate: -0.5 is out of range: must be 0 or more seconds
+        nodepool.yaml:13:19: error: providers[0].boot-timeout: 0 is out of range: must be more than 0 seconds
+        nodepool.yaml:14:21: error: providers[0].launch-timeout: -3 is out of range: must be more than 0 seconds
+        nodepool.yaml:18:18: error: providers[0].images[0].min-ram: -512 is out of range: must be 0 or more megabytes
+    "#]],
+    );
+}
+
+#[test]
+fn top_level_that_is_not_a_mapping() {
+    check(
+        "- labels\n- providers\n",
+        expect![[r#"
+        nodepool.yaml:1:1: error: expected a mapping, found a list
+    "#]],
+    );
+    check(
+        "just a string\n",
+        expect![[r#"
+        nodepool.yaml:1:1: error: expected a mapping, found "just a string"
+    "#]],
+    );
+}
+
+#[test]
+fn empty_files() {
+    check(
+        "",
+        expect![[r#"
+        nodepool.yaml:1:1: error: the file is empty; a config needs at least `labels` and `providers`
+    "#]],
+    );
+    check(
+        "# only a comment\n",
+        expect![[r#"
+        nodepool.yaml:1:1: error: the file is empty; a config needs at least `labels` and `providers`
+    "#]],
+    );
+    check(
+        "---\n",
+        expect![[r#"
+        nodepool.yaml:1:1: error: the file is empty; a config needs at least `labels` and `providers`
+    "#]],
+    );
+}
+
+#[test]
+fn yaml_syntax_errors() {
+    check(
+        "labels: [1, 2\n",
+        expect![[r#"
+            nodepool.yaml:1:9: error: not valid YAML: unclosed bracket '['
+        "#]],
+    );
+    check(
+        "labels:\n  - name: a\n bad-indent: 1\n",
+        expect![[r#"
+            nodepool.yaml:3:2: error: not valid YAML: while parsing a block mapping, did not find expected key
+        "#]],
+    );
+    check(
+        "labels:\n\t- name: a\n",
+        expect![[r#"
+            nodepool.yaml:2:2: error: not valid YAML: tabs disallowed within this context (block indentation)
+        "#]],
+    );
+}
+
+#[test]
+fn invalid_utf8() {
+    let mut bytes = b"labels:\n  - name: sm".to_vec();
+    bytes.extend_from_slice(&[0xff, 0xfe]);
+    bytes.extend_from_slice(b"all\n");
+    let errors = crate::parse_bytes(&bytes, "nodepool.yaml").unwrap_err();
+    expect!["nodepool.yaml:2:13: error: the file is not valid UTF-8 (byte 20 is 0xff)"]
+        .assert_eq(&errors.to_string());
+}
+
+#[test]
+fn a_ten_megabyte_file() {
+    let mut text = String::from(MINIMAL);
+    let filler = "# padding padding padding padding padding padding padding padding padding\n";
+    while text.len() < 10 * 1024 * 1024 {
+        text.push_str(filler);
+    }
+    check(
+        &text,
+        expect![[r#"
+        nodepool.yaml:1:1: error: the file is 10.0 MiB; a config may be at most 4 MiB (is this the right file?)
+    "#]],
+    );
+}
+
+#[test]
+fn empty_and_invalid_names() {
+    let text = MINIMAL
+        .replace("  - name: small", "  - name: ''")
+        .replace("      - name: ubuntu", "      - name: ' ubuntu'");
+    check(
+        &text,
+        expect![[r#"
+            nodepool.yaml:2:11: error: labels[0].name: name is empty
+            nodepool.yaml:3:12: error: labels[0].image: no provider has an image named "ubuntu"; did you mean " ubuntu"?
+            nodepool.yaml:11:15: error: providers[0].images[0].name: name has leading or trailing whitespace
+        "#]],
+    );
+}
+
+#[test]
+fn missing_required_keys() {
+    check(
+        "labels:\n  - {}\nproviders:\n  - images:\n      - {}\n",
+        expect![[r#"
+        nodepool.yaml:2:5: error: labels[0].name: missing; every label needs a name
+        nodepool.yaml:2:5: error: labels[0].image: missing; give the name of the provider image its nodes boot from
+        nodepool.yaml:2:5: error: labels[0].providers: missing; list the providers that may supply this label
+        nodepool.yaml:4:5: error: providers[0].name: missing; every provider needs a name
+        nodepool.yaml:4:5: error: providers[0].max-servers: missing; a provider needs a server quota (0 launches nothing)
+        nodepool.yaml:4:5: error: providers[0]: no credentials: set `cloud` to an entry of clouds.yaml, or all of auth-url, username, password and project-name (missing: auth-url, username, password, project-name)
+        nodepool.yaml:5:9: error: providers[0].images[0].name: missing; every image needs a name
+        nodepool.yaml:5:9: error: providers[0].images[0].base-image: missing; give the name or id of the cloud image to build from
+        nodepool.yaml:5:9: error: providers[0].images[0].min-ram: missing; give the least RAM in MB a node's flavor must have
+    "#]],
+    );
+}
+
+#[test]
+fn provider_without_credentials() {
+    let text = MINIMAL.replace(
+        "    driver: fake\n",
+        "    username: nodepool\n    auth-url: https://keystone.example.org/v3\n",
+    );
+    check(
+        &text,
+        expect![[r#"
+        nodepool.yaml:7:5: error: providers[0]: no credentials: set `cloud` to an entry of clouds.yaml, or all of auth-url, username, password and project-name (missing: password, project-name)
+    "#]],
+    );
+    let text = MINIMAL.replace(
+        "    driver: fake\n",
+        "    cloud: east\n    project-name: a\n    project-id: b\n",
+    );
+    check(
+        &text,
+        expect![[r#"
+        nodepool.yaml:10:17: error: providers[0].project-id: give project-name or project-id, not both
+    "#]],
+    );
+    check(
+        &MINIMAL.replace("driver: fake", "driver: vmware"),
+        expect![[r#"
+        nodepool.yaml:8:13: error: providers[0].driver: unknown driver "vmware"; expected openstack or fake
+    "#]],
+    );
+}
+
+#[test]
+fn scripts_need_a_script_dir() {
+    let text = MINIMAL
+        .replace("min-ram: 2048", "min-ram: 2048\n        setup: prepare.sh")
+        .replace(
+            "    image: ubuntu\n",
+            "    image: ubuntu\n    ready-script: ready.sh\n",
+        );
+    check(
+        &text,
+        expect![[r#"
+        nodepool.yaml:4:19: error: labels[0].ready-script: needs `script-dir`: ready scripts are copied from there to every node
+        nodepool.yaml:15:16: error: providers[0].images[0].setup: needs `script-dir`: setup scripts are copied from there to the template server
+    "#]],
+    );
+}
+
+#[test]
+fn bad_template_hostname_networks_and_meta() {
+    let text = MINIMAL
+        .replace(
+            "max-servers: 10",
+            "max-servers: 10\n    template-hostname: '{image}-{timestamp}'\n    networks:\n      - net-id: a\n        name: b\n      - {}",
+        )
+        .replace("min-ram: 2048", "min-ram: 2048\n        meta:\n          nodepool-node-id: '1'\n          purpose: ci");
+    check(
+        &text,
+        expect![[r#"
+        nodepool.yaml:10:24: error: providers[0].template-hostname: unknown field {image}; the fields are {image.name}, {provider.name} and {timestamp}
+        nodepool.yaml:12:9: error: providers[0].networks[0]: give only one of net-id, net-label or name
+        nodepool.yaml:14:9: error: providers[0].networks[1]: a network needs one of net-id, net-label or name
+        nodepool.yaml:20:11: error: providers[0].images[0].meta.nodepool-node-id: keys starting with `nodepool-` are reserved for nodepool's ownership tags
+    "#]],
+    );
+}
+
+#[test]
+fn keys_that_are_not_strings() {
+    check(
+        &MINIMAL.replace(
+            "    driver: fake",
+            "    driver: fake\n    ? [a, b]\n    : c",
+        ),
+        expect![[r#"
+        nodepool.yaml:9:7: error: providers[0]: a key must be a plain string, not a list or mapping
+    "#]],
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    let text = MINIMAL
+        .replace(
+            "    driver: fake\n",
+            "    username: u\n    password: hunter2\n    project-name: p\n",
+        )
+        .replace("max-servers: 10", "max-servers: many");
+    let text = format!("dburi: 'postgres://nodepool:hunter2@'\n{text}");
+    let failure = errors(&text);
+    let all = render(&text);
+    assert!(!all.contains("hunter2"), "{all}");
+    assert!(!format!("{failure:?}").contains("hunter2"));
+    assert_eq!(failure.errors.len(), 3, "{all}");
+    let loaded = super::load(&MINIMAL.replace(
+        "    driver: fake\n",
+        "    auth-url: a\n    username: u\n    password: hunter2\n    project-name: p\n",
+    ));
+    let text = format!("{:?}", loaded.config);
+    assert!(
+        !text.contains("hunter2") && text.contains("Secret(<redacted>)"),
+        "{text}"
+    );
+}
