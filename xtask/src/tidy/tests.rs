@@ -1,1 +1,220 @@
-//! Tidy tests.
+//! Tidy tests: every source file explains itself, crates carry the metadata embedders need,
+//! and the dependency rules of docs/ARCHITECTURE.md hold.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use super::workspace_root;
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if name != "target" && !name.starts_with('.') {
+                rust_files(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_rust_file_starts_with_a_module_doc() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for dir in ["crates", "xtask", "tests"] {
+        if root.join(dir).is_dir() {
+            rust_files(&root.join(dir), &mut files);
+        }
+    }
+    assert!(files.len() > 10, "found only {} files", files.len());
+    let missing: Vec<String> = files
+        .iter()
+        .filter(|f| !std::fs::read_to_string(f).unwrap().starts_with("//!"))
+        .map(|f| f.strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "these files do not start with a `//!` module doc: {missing:#?}"
+    );
+}
+
+/// `cargo metadata` for the workspace, resolved for the host platform, read once.
+fn metadata() -> &'static serde_json::Value {
+    static METADATA: OnceLock<serde_json::Value> = OnceLock::new();
+    METADATA.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let host = Command::new("rustc").arg("-vV").output().unwrap();
+        let host = String::from_utf8(host.stdout).unwrap();
+        let host = host
+            .lines()
+            .find_map(|l| l.strip_prefix("host: "))
+            .unwrap()
+            .to_owned();
+        let output = Command::new(cargo)
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--filter-platform",
+                &host,
+            ])
+            .current_dir(workspace_root())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    })
+}
+
+/// Every package a workspace crate depends on, directly or not (normal dependencies only).
+fn closure(meta: &serde_json::Value) -> BTreeMap<String, BTreeSet<String>> {
+    let name_of: BTreeMap<&str, &str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let edges: BTreeMap<&str, Vec<&str>> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let deps = n["deps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| {
+                    d["dep_kinds"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|k| k["kind"].is_null())
+                })
+                .map(|d| d["pkg"].as_str().unwrap())
+                .collect();
+            (n["id"].as_str().unwrap(), deps)
+        })
+        .collect();
+    let mut result = BTreeMap::new();
+    for member in meta["workspace_members"].as_array().unwrap() {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![member.as_str().unwrap()];
+        while let Some(id) = stack.pop() {
+            for dep in edges.get(id).into_iter().flatten() {
+                if seen.insert(name_of[dep].to_owned()) {
+                    stack.push(dep);
+                }
+            }
+        }
+        result.insert(name_of[member.as_str().unwrap()].to_owned(), seen);
+    }
+    result
+}
+
+#[test]
+fn dependency_layering() {
+    let deps = closure(metadata());
+    // Crates that must stay free of I/O frameworks, SQL, HTTP and cloud SDKs.
+    let pure = [
+        "nodepool-model",
+        "nodepool-config",
+        "nodepool-image",
+        "nodepool-node",
+    ];
+    let forbidden_in_pure = [
+        "tokio",
+        "diesel",
+        "reqwest",
+        "hyper",
+        "axum",
+        "openstack",
+        "osauth",
+        "russh",
+        "tracing",
+        "serde_yaml",
+        "nodepool-db",
+        "nodepool-provider",
+        "nodepool-openstack",
+        "nodepool-daemon",
+    ];
+    let mut violations = Vec::new();
+    for krate in pure {
+        for bad in forbidden_in_pure {
+            if deps.get(krate).is_some_and(|d| d.contains(bad)) {
+                violations.push(format!("{krate} depends on {bad}"));
+            }
+        }
+    }
+    // The model knows no YAML and no cloud; the policies know no config file format.
+    for bad in ["serde-saphyr", "croner"] {
+        if deps.get("nodepool-model").is_some_and(|d| d.contains(bad)) {
+            violations.push(format!("nodepool-model depends on {bad}"));
+        }
+    }
+    // The CLI never depends on the daemon.
+    if deps
+        .get("nodepool-cli")
+        .is_some_and(|d| d.contains("nodepool-daemon"))
+    {
+        violations.push("nodepool-cli depends on nodepool-daemon".into());
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+    // The check sees through to indirect dependencies.
+    assert!(deps["nodepool-config"].contains("serde-saphyr"));
+    assert!(deps["nodepool-cli"].contains("nodepool-model"));
+}
+
+#[test]
+fn library_crates_carry_package_metadata() {
+    let meta = metadata();
+    let members: BTreeSet<&str> = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    let mut problems = Vec::new();
+    for package in meta["packages"].as_array().unwrap() {
+        if !members.contains(package["id"].as_str().unwrap()) {
+            continue;
+        }
+        let is_lib = package["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "lib"));
+        if !is_lib {
+            continue;
+        }
+        let name = package["name"].as_str().unwrap();
+        for field in ["description", "license", "repository", "readme"] {
+            if package[field].is_null() {
+                problems.push(format!("{name} has no `{field}`"));
+            }
+        }
+        if package["license"] != "Apache-2.0" {
+            problems.push(format!("{name} is not Apache-2.0"));
+        }
+        let lib_rs = Path::new(package["manifest_path"].as_str().unwrap())
+            .parent()
+            .unwrap()
+            .join("src/lib.rs");
+        let text = std::fs::read_to_string(&lib_rs).unwrap();
+        if text.lines().take_while(|l| l.starts_with("//!")).count() < 3 {
+            problems.push(format!(
+                "{} has fewer than three lines of crate docs",
+                lib_rs.display()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}

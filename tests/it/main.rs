@@ -1,0 +1,33 @@
+//! End-to-end tests: the real `nodepool` binary, run as an admin would run it.
+
+mod config_validate;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's root folder.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `nodepool` with `args` and returns what it printed and its exit code.
+fn nodepool(args: &[&str]) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_nodepool"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("OS_CLIENT_CONFIG_FILE")
+        .output()
+        .expect("the nodepool binary runs");
+    let code = status
+        .code()
+        .expect("nodepool exits, not killed by a signal");
+    (
+        code,
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
