@@ -369,33 +369,20 @@ fn read_image(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawImage {
 
 /// `meta: {key: value}`: string keys and scalar values, kept in file order.
 fn read_meta(cx: &mut Cx<'_>, node: &Node, key: &str) -> Option<Vec<MetaEntry>> {
-    let crate::yaml::Kind::Map(entries) = &node.kind else {
-        if !matches!(node.kind, crate::yaml::Kind::Null) {
-            let found = node.describe(cx.source);
-            cx.sink.error(
-                node.location,
-                key,
-                format!("expected a mapping, found {found}"),
-            );
-        }
-        return None;
-    };
-    let mut pairs = Vec::with_capacity(entries.len());
-    for (k, v) in entries {
-        let Some(name) = cx.string(k, key) else {
-            continue;
-        };
-        let path = format!("{key}.{name}");
-        let value = cx.string(v, &path).unwrap_or_default();
+    let fields = cx.fields(node, key)?;
+    let mut pairs = Vec::new();
+    for (name, key_node, value_node) in fields.entries() {
+        let path = crate::read::child(key, &name);
+        let value = cx.string(value_node, &path).unwrap_or_default();
         pairs.push((
             At {
                 value: name,
-                location: k.location,
+                location: key_node.location,
                 key: path.clone(),
             },
             At {
                 value,
-                location: v.location,
+                location: value_node.location,
                 key: path,
             },
         ));

@@ -275,6 +275,15 @@ impl<'n> Fields<'n> {
         }
     }
 
+    /// Every entry, for mappings whose keys are free (`meta`). Duplicates and keys that are
+    /// not strings were reported when the mapping was read.
+    pub(crate) fn entries(self) -> Vec<(String, &'n Node, &'n Node)> {
+        self.entries
+            .into_iter()
+            .map(|e| (e.name, e.key_node, e.value))
+            .collect()
+    }
+
     /// Reports every key not read as unknown, suggesting the closest known one.
     pub(crate) fn finish(self, cx: &mut Cx<'_>, known: &[&str]) {
         for entry in self.entries.iter().filter(|e| !e.used) {
