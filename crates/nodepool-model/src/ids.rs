@@ -120,7 +120,7 @@ name_type!(
     ImageName
 );
 
-macro_rules! id_type {
+macro_rules! id_type_impl {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -159,6 +159,8 @@ macro_rules! id_type {
     };
 }
 
+pub(crate) use id_type_impl as id_type;
+
 id_type!(
     /// The store's id of a node.
     NodeId
@@ -190,6 +192,18 @@ impl ExternalId {
     }
 }
 
+impl From<&str> for ExternalId {
+    fn from(id: &str) -> Self {
+        Self::new(id)
+    }
+}
+
+impl From<String> for ExternalId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
 impl fmt::Display for ExternalId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -197,6 +211,36 @@ impl fmt::Display for ExternalId {
 }
 
 impl fmt::Debug for ExternalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// The id of one nodepool installation: made at random when its store is first created,
+/// and put on every cloud resource it creates, so that its servers and images can be told
+/// apart from those of another installation sharing the same cloud project.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstallationId(String);
+
+impl InstallationId {
+    /// Wraps an installation id.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as stored and tagged.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstallationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for InstallationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)
     }

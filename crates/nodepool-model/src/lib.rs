@@ -31,16 +31,20 @@
 //! # Ok::<(), nodepool_model::NameError>(())
 //! ```
 
+mod events;
 mod ids;
 mod records;
+mod snapshot;
 mod state;
 mod time;
 
+pub use events::{BuildRequest, BuildRequestId, BuildRequestState, Event, Reason, Subject};
 pub use ids::{
-    ExternalId, ImageId, ImageName, LabelName, MAX_NAME_LEN, NameError, NodeId, ProviderName,
-    RequestId,
+    ExternalId, ImageId, ImageName, InstallationId, LabelName, MAX_NAME_LEN, NameError, NodeId,
+    ProviderName, RequestId,
 };
 pub use records::{HoldNote, Image, Node, NodeRequest};
+pub use snapshot::Snapshot;
 pub use state::{ImageState, NodeState, ParseStateError, RequestState};
 pub use time::Timestamp;
 

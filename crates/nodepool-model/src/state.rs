@@ -19,19 +19,16 @@
 //! Images (one upload of one version on one provider) go `building → ready → delete`,
 //! and a failed build goes `building → delete`.
 
-use std::fmt;
-use std::str::FromStr;
-
 /// A state name that is not one of the known states.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} state {name:?}; expected one of: {expected}")]
 pub struct ParseStateError {
-    kind: &'static str,
-    name: String,
-    expected: String,
+    pub(crate) kind: &'static str,
+    pub(crate) name: String,
+    pub(crate) expected: String,
 }
 
-macro_rules! state_enum {
+macro_rules! state_enum_impl {
     (
         $(#[$doc:meta])*
         $ty:ident, $kind:literal {
@@ -57,18 +54,18 @@ macro_rules! state_enum {
             }
         }
 
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $ty {
-            type Err = ParseStateError;
-            fn from_str(s: &str) -> Result<Self, ParseStateError> {
+        impl std::str::FromStr for $ty {
+            type Err = $crate::ParseStateError;
+            fn from_str(s: &str) -> Result<Self, $crate::ParseStateError> {
                 match s {
                     $( $text => Ok($ty::$variant), )+
-                    _ => Err(ParseStateError {
+                    _ => Err($crate::ParseStateError {
                         kind: $kind,
                         name: s.to_owned(),
                         expected: [$($text),+].join(", "),
@@ -78,6 +75,8 @@ macro_rules! state_enum {
         }
     };
 }
+
+pub(crate) use state_enum_impl as state_enum;
 
 state_enum! {
     /// Where a node is in its life.

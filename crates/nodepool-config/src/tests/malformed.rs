@@ -452,9 +452,12 @@ fn duplicate_and_oversized_meta() {
         "min-ram: 2048",
         &format!("min-ram: 2048\n        meta:\n          a: '1'\n          a: '2'\n          b: {long}\n          c: [x]"),
     );
-    check(&text, expect![[r#"
+    check(
+        &text,
+        expect![[r#"
         nodepool.yaml:16:11: error: providers[0].images[0].meta.a: duplicate key "a"; it is first set at line 15, and only that value is used
         nodepool.yaml:17:14: error: providers[0].images[0].meta.b: a metadata value must have at most 255 characters
         nodepool.yaml:18:14: error: providers[0].images[0].meta.c: expected a string, found a list
-    "#]]);
+    "#]],
+    );
 }

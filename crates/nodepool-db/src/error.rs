@@ -1,0 +1,132 @@
+//! What can go wrong with the store, in terms a caller can act on.
+
+use nodepool_model::Subject;
+
+/// A store operation that did not happen. Nothing was written when one is returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such node, image, request or build request.
+    #[error("{subject} not found")]
+    NotFound {
+        /// What was looked for.
+        subject: Subject,
+    },
+    /// The move is not one the state machine allows (`ready` to `building`, say).
+    #[error("{subject} is {from}; it cannot become {to}")]
+    InvalidTransition {
+        /// What was to move.
+        subject: Subject,
+        /// Its state now.
+        from: String,
+        /// The state asked for.
+        to: String,
+    },
+    /// The record is not in a state where this change makes sense.
+    #[error("{subject}: {message}")]
+    Conflict {
+        /// What was to change.
+        subject: Subject,
+        /// Why it cannot.
+        message: String,
+    },
+    /// A cloud id that another record of the same provider already has.
+    #[error(
+        "{subject}: cloud id {external_id:?} on provider {provider} already belongs to another record"
+    )]
+    DuplicateExternalId {
+        /// The record that was to get the id.
+        subject: Subject,
+        /// The provider.
+        provider: String,
+        /// The cloud id.
+        external_id: String,
+    },
+    /// The arguments make no sense (a request for no labels, say).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database was written by a newer nodepool.
+    #[error(
+        "the store's schema is newer than this nodepool: it has migration {newest}, this binary knows up to {known}; upgrade nodepool (a downgrade would lose data)"
+    )]
+    SchemaTooNew {
+        /// The newest migration the database has.
+        newest: String,
+        /// The newest migration this binary knows.
+        known: String,
+    },
+    /// The database has not been set up; run a command that writes, or start nodepoold.
+    #[error(
+        "the store at {0} is not set up yet: start nodepoold, or run a nodepool command that writes"
+    )]
+    NotInitialised(String),
+    /// The database cannot be opened or reached.
+    #[error("cannot open the store {uri}: {message}")]
+    Unavailable {
+        /// The database, without its password.
+        uri: String,
+        /// Why.
+        message: String,
+    },
+    /// A stored value that this version cannot read.
+    #[error("unreadable {table} row {id}: {message}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// The row's id.
+        id: i64,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The database refused or failed an operation.
+    #[error("database error: {message}")]
+    Database {
+        /// The database's message.
+        message: String,
+        /// Whether trying again may work (a serialization failure, a lock timeout).
+        retryable: bool,
+    },
+}
+
+impl StoreError {
+    /// Whether the same operation may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database {
+                retryable: true,
+                ..
+            } | StoreError::Unavailable { .. }
+        )
+    }
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(error: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let retryable = match &error {
+            Error::DatabaseError(kind, info) => {
+                matches!(kind, DatabaseErrorKind::SerializationFailure)
+                    || info.message().contains("database is locked")
+                    || info.message().contains("deadlock")
+            }
+            _ => false,
+        };
+        StoreError::Database {
+            message: error.to_string(),
+            retryable,
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for StoreError {
+    fn from(error: diesel::r2d2::PoolError) -> Self {
+        StoreError::Unavailable {
+            uri: "(pool)".into(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// Shorthand for store results.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,56 @@
+//! Schema migrations, embedded in the binary and applied in order.
+//!
+//! One set of SQL files serves every backend. A database that has a migration this binary
+//! does not know was written by a newer nodepool: that is an error, never a silent downgrade.
+
+use diesel::migration::MigrationSource;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::connection::AnyConnection;
+use crate::error::{Result, StoreError};
+
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// The versions of the migrations this binary has, oldest first.
+pub(crate) fn known_versions() -> Vec<String> {
+    let migrations: Vec<_> = MigrationSource::<diesel::sqlite::Sqlite>::migrations(&MIGRATIONS)
+        .expect("embedded migrations are readable");
+    migrations
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect()
+}
+
+fn migration_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Database {
+        message: format!("migration failed: {error}"),
+        retryable: false,
+    }
+}
+
+/// Fails with [`StoreError::SchemaTooNew`] if the database has migrations this binary lacks.
+pub(crate) fn check_not_newer(conn: &mut AnyConnection) -> Result<Vec<String>> {
+    let applied: Vec<String> = conn
+        .applied_migrations()
+        .map_err(migration_error)?
+        .into_iter()
+        .map(|v| v.to_string())
+        .collect();
+    let known = known_versions();
+    if let Some(unknown) = applied.iter().filter(|v| !known.contains(v)).max() {
+        return Err(StoreError::SchemaTooNew {
+            newest: unknown.clone(),
+            known: known.last().cloned().unwrap_or_default(),
+        });
+    }
+    Ok(applied)
+}
+
+/// Applies every pending migration; returns the versions applied now.
+pub(crate) fn run_pending(conn: &mut AnyConnection) -> Result<Vec<String>> {
+    check_not_newer(conn)?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(migration_error)?;
+    Ok(applied.into_iter().map(|v| v.to_string()).collect())
+}

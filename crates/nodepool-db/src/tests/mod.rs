@@ -1,0 +1,48 @@
+//! Store tests. Every test of `suite` runs on SQLite (a temporary file) and on PostgreSQL
+//! (a database made for the test and dropped after it).
+
+mod crash;
+mod suite;
+mod support;
+
+/// Declares each suite test once per backend.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    let db = super::support::TestDb::sqlite();
+                    super::suite::$name(&db);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    let Some(db) = super::support::TestDb::postgres() else { return };
+                    super::suite::$name(&db);
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    migrations_and_installation_id,
+    a_newer_schema_is_refused,
+    an_unmigrated_store_says_so,
+    node_lifecycle_with_events,
+    wrong_moves_are_refused_and_write_nothing,
+    duplicate_external_ids_are_refused,
+    holds,
+    image_lifecycle,
+    requests_are_served_oldest_ready_first,
+    failed_and_finished_requests_get_no_nodes,
+    build_requests,
+    snapshot_sees_everything_in_order,
+    pruning_keeps_live_histories,
+    concurrent_claims_never_share_a_node,
+    an_aborted_transaction_leaves_the_previous_state,
+);
