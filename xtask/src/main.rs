@@ -1,7 +1,11 @@
 //! `cargo xtask`: the project's automation, in Rust so that it runs wherever cargo does.
 //!
 //! - `cargo xtask ci`: everything CI checks, in order: formatting, clippy with warnings as
-//!   errors, every test, and the docs with warnings as errors.
+//!   errors, every test, and the docs with warnings as errors. The tests need PostgreSQL
+//!   (`NODEPOOL_TEST_POSTGRES`, by default `postgres://postgres@127.0.0.1:5432/postgres`);
+//!   under CI a missing server fails them.
+//! - `cargo xtask bench [store]`: the benchmarks, medians printed as Markdown tables for
+//!   `docs/benchmarks.md`.
 //!
 //! The tidy checks (module docs, architecture rules) are ordinary tests of this crate,
 //! so `cargo test` runs them too.
@@ -18,9 +22,10 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci    formatting, clippy -D warnings, all tests, docs -D warnings"
+                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [store]  benchmarks (all, or one suite), as Markdown tables"
             );
             Ok(())
         }
@@ -38,6 +43,36 @@ fn step(name: &str, program: &str, args: &[&str], envs: &[(&str, &str)]) -> anyh
         .with_context(|| format!("cannot run {program}"))?;
     if !status.success() {
         bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+/// The benchmark suites: (name, package, bench target).
+const BENCHES: &[(&str, &str, &str)] = &[("store", "nodepool-db", "store")];
+
+fn bench(only: Option<&str>) -> anyhow::Result<()> {
+    let root = tidy::workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let selected: Vec<_> = BENCHES
+        .iter()
+        .filter(|(name, ..)| only.is_none_or(|o| o == *name))
+        .collect();
+    if selected.is_empty() {
+        let names: Vec<&str> = BENCHES.iter().map(|(name, ..)| *name).collect();
+        bail!(
+            "no benchmark suite {:?}; the suites are: {}",
+            only.unwrap_or_default(),
+            names.join(", ")
+        );
+    }
+    for (name, package, target) in selected {
+        step(
+            &format!("bench {name}"),
+            &cargo,
+            &["bench", "--locked", "-p", package, "--bench", target],
+            &[],
+        )?;
     }
     Ok(())
 }

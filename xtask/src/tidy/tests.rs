@@ -120,6 +120,31 @@ fn closure(meta: &serde_json::Value) -> BTreeMap<String, BTreeSet<String>> {
     result
 }
 
+/// The dependencies each workspace crate names in its manifest.
+fn direct_dependencies(meta: &serde_json::Value) -> BTreeMap<String, BTreeSet<String>> {
+    let members: BTreeSet<&str> = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| members.contains(p["id"].as_str().unwrap()))
+        .map(|p| {
+            let deps = p["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["name"].as_str().unwrap().to_owned())
+                .collect();
+            (p["name"].as_str().unwrap().to_owned(), deps)
+        })
+        .collect()
+}
+
 #[test]
 fn dependency_layering() {
     let deps = closure(metadata());
@@ -158,6 +183,14 @@ fn dependency_layering() {
     for bad in ["serde-saphyr", "croner"] {
         if deps.get("nodepool-model").is_some_and(|d| d.contains(bad)) {
             violations.push(format!("nodepool-model depends on {bad}"));
+        }
+    }
+    // Only the store knows SQL.
+    for (krate, direct) in direct_dependencies(metadata()) {
+        for sql in ["diesel", "diesel_migrations", "libsqlite3-sys"] {
+            if krate != "nodepool-db" && direct.contains(sql) {
+                violations.push(format!("{krate} depends on {sql}; only nodepool-db may"));
+            }
         }
     }
     // The CLI never depends on the daemon.
