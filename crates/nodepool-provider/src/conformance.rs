@@ -1,0 +1,378 @@
+//! The conformance suite: what every [`Provider`] implementation must do, checked the same
+//! way against the fake cloud and against a real OpenStack.
+//!
+//! A [`Harness`] supplies the provider, what to boot, and how to let time pass (moving a
+//! virtual clock, or really waiting). [`run`] runs every check and, at the end, asserts that
+//! the cloud holds nothing the suite created.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use nodepool_model::{ExternalId, ImageId, InstallationId, NodeId};
+
+use crate::{
+    CloudImage, ErrorKind, ImageStatus, Owner, Ownership, Provider, Server, ServerSpec,
+    ServerStatus, Tags, classify, pick_flavor,
+};
+
+/// Lets time pass between two polls.
+pub type Wait = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What the suite needs to run against one provider.
+pub struct Harness {
+    /// The provider under test.
+    pub provider: Arc<dyn Provider>,
+    /// A provider on the same cloud whose project allows exactly two instances, if there is one.
+    pub quota_of_two: Option<Arc<dyn Provider>>,
+    /// The name of an active image to boot.
+    pub base_image: String,
+    /// The least RAM of the flavor to boot, in MB.
+    pub min_ram: u64,
+    /// How many polls before giving up on a server or image becoming active.
+    pub patience: u32,
+    /// Lets time pass between polls.
+    pub wait: Wait,
+    /// How many servers to create and list at once (more than one page of the cloud's listing).
+    pub many: usize,
+    /// The installation id to tag with: unique per run, so that leftovers of other runs are
+    /// never mistaken for this one's.
+    pub installation: InstallationId,
+}
+
+impl fmt::Debug for Harness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Harness")
+            .field("provider", &self.provider.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Harness {
+    fn tags(&self, owner: Owner) -> BTreeMap<String, String> {
+        Tags {
+            installation: self.installation.clone(),
+            provider: self.provider.name().clone(),
+            owner,
+        }
+        .to_metadata()
+    }
+
+    async fn boot_spec(&self, name: &str, owner: Owner) -> ServerSpec {
+        let provider = &self.provider;
+        let images = provider.list_images().await.expect("list_images");
+        let image = images
+            .iter()
+            .find(|i| i.name == self.base_image && i.status == ImageStatus::Active)
+            .unwrap_or_else(|| panic!("no active image named {:?}", self.base_image));
+        let flavors = provider.list_flavors().await.expect("list_flavors");
+        let flavor = pick_flavor(&flavors, self.min_ram, None).expect("a flavor with enough RAM");
+        let mut spec = ServerSpec::new(name, flavor.id.clone(), image.id.clone());
+        spec.metadata = self.tags(owner);
+        spec
+    }
+
+    async fn until_active(&self, id: &ExternalId) -> Server {
+        for _ in 0..self.patience {
+            let server = self.provider.get_server(id).await.expect("get_server");
+            match server.status {
+                ServerStatus::Active => return server,
+                ServerStatus::Error => panic!("server {id} went ERROR: {:?}", server.fault),
+                _ => (self.wait)().await,
+            }
+        }
+        panic!("server {id} did not become ACTIVE");
+    }
+
+    async fn until_image_active(&self, id: &ExternalId) -> CloudImage {
+        for _ in 0..self.patience {
+            let image = self.provider.get_image(id).await.expect("get_image");
+            match image.status {
+                ImageStatus::Active => return image,
+                ImageStatus::Failed => panic!("image {id} failed"),
+                _ => (self.wait)().await,
+            }
+        }
+        panic!("image {id} did not become active");
+    }
+
+    async fn until_server_gone(&self, id: &ExternalId) {
+        for _ in 0..self.patience {
+            match self.provider.get_server(id).await {
+                Err(error) if error.kind == ErrorKind::NotFound => {
+                    let listed = self.provider.list_servers().await.expect("list_servers");
+                    assert!(
+                        !listed.iter().any(|s| &s.id == id),
+                        "server {id} is gone but still listed"
+                    );
+                    return;
+                }
+                Ok(_) => (self.wait)().await,
+                Err(error) => panic!("get_server of a deleted server: {error}"),
+            }
+        }
+        panic!("server {id} was not deleted");
+    }
+
+    fn ours(&self, metadata: &BTreeMap<String, String>) -> bool {
+        matches!(
+            classify(metadata, &self.installation),
+            Ownership::Ours { .. } | Ownership::OursUnreadable
+        )
+    }
+}
+
+/// Runs every check, then asserts that nothing the suite created is left in the cloud.
+pub async fn run(h: &Harness) {
+    server_lifecycle(h).await;
+    snapshot_lifecycle(h).await;
+    not_found_is_not_found(h).await;
+    flavors(h).await;
+    many_at_once(h).await;
+    quota(h).await;
+    nothing_left(h).await;
+}
+
+/// create → ACTIVE → listed with our tags → delete → gone.
+pub async fn server_lifecycle(h: &Harness) {
+    let spec = h
+        .boot_spec("conformance-lifecycle", Owner::Node(NodeId::new(1)))
+        .await;
+    let created = h
+        .provider
+        .create_server(&spec)
+        .await
+        .expect("create_server");
+    assert_eq!(created.name, "conformance-lifecycle");
+    let active = h.until_active(&created.id).await;
+    assert!(
+        active.public_ip().is_some() || active.private_ip().is_some(),
+        "an active server has an address: {active:?}"
+    );
+    let listed = h.provider.list_servers().await.expect("list_servers");
+    let mine = listed
+        .iter()
+        .find(|s| s.id == created.id)
+        .expect("the new server is listed");
+    assert_eq!(
+        classify(&mine.metadata, &h.installation),
+        Ownership::Ours {
+            provider: h.provider.name().to_string(),
+            owner: Owner::Node(NodeId::new(1))
+        }
+    );
+    h.provider
+        .delete_server(&created.id)
+        .await
+        .expect("delete_server");
+    h.until_server_gone(&created.id).await;
+}
+
+/// snapshot → image active → listed with its properties → delete → gone.
+pub async fn snapshot_lifecycle(h: &Harness) {
+    let spec = h
+        .boot_spec("conformance-template", Owner::Image(ImageId::new(2)))
+        .await;
+    let template = h
+        .provider
+        .create_server(&spec)
+        .await
+        .expect("create_server");
+    h.until_active(&template.id).await;
+    let tags = h.tags(Owner::Image(ImageId::new(2)));
+    let id = h
+        .provider
+        .create_image(&template.id, "conformance-snapshot", &tags)
+        .await
+        .expect("create_image");
+    let image = h.until_image_active(&id).await;
+    assert_eq!(image.name, "conformance-snapshot");
+    let listed = h.provider.list_images().await.expect("list_images");
+    let mine = listed
+        .iter()
+        .find(|i| i.id == id)
+        .expect("the snapshot is listed");
+    assert_eq!(
+        classify(&mine.properties, &h.installation),
+        Ownership::Ours {
+            provider: h.provider.name().to_string(),
+            owner: Owner::Image(ImageId::new(2))
+        }
+    );
+    h.provider.delete_image(&id).await.expect("delete_image");
+    let gone = h.provider.get_image(&id).await;
+    assert!(
+        matches!(&gone, Err(e) if e.kind == ErrorKind::NotFound)
+            || matches!(&gone, Ok(i) if i.status == ImageStatus::Deleted),
+        "a deleted image is gone: {gone:?}"
+    );
+    assert!(
+        !h.provider
+            .list_images()
+            .await
+            .expect("list_images")
+            .iter()
+            .any(|i| i.id == id && i.status != ImageStatus::Deleted)
+    );
+    h.provider
+        .delete_server(&template.id)
+        .await
+        .expect("delete_server");
+    h.until_server_gone(&template.id).await;
+}
+
+/// Operations on an id that does not exist fail as not found.
+pub async fn not_found_is_not_found(h: &Harness) {
+    let missing = ExternalId::new("00000000-0000-4000-8000-0000deadbeef");
+    let kind = |r: crate::Result<()>| r.expect_err("an unknown id is an error").kind;
+    assert_eq!(
+        kind(h.provider.get_server(&missing).await.map(drop)),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        kind(h.provider.delete_server(&missing).await),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        kind(h.provider.get_image(&missing).await.map(drop)),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        kind(h.provider.delete_image(&missing).await),
+        ErrorKind::NotFound
+    );
+}
+
+/// Flavors are listed, and the smallest one with enough RAM is picked.
+pub async fn flavors(h: &Harness) {
+    let flavors = h.provider.list_flavors().await.expect("list_flavors");
+    assert!(!flavors.is_empty());
+    let picked = pick_flavor(&flavors, h.min_ram, None).expect("a flavor with enough RAM");
+    assert!(picked.ram_mb >= h.min_ram);
+    assert!(
+        flavors
+            .iter()
+            .filter(|f| f.ram_mb >= h.min_ram)
+            .all(|f| f.ram_mb >= picked.ram_mb)
+    );
+    assert!(pick_flavor(&flavors, u64::MAX, None).is_none());
+    assert!(pick_flavor(&flavors, 0, Some("no-flavor-has-this-in-its-name")).is_none());
+}
+
+/// Many concurrent creates and deletes; the listing returns all of them.
+pub async fn many_at_once(h: &Harness) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..h.many {
+        let spec = h
+            .boot_spec(
+                &format!("conformance-many-{i}"),
+                Owner::Node(NodeId::new(100 + i as u64)),
+            )
+            .await;
+        let provider = h.provider.clone();
+        tasks.spawn(async move { provider.create_server(&spec).await.expect("create_server") });
+    }
+    let mut ids = Vec::new();
+    while let Some(server) = tasks.join_next().await {
+        ids.push(server.expect("the create task ran").id);
+    }
+    let listed = h.provider.list_servers().await.expect("list_servers");
+    for id in &ids {
+        assert!(
+            listed.iter().any(|s| &s.id == id),
+            "server {id} is listed among {} servers",
+            listed.len()
+        );
+    }
+    for id in &ids {
+        h.until_active(id).await;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in ids.clone() {
+        let provider = h.provider.clone();
+        tasks.spawn(async move { provider.delete_server(&id).await.expect("delete_server") });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("the delete task ran");
+    }
+    for id in &ids {
+        h.until_server_gone(id).await;
+    }
+}
+
+/// The third server of a project allowed two is refused as a quota error.
+pub async fn quota(h: &Harness) {
+    let Some(provider) = &h.quota_of_two else {
+        return;
+    };
+    let tiny = Harness {
+        provider: provider.clone(),
+        quota_of_two: None,
+        wait: Box::new(|| Box::pin(async {})),
+        installation: h.installation.clone(),
+        base_image: h.base_image.clone(),
+        ..*h
+    };
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let spec = tiny
+            .boot_spec(
+                &format!("conformance-quota-{i}"),
+                Owner::Node(NodeId::new(200 + i)),
+            )
+            .await;
+        ids.push(
+            provider
+                .create_server(&spec)
+                .await
+                .expect("the first two servers fit")
+                .id,
+        );
+    }
+    let spec = tiny
+        .boot_spec("conformance-quota-2", Owner::Node(NodeId::new(202)))
+        .await;
+    let error = provider
+        .create_server(&spec)
+        .await
+        .expect_err("the third server is over quota");
+    assert_eq!(error.kind, ErrorKind::QuotaExceeded, "{error}");
+    for id in &ids {
+        provider.delete_server(id).await.expect("delete_server");
+    }
+    for id in &ids {
+        h.until_server_gone_on(provider.as_ref(), id).await;
+    }
+}
+
+impl Harness {
+    async fn until_server_gone_on(&self, provider: &dyn Provider, id: &ExternalId) {
+        for _ in 0..self.patience {
+            match provider.get_server(id).await {
+                Err(error) if error.kind == ErrorKind::NotFound => return,
+                _ => (self.wait)().await,
+            }
+        }
+        panic!("server {id} was not deleted");
+    }
+}
+
+/// Nothing tagged with this run's installation id is left.
+pub async fn nothing_left(h: &Harness) {
+    let servers = h.provider.list_servers().await.expect("list_servers");
+    let left: Vec<_> = servers
+        .iter()
+        .filter(|s| h.ours(&s.metadata))
+        .map(|s| &s.id)
+        .collect();
+    assert!(left.is_empty(), "servers left behind: {left:?}");
+    let images = h.provider.list_images().await.expect("list_images");
+    let left: Vec<_> = images
+        .iter()
+        .filter(|i| h.ours(&i.properties) && i.status != ImageStatus::Deleted)
+        .map(|i| &i.id)
+        .collect();
+    assert!(left.is_empty(), "images left behind: {left:?}");
+}
