@@ -6,6 +6,8 @@
 //!   under CI a missing server fails them.
 //! - `cargo xtask bench [store]`: the benchmarks, medians printed as Markdown tables for
 //!   `docs/benchmarks.md`.
+//! - `cargo xtask cloud install|up|down|reset|smoke|env`: a real OpenStack on 127.0.0.1 for
+//!   the driver tests (`xtask/cloud/README.md`).
 //!
 //! The tidy checks (module docs, architecture rules) are ordinary tests of this crate,
 //! so `cargo test` runs them too.
@@ -23,9 +25,10 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("cloud") => cloud(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [store]  benchmarks (all, or one suite), as Markdown tables"
+                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [store]  benchmarks (all, or one suite), as Markdown tables\n  cloud CMD      local OpenStack: install, up, down, reset, smoke [N], env"
             );
             Ok(())
         }
@@ -75,6 +78,37 @@ fn bench(only: Option<&str>) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The local OpenStack: the scripts in `xtask/cloud/` do the work.
+fn cloud(args: &[String]) -> anyhow::Result<()> {
+    let dir = tidy::workspace_root().join("xtask/cloud");
+    let script = |name: &str| dir.join(name).display().to_string();
+    match args.first().map(String::as_str) {
+        Some(command @ ("install" | "up" | "down" | "reset")) => step(
+            &format!("cloud {command}"),
+            "bash",
+            &[&script("cloud.sh"), command],
+            &[],
+        ),
+        Some("smoke") => {
+            let count = args.get(1).map_or("10", String::as_str);
+            step(
+                "cloud smoke",
+                "python3",
+                &[&script("smoke.py"), count, "auto"],
+                &[],
+            )
+        }
+        Some("env") => {
+            print!(
+                "{}",
+                std::fs::read_to_string(script("openrc.sh")).context("cannot read openrc.sh")?
+            );
+            Ok(())
+        }
+        _ => bail!("usage: cargo xtask cloud install|up|down|reset|smoke [N]|env"),
+    }
 }
 
 fn ci() -> anyhow::Result<()> {
