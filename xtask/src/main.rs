@@ -1,9 +1,10 @@
 //! `cargo xtask`: the project's automation, in Rust so that it runs wherever cargo does.
 //!
-//! - `cargo xtask ci`: everything CI checks, in order: formatting, clippy with warnings as
-//!   errors, every test, and the docs with warnings as errors. The tests need PostgreSQL
-//!   (`NODEPOOL_TEST_POSTGRES`, by default `postgres://postgres@127.0.0.1:5432/postgres`);
-//!   under CI a missing server fails them.
+//! - `cargo xtask ci`: everything CI checks, in order: formatting, the local OpenStack
+//!   (installed and started if need be), clippy with warnings as errors, every test, and the
+//!   docs with warnings as errors. The tests also need PostgreSQL (`NODEPOOL_TEST_POSTGRES`,
+//!   by default `postgres://postgres@127.0.0.1:5432/postgres`); under CI a missing server or
+//!   cloud fails them.
 //! - `cargo xtask bench [store]`: the benchmarks, medians printed as Markdown tables for
 //!   `docs/benchmarks.md`.
 //! - `cargo xtask cloud install|up|down|reset|smoke|env`: a real OpenStack on 127.0.0.1 for
@@ -116,6 +117,9 @@ fn ci() -> anyhow::Result<()> {
     std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     step("format", &cargo, &["fmt", "--all", "--", "--check"], &[])?;
+    // The OpenStack driver's tests run against a real local cloud.
+    cloud(&["install".to_owned()])?;
+    cloud(&["up".to_owned()])?;
     step(
         "clippy",
         &cargo,

@@ -1,0 +1,91 @@
+//! Logging in: a Keystone v3 session from a provider's settings.
+//!
+//! `cloud:` names an entry of clouds.yaml, read from the same search path `config-validate`
+//! checks (`OS_CLIENT_CONFIG_FILE` alone if set, otherwise `./clouds.yaml`,
+//! `~/.config/openstack/clouds.yaml`, `/etc/openstack/clouds.yaml`); inline keys of the
+//! provider override the entry's. Without `cloud:`, the inline keys are the whole
+//! configuration, with the `Default` domain. Both end as one `osauth::CloudConfig`, which
+//! supports password and application-credential authentication.
+
+use std::collections::BTreeMap;
+
+use nodepool_config::{Environment, OpenStackSettings, Project};
+use serde_json::{Map, Value, json};
+
+/// Why a session could not be made. Messages never contain a password.
+#[derive(Debug)]
+pub(crate) struct AuthError(pub(crate) String);
+
+#[derive(serde::Deserialize)]
+struct CloudsFile {
+    #[serde(default)]
+    clouds: BTreeMap<String, Value>,
+}
+
+/// The clouds.yaml entry for `cloud`, as JSON.
+fn cloud_entry(cloud: &str, env: &Environment) -> Result<Value, AuthError> {
+    let candidates = env.clouds_yaml_candidates();
+    let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
+        let list: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        AuthError(format!(
+            "no clouds.yaml found (looked in {})",
+            list.join(", ")
+        ))
+    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AuthError(format!("cannot read {}: {e}", path.display())))?;
+    let file: CloudsFile = serde_saphyr::from_str(&text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(":{}:{}", l.line(), l.column()))
+            .unwrap_or_default();
+        AuthError(format!("{}{at} is not a valid clouds.yaml", path.display()))
+    })?;
+    let names: Vec<&str> = file.clouds.keys().map(String::as_str).collect();
+    file.clouds.get(cloud).cloned().ok_or_else(|| {
+        AuthError(format!(
+            "no cloud named {cloud:?} in {} (it has: {})",
+            path.display(),
+            names.join(", ")
+        ))
+    })
+}
+
+/// The `CloudConfig` (as JSON) for a provider's settings.
+pub(crate) fn cloud_config(
+    settings: &OpenStackSettings,
+    env: &Environment,
+) -> Result<Value, AuthError> {
+    let mut config = match &settings.cloud {
+        Some(cloud) => cloud_entry(cloud, env)?,
+        None => json!({"auth": {"user_domain_name": "Default", "project_domain_name": "Default"}}),
+    };
+    let Value::Object(root) = &mut config else {
+        return Err(AuthError("the clouds.yaml entry is not a mapping".into()));
+    };
+    let auth = root
+        .entry("auth")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(auth) = auth else {
+        return Err(AuthError(
+            "the clouds.yaml entry's auth is not a mapping".into(),
+        ));
+    };
+    let mut set = |key: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            auth.insert(key.to_owned(), Value::String(value.to_owned()));
+        }
+    };
+    set("auth_url", settings.auth_url.as_deref());
+    set("username", settings.username.as_deref());
+    set("password", settings.password.as_ref().map(|p| p.expose()));
+    match &settings.project {
+        Some(Project::Name(name)) => set("project_name", Some(name)),
+        Some(Project::Id(id)) => set("project_id", Some(id)),
+        None => {}
+    }
+    if let Some(region) = &settings.region_name {
+        root.insert("region_name".into(), Value::String(region.clone()));
+    }
+    Ok(config)
+}
