@@ -86,12 +86,17 @@ impl Harness {
         panic!("server {id} did not become ACTIVE");
     }
 
-    async fn until_image_active(&self, id: &ExternalId) -> CloudImage {
+    /// Waits for an image to become active; `None` if the cloud dropped it (not found).
+    async fn until_image_active(&self, id: &ExternalId) -> Option<CloudImage> {
         for _ in 0..self.patience {
-            let image = self.provider.get_image(id).await.expect("get_image");
+            let image = match self.provider.get_image(id).await {
+                Ok(image) => image,
+                Err(error) if error.kind == ErrorKind::NotFound => return None,
+                Err(error) => panic!("get_image: {error}"),
+            };
             match image.status {
-                ImageStatus::Active => return image,
-                ImageStatus::Failed => panic!("image {id} failed"),
+                ImageStatus::Active => return Some(image),
+                ImageStatus::Failed | ImageStatus::Deleted => return None,
                 _ => (self.wait)().await,
             }
         }
@@ -182,12 +187,28 @@ pub async fn snapshot_lifecycle(h: &Harness) {
         .expect("create_server");
     h.until_active(&template.id).await;
     let tags = h.tags(Owner::Image(ImageId::new(2)));
-    let id = h
-        .provider
-        .create_image(&template.id, "conformance-snapshot", &tags)
-        .await
-        .expect("create_image");
-    let image = h.until_image_active(&id).await;
+    // A cloud may drop a snapshot it could not take (Nova does when the server, ACTIVE a
+    // moment ago, has not reported its power state yet); a caller takes another.
+    let mut snapshot = None;
+    for _ in 0..h.patience {
+        match h
+            .provider
+            .create_image(&template.id, "conformance-snapshot", &tags)
+            .await
+        {
+            Ok(id) => {
+                if let Some(image) = h.until_image_active(&id).await {
+                    snapshot = Some((id, image));
+                    break;
+                }
+            }
+            // The server is still busy with the dropped attempt.
+            Err(error) if error.kind == ErrorKind::BadRequest => {}
+            Err(error) => panic!("create_image: {error}"),
+        }
+        (h.wait)().await;
+    }
+    let (id, image) = snapshot.expect("a snapshot became active");
     assert_eq!(image.name, "conformance-snapshot");
     let listed = h.provider.list_images().await.expect("list_images");
     let mine = listed
