@@ -137,6 +137,26 @@ async fn admin_session() -> osauth::Session {
         .unwrap()
 }
 
+/// Deletes what interrupted runs of the suite left (their installation ids start with
+/// `conformance-`), so that leftovers never pile up in the test cloud.
+async fn clear_leftovers(provider: &OpenStackProvider) {
+    let leftover = |metadata: &std::collections::BTreeMap<String, String>| {
+        metadata
+            .get(nodepool_provider::INSTALLATION_KEY)
+            .is_some_and(|id| id.starts_with("conformance-"))
+    };
+    for server in provider.list_servers().await.unwrap() {
+        if leftover(&server.metadata) {
+            provider.delete_server(&server.id).await.unwrap();
+        }
+    }
+    for image in provider.list_images().await.unwrap() {
+        if leftover(&image.properties) {
+            provider.delete_image(&image.id).await.unwrap();
+        }
+    }
+}
+
 fn run_id() -> InstallationId {
     InstallationId::new(format!(
         "conformance-{}-{}",
@@ -150,6 +170,7 @@ async fn the_driver_passes_the_conformance_suite() {
     let Some(provider) = cloud("local").await else {
         return;
     };
+    clear_leftovers(&provider).await;
     let quota = quota_of_two(&admin_session().await).await;
     let harness = Harness {
         // A small page, so that listings of the 12 servers below go past one page.
