@@ -5,7 +5,7 @@
 //!   docs with warnings as errors. The tests also need PostgreSQL (`NODEPOOL_TEST_POSTGRES`,
 //!   by default `postgres://postgres@127.0.0.1:5432/postgres`); under CI a missing server or
 //!   cloud fails them.
-//! - `cargo xtask bench [store]`: the benchmarks, medians printed as Markdown tables for
+//! - `cargo xtask bench [store|cloud]`: the benchmarks, medians printed as Markdown tables for
 //!   `docs/benchmarks.md`.
 //! - `cargo xtask cloud install|up|down|reset|smoke|env`: a real OpenStack on 127.0.0.1 for
 //!   the driver tests (`xtask/cloud/README.md`).
@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
         Some("cloud") => cloud(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [store]  benchmarks (all, or one suite), as Markdown tables\n  cloud CMD      local OpenStack: install, up, down, reset, smoke [N], env"
+                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [SUITE]  benchmarks (store, cloud; all by default), as Markdown tables\n  cloud CMD      local OpenStack: install, up, down, reset, smoke [N], env"
             );
             Ok(())
         }
@@ -52,7 +52,11 @@ fn step(name: &str, program: &str, args: &[&str], envs: &[(&str, &str)]) -> anyh
 }
 
 /// The benchmark suites: (name, package, bench target).
-const BENCHES: &[(&str, &str, &str)] = &[("store", "nodepool-db", "store")];
+const BENCHES: &[(&str, &str, &str)] = &[
+    ("store", "nodepool-db", "store"),
+    // Needs the local cloud: `cargo xtask cloud up`.
+    ("cloud", "nodepool-openstack", "servers"),
+];
 
 fn bench(only: Option<&str>) -> anyhow::Result<()> {
     let root = tidy::workspace_root();
