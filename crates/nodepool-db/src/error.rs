@@ -119,14 +119,5 @@ impl From<diesel::result::Error> for StoreError {
     }
 }
 
-impl From<diesel::r2d2::PoolError> for StoreError {
-    fn from(error: diesel::r2d2::PoolError) -> Self {
-        StoreError::Unavailable {
-            uri: "(pool)".into(),
-            message: error.to_string(),
-        }
-    }
-}
-
 /// Shorthand for store results.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
