@@ -278,3 +278,69 @@ async fn limits_and_flavors() {
     );
     let _: &ProviderName = provider.name();
 }
+
+#[tokio::test]
+async fn application_credentials_from_clouds_yaml_log_in() {
+    use osauth::services::{GenericService, VersionSelector};
+    const IDENTITY: GenericService = GenericService::new("identity", VersionSelector::Major(3));
+    let Some(_) = cloud("probe").await else {
+        return;
+    };
+    let admin = admin_session().await;
+    let users: serde_json::Value = admin
+        .get(IDENTITY, &["users"])
+        .query(&[("name", "admin")])
+        .fetch()
+        .await
+        .unwrap();
+    let user_id = users["users"][0]["id"].as_str().unwrap().to_owned();
+    let name = format!("nodepool-test-{}", std::process::id());
+    let created: serde_json::Value = admin
+        .post(IDENTITY, &["users", &user_id, "application_credentials"])
+        .json(&json!({"application_credential": {"name": name}}))
+        .fetch()
+        .await
+        .unwrap();
+    let credential = &created["application_credential"];
+    let (id, secret) = (
+        credential["id"].as_str().unwrap(),
+        credential["secret"].as_str().unwrap(),
+    );
+
+    let dir = std::env::temp_dir().join(format!("nodepool-appcred-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let clouds = dir.join("clouds.yaml");
+    std::fs::write(
+        &clouds,
+        format!(
+            "clouds:\n  ci:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: {}\n      application_credential_id: {id}\n      application_credential_secret: {secret}\n    region_name: {}\n",
+            env("OS_AUTH_URL", "http://127.0.0.1:5000/v3"),
+            env("OS_REGION_NAME", "RegionOne")
+        ),
+    )
+    .unwrap();
+    let mut settings = OpenStackSettings::default();
+    settings.cloud = Some("ci".into());
+    let environment = Environment {
+        clouds_yaml: Some(clouds),
+        home: None,
+        current_dir: None,
+    };
+    let logged_in =
+        OpenStackProvider::connect("appcred".parse().unwrap(), &settings, &environment).await;
+    // Used before the credential is deleted: deleting it revokes its tokens.
+    let flavors = match &logged_in {
+        Ok(provider) => provider.list_flavors().await.map(|f| f.len()),
+        Err(error) => Err(error.clone()),
+    };
+    admin
+        .delete(
+            IDENTITY,
+            &["users", &user_id, "application_credentials", id],
+        )
+        .send()
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(flavors.unwrap() > 0);
+}
