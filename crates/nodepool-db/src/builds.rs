@@ -131,9 +131,9 @@ impl Store {
             ))
             .execute(conn)?;
             if changed == 0 {
-                return Err(StoreError::Conflict {
+                return Err(StoreError::Raced {
                     subject: Subject::Build(id),
-                    message: format!("changed by another writer while becoming {to}; try again"),
+                    change: format!("becoming {to}"),
                 });
             }
             append_event(

@@ -30,6 +30,15 @@ pub enum StoreError {
         /// Why it cannot.
         message: String,
     },
+    /// Another writer changed the record between our read and our write; the same change
+    /// may succeed if tried again.
+    #[error("{subject} was changed by another writer while {change}; try again")]
+    Raced {
+        /// What was to change.
+        subject: Subject,
+        /// The change that lost the race, such as `becoming ready`.
+        change: String,
+    },
     /// A cloud id that another record of the same provider already has.
     #[error(
         "{subject}: cloud id {external_id:?} on provider {provider} already belongs to another record"
@@ -97,6 +106,7 @@ impl StoreError {
                 retryable: true,
                 ..
             } | StoreError::Unavailable { .. }
+                | StoreError::Raced { .. }
         )
     }
 }
@@ -117,6 +127,14 @@ impl From<diesel::result::Error> for StoreError {
             retryable,
         }
     }
+}
+
+/// Whether a database error is a unique-constraint violation (a duplicate cloud id).
+pub(crate) fn is_unique_violation(error: &diesel::result::Error) -> bool {
+    matches!(
+        error,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
 }
 
 /// Shorthand for store results.

@@ -240,10 +240,7 @@ impl Store {
                         message: "already has a snapshot".into(),
                     });
                 }
-                Err(diesel::result::Error::DatabaseError(
-                    diesel::result::DatabaseErrorKind::UniqueViolation,
-                    _,
-                )) => {
+                Err(error) if crate::error::is_unique_violation(&error) => {
                     return Err(StoreError::DuplicateExternalId {
                         subject: Subject::Image(id),
                         provider: image.provider.to_string(),
@@ -302,9 +299,9 @@ impl Store {
             ))
             .execute(conn)?;
             if changed == 0 {
-                return Err(StoreError::Conflict {
+                return Err(StoreError::Raced {
                     subject: Subject::Image(id),
-                    message: format!("changed by another writer while becoming {to}; try again"),
+                    change: format!("becoming {to}"),
                 });
             }
             append_event(

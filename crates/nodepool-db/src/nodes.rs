@@ -125,9 +125,9 @@ pub(crate) fn move_node(
     };
     match moved {
         Some(row) => row.into_model(),
-        None => Err(StoreError::Conflict {
+        None => Err(StoreError::Raced {
             subject: Subject::Node(node.id),
-            message: format!("changed by another writer while becoming {to}; try again"),
+            change: format!("becoming {to}"),
         }),
     }
 }
@@ -170,13 +170,6 @@ fn check_move(node: &Node, to: NodeState) -> Result<()> {
             to: to.to_string(),
         })
     }
-}
-
-fn is_unique_violation(error: &diesel::result::Error) -> bool {
-    matches!(
-        error,
-        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
-    )
 }
 
 impl Store {
@@ -318,7 +311,7 @@ impl Store {
                         message: "got a server from another writer".into(),
                     });
                 }
-                Err(error) if is_unique_violation(&error) => {
+                Err(error) if crate::error::is_unique_violation(&error) => {
                     return Err(StoreError::DuplicateExternalId {
                         subject: Subject::Node(id),
                         provider: node.provider.to_string(),

@@ -298,9 +298,9 @@ fn claim_node(
     .get_result(conn)
     .optional()?;
     let subject = Subject::Node(NodeId::new(to_u64(node_id)));
-    row.ok_or(StoreError::Conflict {
+    row.ok_or(StoreError::Raced {
         subject,
-        message: "stopped being ready while claimed; try again".into(),
+        change: "being claimed".into(),
     })?
     .into_model()
 }
@@ -428,9 +428,9 @@ impl Store {
             ))
             .execute(conn)?;
             if changed == 0 {
-                return Err(StoreError::Conflict {
+                return Err(StoreError::Raced {
                     subject: Subject::Request(request),
-                    message: "changed by another writer while failing; try again".into(),
+                    change: "failing".into(),
                 });
             }
             append_event(

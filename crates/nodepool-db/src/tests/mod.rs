@@ -46,3 +46,18 @@ on_every_backend!(
     concurrent_claims_never_share_a_node,
     an_aborted_transaction_leaves_the_previous_state,
 );
+
+#[test]
+fn a_lost_race_is_worth_retrying_and_says_so() {
+    let error = crate::StoreError::Raced {
+        subject: nodepool_model::Subject::Node(nodepool_model::NodeId::new(7)),
+        change: "becoming ready".into(),
+    };
+    assert!(error.is_retryable());
+    assert_eq!(
+        error.to_string(),
+        "node 7 was changed by another writer while becoming ready; try again"
+    );
+    let refused = crate::StoreError::Invalid("no".into());
+    assert!(!refused.is_retryable());
+}
