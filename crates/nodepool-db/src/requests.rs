@@ -11,34 +11,11 @@ use nodepool_model::{
 
 use crate::connection::AnyConnection;
 use crate::error::{Result, StoreError};
-use crate::rows::{NodeRow, to_i64, to_u64};
+use crate::rows::{NodeRow, RequestRow, to_i64, to_u64};
 use crate::schema::{node_requests::dsl as r, nodes::dsl as n, request_labels::dsl as rl};
 use crate::statement::{Statement, Value};
 use crate::{Backend, Store, append_event, next_ids};
 
-type RequestRow = (i64, String, i64, String, i64, Option<String>, i64);
-
-fn columns() -> (
-    r::id,
-    r::requestor,
-    r::priority,
-    r::state,
-    r::state_time,
-    r::failure,
-    r::created,
-) {
-    (
-        r::id,
-        r::requestor,
-        r::priority,
-        r::state,
-        r::state_time,
-        r::failure,
-        r::created,
-    )
-}
-
-/// Builds requests from their rows and their label rows (ordered by request and position).
 fn assemble(
     rows: Vec<RequestRow>,
     labels: Vec<(i64, i64, String, Option<i64>)>,
@@ -49,7 +26,15 @@ fn assemble(
     }
     rows.into_iter()
         .map(
-            |(id, requestor, priority, state, state_time, failure, created)| {
+            |RequestRow {
+                 id,
+                 requestor,
+                 priority,
+                 state,
+                 state_time,
+                 failure,
+                 created,
+             }| {
                 let bad = |message: String| StoreError::Corrupt {
                     table: "node_requests",
                     id,
@@ -85,7 +70,7 @@ fn assemble(
 fn load(conn: &mut AnyConnection, id: RequestId) -> Result<NodeRequest> {
     let row: Option<RequestRow> = r::node_requests
         .find(to_i64(id.get()))
-        .select(columns())
+        .select(RequestRow::as_select())
         .first(conn)
         .optional()?;
     let row = row.ok_or(StoreError::NotFound {
@@ -103,7 +88,9 @@ pub(crate) fn list_requests(
     conn: &mut AnyConnection,
     state: Option<RequestState>,
 ) -> Result<Vec<NodeRequest>> {
-    let mut query = r::node_requests.select(columns()).into_boxed();
+    let mut query = r::node_requests
+        .select(RequestRow::as_select())
+        .into_boxed();
     let mut labels = rl::request_labels
         .select((rl::request_id, rl::position, rl::label, rl::node_id))
         .into_boxed();

@@ -11,7 +11,7 @@ use nodepool_model::{
 };
 
 use crate::error::{Result, StoreError};
-use crate::schema::{build_requests, events, images, nodes};
+use crate::schema::{build_requests, events, images, node_requests, nodes};
 
 #[derive(Queryable, QueryableByName, Selectable, Insertable, Debug)]
 #[diesel(table_name = nodes)]
@@ -46,6 +46,18 @@ pub(crate) struct ImageRow {
     pub(crate) state: String,
     pub(crate) state_time: i64,
     pub(crate) build_request_id: Option<i64>,
+    pub(crate) created: i64,
+}
+
+#[derive(Queryable, Selectable, Debug)]
+#[diesel(table_name = node_requests)]
+pub(crate) struct RequestRow {
+    pub(crate) id: i64,
+    pub(crate) requestor: String,
+    pub(crate) priority: i64,
+    pub(crate) state: String,
+    pub(crate) state_time: i64,
+    pub(crate) failure: Option<String>,
     pub(crate) created: i64,
 }
 
