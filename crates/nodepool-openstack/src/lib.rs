@@ -25,7 +25,7 @@ use nodepool_config::{Environment, OpenStackSettings};
 use nodepool_model::{ExternalId, ProviderName};
 use nodepool_provider::{
     CloudImage, ErrorKind, Flavor, FloatingIp, Limits, NetworkRef, Provider, Result, Server,
-    ServerSpec, ServerStatus, op,
+    ServerSpec, ServerStatus, op, to_description,
 };
 use osauth::services::{COMPUTE, IMAGE, NETWORK};
 use serde_json::{Value, json};
@@ -289,7 +289,12 @@ impl Provider for OpenStackProvider {
         Ok(())
     }
 
-    async fn create_floating_ip(&self, server: &ExternalId, pool: &str) -> Result<FloatingIp> {
+    async fn create_floating_ip(
+        &self,
+        server: &ExternalId,
+        pool: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<FloatingIp> {
         let op = self.op(op::CREATE_FLOATING_IP);
         let network = self.network_id(op, pool, true).await?;
         let ports = self.ports(op, Some(server)).await?;
@@ -299,7 +304,11 @@ impl Provider for OpenStackProvider {
         let request = self
             .session
             .post(NETWORK, &["floatingips"])
-            .json(&json!({"floatingip": {"floating_network_id": network, "port_id": port.id}}))
+            .json(&json!({"floatingip": {
+                "floating_network_id": network,
+                "port_id": port.id,
+                "description": to_description(metadata),
+            }}))
             .timeout(self.timeout);
         let body: wire::FloatingIpBody = op.json(request).await?;
         body.floatingip

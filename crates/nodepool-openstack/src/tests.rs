@@ -171,6 +171,33 @@ fn images_in_any_status_keep_their_properties() {
 }
 
 #[test]
+fn floating_ips_map_to_servers_through_ports_and_keep_their_tags() {
+    let body: wire::FloatingIpsBody = serde_json::from_value(json!({"floatingips": [
+        {"id": "f1", "floating_ip_address": "172.24.4.10", "port_id": "p1",
+         "description": "nodepool-installation=abc nodepool-node-id=7 nodepool-provider=rax dfw",
+         "status": "DOWN", "router_id": "r1"},
+        {"id": "f2", "floating_ip_address": "172.24.4.11", "port_id": null, "description": ""},
+        {"id": "f3", "floating_ip_address": "not an address"}
+    ]}))
+    .unwrap();
+    let ports: Vec<wire::WirePort> = serde_json::from_value(json!([
+        {"id": "p1", "device_id": "server-1"}, {"id": "p2", "device_id": ""}
+    ]))
+    .unwrap();
+    let ips: Vec<_> = body
+        .floatingips
+        .into_iter()
+        .filter_map(|ip| ip.into_floating_ip(&ports))
+        .collect();
+    assert_eq!(ips.len(), 2, "an unreadable address is skipped");
+    assert_eq!(ips[0].server.as_ref().map(|s| s.as_str()), Some("server-1"));
+    assert_eq!(ips[0].metadata["nodepool-provider"], "rax dfw");
+    assert_eq!(ips[0].metadata["nodepool-node-id"], "7");
+    assert_eq!(ips[1].server, None);
+    assert!(ips[1].metadata.is_empty());
+}
+
+#[test]
 fn limits_treat_minus_one_as_unlimited() {
     let body = json!({"limits": {"absolute": {
         "maxTotalInstances": 2, "totalInstancesUsed": 1,

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use nodepool_model::ExternalId;
 use nodepool_provider::{
     Address, AddressKind, CloudImage, Flavor, FloatingIp, ImageStatus, Limit, Limits, Server,
-    ServerStatus,
+    ServerStatus, from_description,
 };
 use serde::Deserialize;
 
@@ -264,6 +264,8 @@ pub(crate) struct WireFloatingIp {
     pub(crate) floating_ip_address: String,
     #[serde(default)]
     pub(crate) port_id: Option<String>,
+    #[serde(default)]
+    pub(crate) description: Option<String>,
 }
 
 impl WireFloatingIp {
@@ -279,6 +281,7 @@ impl WireFloatingIp {
             id: ExternalId::new(self.id),
             ip,
             server,
+            metadata: from_description(self.description.as_deref().unwrap_or_default()),
         })
     }
 }

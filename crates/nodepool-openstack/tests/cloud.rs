@@ -14,7 +14,7 @@ use nodepool_config::{Environment, OpenStackSettings, Project, Secret};
 use nodepool_model::{InstallationId, ProviderName};
 use nodepool_openstack::OpenStackProvider;
 use nodepool_provider::conformance::{self, Harness};
-use nodepool_provider::{ErrorKind, ImageStatus, Provider};
+use nodepool_provider::{ErrorKind, ImageStatus, NetworkRef, Provider};
 use serde_json::json;
 
 fn env(name: &str, default: &str) -> String {
@@ -155,6 +155,11 @@ async fn clear_leftovers(provider: &OpenStackProvider) {
             provider.delete_image(&image.id).await.unwrap();
         }
     }
+    for ip in provider.list_floating_ips().await.unwrap() {
+        if leftover(&ip.metadata) {
+            provider.delete_floating_ip(&ip.id).await.unwrap();
+        }
+    }
 }
 
 fn run_id() -> InstallationId {
@@ -181,6 +186,8 @@ async fn the_driver_passes_the_conformance_suite() {
         patience: 120,
         wait: Box::new(|| Box::pin(tokio::time::sleep(Duration::from_millis(500)))),
         many: 12,
+        networks: vec![NetworkRef::Name("private".into())],
+        floating_pool: Some("public".into()),
         installation: run_id(),
     };
     conformance::run(&harness).await;

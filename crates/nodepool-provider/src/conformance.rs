@@ -14,7 +14,7 @@ use std::sync::Arc;
 use nodepool_model::{ExternalId, ImageId, InstallationId, NodeId};
 
 use crate::{
-    CloudImage, ErrorKind, ImageStatus, Owner, Ownership, Provider, Server, ServerSpec,
+    CloudImage, ErrorKind, ImageStatus, NetworkRef, Owner, Ownership, Provider, Server, ServerSpec,
     ServerStatus, Tags, classify, pick_flavor,
 };
 
@@ -37,6 +37,10 @@ pub struct Harness {
     pub wait: Wait,
     /// How many servers to create and list at once (more than one page of the cloud's listing).
     pub many: usize,
+    /// The networks to boot servers on (none: the cloud's default).
+    pub networks: Vec<NetworkRef>,
+    /// A floating IP pool reachable from those networks, if the cloud has one.
+    pub floating_pool: Option<String>,
     /// The installation id to tag with: unique per run, so that leftovers of other runs are
     /// never mistaken for this one's.
     pub installation: InstallationId,
@@ -71,6 +75,7 @@ impl Harness {
         let flavor = pick_flavor(&flavors, self.min_ram, None).expect("a flavor with enough RAM");
         let mut spec = ServerSpec::new(name, flavor.id.clone(), image.id.clone());
         spec.metadata = self.tags(owner);
+        spec.networks = self.networks.clone();
         spec
     }
 
@@ -133,6 +138,7 @@ impl Harness {
 pub async fn run(h: &Harness) {
     server_lifecycle(h).await;
     snapshot_lifecycle(h).await;
+    floating_ips(h).await;
     not_found_is_not_found(h).await;
     flavors(h).await;
     many_at_once(h).await;
@@ -244,6 +250,86 @@ pub async fn snapshot_lifecycle(h: &Harness) {
     h.until_server_gone(&template.id).await;
 }
 
+/// A floating IP from the pool is mapped onto a server, listed with our tags, unmapped when
+/// the server goes, and given back.
+pub async fn floating_ips(h: &Harness) {
+    let Some(pool) = &h.floating_pool else {
+        return;
+    };
+    let owner = Owner::Node(NodeId::new(3));
+    let spec = h.boot_spec("conformance-floating", owner).await;
+    let server = h
+        .provider
+        .create_server(&spec)
+        .await
+        .expect("create_server");
+    let active = h.until_active(&server.id).await;
+    let ip = h
+        .provider
+        .create_floating_ip(&server.id, pool, &h.tags(owner))
+        .await
+        .expect("create_floating_ip");
+    assert_eq!(ip.server.as_ref(), Some(&server.id));
+    assert!(
+        active.addresses.iter().all(|a| a.ip != ip.ip),
+        "a new address, not one the server had: {ip:?}"
+    );
+    let listed = h
+        .provider
+        .list_floating_ips()
+        .await
+        .expect("list_floating_ips");
+    let mine = listed
+        .iter()
+        .find(|i| i.id == ip.id)
+        .expect("the floating IP is listed");
+    assert_eq!((mine.ip, mine.server.as_ref()), (ip.ip, Some(&server.id)));
+    assert_eq!(
+        classify(&mine.metadata, &h.installation),
+        Ownership::Ours {
+            provider: h.provider.name().to_string(),
+            owner
+        }
+    );
+    let unknown = h
+        .provider
+        .create_floating_ip(&server.id, "conformance-no-such-pool", &h.tags(owner))
+        .await
+        .expect_err("an unknown pool is an error");
+    assert_eq!(unknown.kind, ErrorKind::NotFound, "{unknown}");
+    h.provider
+        .delete_server(&server.id)
+        .await
+        .expect("delete_server");
+    h.until_server_gone(&server.id).await;
+    let listed = h
+        .provider
+        .list_floating_ips()
+        .await
+        .expect("list_floating_ips");
+    let left = listed
+        .iter()
+        .find(|i| i.id == ip.id)
+        .expect("a floating IP outlives its server");
+    assert_eq!(left.server, None, "unmapped when its server is gone");
+    h.provider
+        .delete_floating_ip(&ip.id)
+        .await
+        .expect("delete_floating_ip");
+    let listed = h
+        .provider
+        .list_floating_ips()
+        .await
+        .expect("list_floating_ips");
+    assert!(!listed.iter().any(|i| i.id == ip.id));
+    let again = h
+        .provider
+        .delete_floating_ip(&ip.id)
+        .await
+        .expect_err("a floating IP is deleted once");
+    assert_eq!(again.kind, ErrorKind::NotFound, "{again}");
+}
+
 /// Operations on an id that does not exist fail as not found.
 pub async fn not_found_is_not_found(h: &Harness) {
     let missing = ExternalId::new("00000000-0000-4000-8000-0000deadbeef");
@@ -335,6 +421,8 @@ pub async fn quota(h: &Harness) {
         wait: Box::new(|| Box::pin(async {})),
         installation: h.installation.clone(),
         base_image: h.base_image.clone(),
+        networks: h.networks.clone(),
+        floating_pool: None,
         ..*h
     };
     for leftover in provider.list_servers().await.expect("list_servers") {
@@ -420,4 +508,15 @@ pub async fn nothing_left(h: &Harness) {
         .map(|i| &i.id)
         .collect();
     assert!(left.is_empty(), "images left behind: {left:?}");
+    let ips = h
+        .provider
+        .list_floating_ips()
+        .await
+        .expect("list_floating_ips");
+    let left: Vec<_> = ips
+        .iter()
+        .filter(|i| h.ours(&i.metadata))
+        .map(|i| i.ip)
+        .collect();
+    assert!(left.is_empty(), "floating IPs left behind: {left:?}");
 }

@@ -7,7 +7,8 @@
 //! tests move it by hand and the zero-setup demo runs on the real clock.
 //!
 //! Faults ([`Fault`]) make the Nth call of an operation fail, make a server go ERROR, leave a
-//! snapshot unfinished, or lose the answer to a create that happened anyway.
+//! snapshot unfinished, or lose the answer to a create that happened anyway. Listings are
+//! paginated ([`FakeConfig::page_size`]): every page is a call of its own.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -44,6 +45,9 @@ pub struct FakeConfig {
     pub base_images: Vec<String>,
     /// The floating IP pool's name.
     pub floating_pool: String,
+    /// How many entries one page of a listing holds: a listing of more makes one call per
+    /// page, each counted (and failing) on its own, as a real cloud's paginated listing does.
+    pub page_size: usize,
 }
 
 impl Default for FakeConfig {
@@ -70,6 +74,7 @@ impl Default for FakeConfig {
             ],
             base_images: vec!["Ubuntu 22.04".into(), "CentOS Stream 9".into()],
             floating_pool: "public".into(),
+            page_size: 100,
         }
     }
 }
@@ -207,6 +212,21 @@ impl FakeProvider {
             return Err(self.error(kind, operation, format!("injected failure of call {nth}")));
         }
         Ok(nth)
+    }
+
+    /// A listing of `items`, one call per page: the first page's call was `begin`'s, the others
+    /// are made here, each of which may fail.
+    fn pages<T>(
+        &self,
+        state: &mut State,
+        operation: &'static str,
+        items: Vec<T>,
+    ) -> Result<Vec<T>> {
+        let pages = items.len().div_ceil(self.config.page_size.max(1)).max(1);
+        for _ in 1..pages {
+            self.begin(state, operation)?;
+        }
+        Ok(items)
     }
 
     /// Applies what time has done: boots finish, deletes complete, snapshots activate.
@@ -381,7 +401,7 @@ impl Provider for FakeProvider {
         let mut state = self.lock();
         self.begin(&mut state, op::LIST_SERVERS)?;
         let servers = state.servers.values().map(|s| s.server.clone()).collect();
-        Ok(servers)
+        self.pages(&mut state, op::LIST_SERVERS, servers)
     }
 
     async fn delete_server(&self, id: &ExternalId) -> Result<()> {
@@ -409,7 +429,12 @@ impl Provider for FakeProvider {
         Ok(())
     }
 
-    async fn create_floating_ip(&self, server: &ExternalId, pool: &str) -> Result<FloatingIp> {
+    async fn create_floating_ip(
+        &self,
+        server: &ExternalId,
+        pool: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<FloatingIp> {
         let mut state = self.lock();
         self.begin(&mut state, op::CREATE_FLOATING_IP)?;
         if pool != self.config.floating_pool {
@@ -442,6 +467,7 @@ impl Provider for FakeProvider {
             id: id.clone(),
             ip,
             server: Some(server.clone()),
+            metadata: metadata.clone(),
         };
         state.floating.insert(id, floating.clone());
         if let Some(s) = state.servers.get_mut(server) {
@@ -458,7 +484,7 @@ impl Provider for FakeProvider {
         let mut state = self.lock();
         self.begin(&mut state, op::LIST_FLOATING_IPS)?;
         let ips = state.floating.values().cloned().collect();
-        Ok(ips)
+        self.pages(&mut state, op::LIST_FLOATING_IPS, ips)
     }
 
     async fn delete_floating_ip(&self, id: &ExternalId) -> Result<()> {
@@ -542,7 +568,7 @@ impl Provider for FakeProvider {
         let mut state = self.lock();
         self.begin(&mut state, op::LIST_IMAGES)?;
         let images = state.images.values().map(|i| i.image.clone()).collect();
-        Ok(images)
+        self.pages(&mut state, op::LIST_IMAGES, images)
     }
 
     async fn delete_image(&self, id: &ExternalId) -> Result<()> {

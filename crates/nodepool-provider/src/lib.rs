@@ -61,7 +61,8 @@ pub use error::{ErrorKind, ProviderError, Result};
 pub use fake::{FakeConfig, FakeProvider, Fault};
 pub use limiter::{Limited, OperationStats};
 pub use tags::{
-    IMAGE_KEY, INSTALLATION_KEY, NODE_KEY, Owner, Ownership, PROVIDER_KEY, Tags, classify,
+    DESCRIPTION_LIMIT, IMAGE_KEY, INSTALLATION_KEY, NODE_KEY, Owner, Ownership, PROVIDER_KEY, Tags,
+    classify, from_description, to_description,
 };
 pub use types::{
     Address, AddressKind, CloudImage, Flavor, FloatingIp, ImageStatus, Limit, Limits, NetworkRef,
@@ -119,8 +120,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// Deletes a server (with nothing attached to it). It may linger as `Deleting` for a while.
     async fn delete_server(&self, id: &ExternalId) -> Result<()>;
 
-    /// Takes a floating IP from `pool` and maps it onto `server`.
-    async fn create_floating_ip(&self, server: &ExternalId, pool: &str) -> Result<FloatingIp>;
+    /// Takes a floating IP from `pool`, tagged with `metadata`, and maps it onto `server`.
+    async fn create_floating_ip(
+        &self,
+        server: &ExternalId,
+        pool: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<FloatingIp>;
 
     /// Every floating IP of the project.
     async fn list_floating_ips(&self) -> Result<Vec<FloatingIp>>;

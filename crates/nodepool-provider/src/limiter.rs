@@ -184,9 +184,14 @@ impl<P: Provider> Provider for Limited<P> {
             .await
     }
 
-    async fn create_floating_ip(&self, server: &ExternalId, pool: &str) -> Result<FloatingIp> {
+    async fn create_floating_ip(
+        &self,
+        server: &ExternalId,
+        pool: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<FloatingIp> {
         self.call(op::CREATE_FLOATING_IP, false, || {
-            self.inner.create_floating_ip(server, pool)
+            self.inner.create_floating_ip(server, pool, metadata)
         })
         .await
     }

@@ -8,6 +8,9 @@
 //! | `nodepool-provider` | the provider's name in the config |
 //! | `nodepool-node-id` or `nodepool-image-id` | the store's id of the node or image upload |
 //!
+//! Floating IPs have no metadata; they carry the same keys in their description, as
+//! `key=value` pairs separated by spaces ([`to_description`], [`from_description`]).
+//!
 //! With them a listing splits into what this installation owns (and can match against its
 //! store), what another installation sharing the project owns (never touched), and foreign
 //! resources (reported by `alien-list`, never deleted).
@@ -63,6 +66,48 @@ impl Tags {
     pub fn apply(&self, metadata: &mut BTreeMap<String, String>) {
         metadata.extend(self.to_metadata());
     }
+}
+
+/// The longest description a cloud keeps (Neutron's limit).
+pub const DESCRIPTION_LIMIT: usize = 255;
+
+/// Metadata written as a one-line description, for resources that have no metadata (floating
+/// IPs): `nodepool-installation=… nodepool-node-id=… nodepool-provider=…`. The provider comes
+/// last because its name may hold spaces; the line is cut at [`DESCRIPTION_LIMIT`] bytes.
+pub fn to_description(metadata: &BTreeMap<String, String>) -> String {
+    let mut pairs: Vec<(&String, &String)> = metadata.iter().collect();
+    pairs.sort_by_key(|(key, _)| key.as_str() == PROVIDER_KEY);
+    let mut line = pairs
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if line.len() > DESCRIPTION_LIMIT {
+        let mut end = DESCRIPTION_LIMIT;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+    }
+    line
+}
+
+/// Reads a description written by [`to_description`]; any other text yields no entries.
+pub fn from_description(description: &str) -> BTreeMap<String, String> {
+    let mut metadata = BTreeMap::new();
+    let mut rest = description.trim();
+    while let Some((key, value)) = rest.split_once('=') {
+        if !key.starts_with("nodepool-") || key.contains(' ') {
+            break;
+        }
+        let (value, next) = match value.split_once(' ') {
+            Some((value, next)) if key != PROVIDER_KEY => (value, next),
+            _ => (value, ""),
+        };
+        metadata.insert(key.to_owned(), value.to_owned());
+        rest = next;
+    }
+    metadata
 }
 
 /// Whose a resource found in a cloud is.

@@ -45,8 +45,13 @@ fn the_fake_cloud_passes_the_conformance_suite() {
         ..FakeConfig::default()
     };
     let step = clock.clone();
+    // A small page, so that listings of the 30 servers below go past one page.
+    let paged = FakeConfig {
+        page_size: 7,
+        ..FakeConfig::default()
+    };
     let harness = Harness {
-        provider: Arc::new(fake(&clock, FakeConfig::default())),
+        provider: Arc::new(fake(&clock, paged)),
         quota_of_two: Some(Arc::new(fake(&clock, tight))),
         base_image: "Ubuntu 22.04".into(),
         min_ram: 2048,
@@ -56,6 +61,8 @@ fn the_fake_cloud_passes_the_conformance_suite() {
             Box::pin(async {})
         }),
         many: 30,
+        networks: Vec::new(),
+        floating_pool: Some("public".into()),
         installation: InstallationId::new("conformance"),
     };
     runtime().block_on(conformance::run(&harness));
@@ -208,12 +215,12 @@ fn floating_ips_and_addresses() {
     assert_eq!(server.public_ip(), None, "a private fixed address only");
     assert!(server.private_ip().is_some());
     let ip = rt
-        .block_on(cloud.create_floating_ip(&server.id, "public"))
+        .block_on(cloud.create_floating_ip(&server.id, "public", &BTreeMap::new()))
         .unwrap();
     let server = rt.block_on(cloud.get_server(&server.id)).unwrap();
     assert_eq!(server.public_ip(), Some(ip.ip));
     assert_eq!(
-        rt.block_on(cloud.create_floating_ip(&server.id, "nope"))
+        rt.block_on(cloud.create_floating_ip(&server.id, "nope", &BTreeMap::new()))
             .unwrap_err()
             .kind,
         ErrorKind::NotFound
@@ -364,4 +371,66 @@ fn public_address_choice() {
         None,
         "carrier-grade NAT space is not public"
     );
+}
+
+#[test]
+fn a_listing_is_one_call_per_page_and_any_page_can_fail() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let config = FakeConfig {
+        page_size: 4,
+        ..FakeConfig::default()
+    };
+    let cloud = fake(&clock, config);
+    let rt = runtime();
+    let image = rt.block_on(cloud.list_images()).unwrap().remove(0).id;
+    assert_eq!(rt.block_on(cloud.list_servers()).unwrap().len(), 0);
+    assert_eq!(
+        cloud.calls(op::LIST_SERVERS),
+        1,
+        "an empty listing is one call"
+    );
+    for i in 0..9 {
+        let spec = ServerSpec::new(format!("s{i}"), "1", image.clone());
+        rt.block_on(cloud.create_server(&spec)).unwrap();
+    }
+    assert_eq!(rt.block_on(cloud.list_servers()).unwrap().len(), 9);
+    assert_eq!(
+        cloud.calls(op::LIST_SERVERS),
+        1 + 3,
+        "9 servers are 3 pages of 4"
+    );
+    cloud.inject(Fault::Fail {
+        operation: op::LIST_SERVERS,
+        nth: 6,
+        kind: ErrorKind::Transient,
+    });
+    let error = rt.block_on(cloud.list_servers()).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Transient, "the second page failed");
+}
+
+#[test]
+fn tags_survive_a_description() {
+    let tags = Tags {
+        installation: InstallationId::new("3f0c"),
+        provider: "rax dfw".parse().unwrap(),
+        owner: Owner::Node(NodeId::new(42)),
+    }
+    .to_metadata();
+    let line = to_description(&tags);
+    assert_eq!(
+        line,
+        "nodepool-installation=3f0c nodepool-node-id=42 nodepool-provider=rax dfw"
+    );
+    assert_eq!(from_description(&line), tags);
+    assert!(from_description("").is_empty());
+    assert!(from_description("made by hand=yes").is_empty());
+    let long = Tags {
+        provider: "p".repeat(255).parse().unwrap(),
+        ..Tags {
+            installation: InstallationId::new("3f0c"),
+            provider: "x".parse().unwrap(),
+            owner: Owner::Image(ImageId::new(1)),
+        }
+    };
+    assert_eq!(to_description(&long.to_metadata()).len(), DESCRIPTION_LIMIT);
 }

@@ -290,4 +290,6 @@ pub struct FloatingIp {
     pub ip: IpAddr,
     /// The server it is mapped to, if any.
     pub server: Option<ExternalId>,
+    /// The ownership tags it was created with (see [`crate::from_description`]).
+    pub metadata: BTreeMap<String, String>,
 }
