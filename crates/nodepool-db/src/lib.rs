@@ -42,6 +42,7 @@ mod builds;
 mod connection;
 mod error;
 mod events;
+mod failures;
 mod images;
 mod migrate;
 mod nodes;

@@ -96,7 +96,7 @@ pub(crate) fn to_i64(id: u64) -> i64 {
     i64::try_from(id).unwrap_or(i64::MAX)
 }
 
-fn corrupt(table: &'static str, id: i64, message: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(table: &'static str, id: i64, message: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         table,
         id,

@@ -99,5 +99,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    failures (id) {
+        id -> BigInt,
+        provider -> Text,
+        attempt -> Text,
+        subject -> Text,
+        time -> BigInt,
+        reason -> Text,
+    }
+}
+
 diesel::joinable!(request_labels -> node_requests (request_id));
 diesel::allow_tables_to_appear_in_same_query!(nodes, images, node_requests, request_labels);

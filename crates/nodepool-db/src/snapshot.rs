@@ -5,7 +5,7 @@ use nodepool_model::{RequestState, Snapshot};
 use crate::error::Result;
 use crate::images::{ImageFilter, list_images};
 use crate::nodes::{NodeFilter, load_nodes};
-use crate::{Store, builds, requests};
+use crate::{Store, builds, failures, requests};
 
 impl Store {
     /// Every node and image, the waiting requests and the open build requests, read in one
@@ -25,6 +25,7 @@ impl Store {
                 images: list_images(conn, &ImageFilter::default())?,
                 requests: requests::list_requests(conn, Some(RequestState::Requested))?,
                 build_requests: builds::open_build_requests(conn)?,
+                failures: failures::list_failures(conn)?,
             })
         })
     }

@@ -43,10 +43,10 @@ pub use ids::{
     ExternalId, ImageId, ImageName, InstallationId, LabelName, MAX_NAME_LEN, NameError, NodeId,
     ProviderName, RequestId,
 };
-pub use records::{HoldNote, Image, Node, NodeRequest};
+pub use records::{Attempt, Failure, HoldNote, Image, Node, NodeRequest};
 pub use snapshot::Snapshot;
 pub use state::{ImageState, NodeState, ParseStateError, RequestState};
-pub use time::Timestamp;
+pub use time::{Human, Timestamp};
 
 #[cfg(test)]
 mod tests;

@@ -106,3 +106,26 @@ pub struct NodeRequest {
     /// When it was made.
     pub created: Timestamp,
 }
+
+/// What failed: a node launch or an image build.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Attempt {
+    /// Launching a node of this label.
+    Launch(LabelName),
+    /// Building this image.
+    Build(ImageName),
+}
+
+/// A launch or build that failed, kept for a while after its node or image row is gone so
+/// that the policies can back off instead of retrying a broken cloud or script at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The provider it failed on.
+    pub provider: ProviderName,
+    /// What was attempted.
+    pub attempt: Attempt,
+    /// When it failed.
+    pub at: Timestamp,
+    /// Why, as the executor saw it.
+    pub reason: String,
+}

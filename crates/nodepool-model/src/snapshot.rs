@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{BuildRequest, Image, LabelName, Node, NodeRequest, NodeState, ProviderName};
+use crate::{BuildRequest, Failure, Image, LabelName, Node, NodeRequest, NodeState, ProviderName};
 
 /// Everything the policies need to decide, read from the store at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -15,6 +15,8 @@ pub struct Snapshot {
     pub requests: Vec<NodeRequest>,
     /// Image build requests not yet finished, oldest first.
     pub build_requests: Vec<BuildRequest>,
+    /// Recent failed launches and builds, oldest first.
+    pub failures: Vec<Failure>,
 }
 
 impl Snapshot {

@@ -117,3 +117,16 @@ fn nodename_is_the_short_hostname() {
     };
     assert_eq!(node.nodename(), Some("fake-label-fake-provider-1"));
 }
+
+#[test]
+fn durations_read_like_a_person_wrote_them() {
+    use crate::Human;
+    use std::time::Duration;
+    let human = |ms: u64| Human(Duration::from_millis(ms)).to_string();
+    assert_eq!(human(0), "0s");
+    assert_eq!(human(250), "250ms");
+    assert_eq!(human(90_000), "1m 30s");
+    assert_eq!(human(8 * 3_600_000), "8h");
+    assert_eq!(human(8 * 3_600_000 - 1_000), "7h 59m 59s");
+    assert_eq!(human(26 * 3_600_000 + 5_000), "1d 2h 5s");
+}

@@ -99,3 +99,37 @@ impl From<DateTime<Utc>> for Timestamp {
         Self::from_datetime(at)
     }
 }
+
+/// A duration written for people, as reasons and logs show it: `8h`, `7h 59m 59s`,
+/// `1m 30s`, `250ms`, `0s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Human(pub Duration);
+
+impl fmt::Display for Human {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.0.as_secs();
+        if seconds == 0 {
+            return match self.0.subsec_millis() {
+                0 => f.write_str("0s"),
+                ms => write!(f, "{ms}ms"),
+            };
+        }
+        let parts = [
+            (seconds / 86_400, "d"),
+            (seconds / 3_600 % 24, "h"),
+            (seconds / 60 % 60, "m"),
+            (seconds % 60, "s"),
+        ];
+        let mut first = true;
+        for (value, unit) in parts {
+            if value > 0 {
+                if !first {
+                    f.write_str(" ")?;
+                }
+                write!(f, "{value}{unit}")?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}

@@ -43,6 +43,7 @@ on_every_backend!(
     build_requests,
     snapshot_sees_everything_in_order,
     pruning_keeps_live_histories,
+    failures_are_kept_for_backoff_and_pruned_by_age,
     concurrent_claims_never_share_a_node,
     an_aborted_transaction_leaves_the_previous_state,
 );

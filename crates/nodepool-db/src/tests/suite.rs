@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use nodepool_model::{
-    BuildRequestState, ExternalId, HoldNote, ImageName, ImageState, LabelName, Node, NodeId,
-    NodeState, ProviderName, Reason, RequestState, Subject, Timestamp,
+    Attempt, BuildRequestState, ExternalId, Failure, HoldNote, ImageName, ImageState, LabelName,
+    Node, NodeId, NodeState, ProviderName, Reason, RequestState, Subject, Timestamp,
 };
 
 use super::support::{T0, TestDb};
@@ -88,7 +88,7 @@ pub(crate) fn a_newer_schema_is_refused(db: &TestDb) {
     );
     assert_eq!(
         error.to_string(),
-        "the store's schema is newer than this nodepool: it has migration 29990101000000, this binary knows up to 20261125000001; upgrade nodepool (a downgrade would lose data)"
+        "the store's schema is newer than this nodepool: it has migration 29990101000000, this binary knows up to 20261125000002; upgrade nodepool (a downgrade would lose data)"
     );
     assert!(matches!(
         db.store.check_schema(),
@@ -870,4 +870,28 @@ pub(crate) fn an_aborted_transaction_leaves_the_previous_state(db: &TestDb) {
     store
         .set_node_state(node.id, NodeState::Delete, at(7), &why("after the crash"))
         .unwrap();
+}
+
+pub(crate) fn failures_are_kept_for_backoff_and_pruned_by_age(db: &TestDb) {
+    let store = &db.store;
+    let failure = |seconds, attempt| Failure {
+        provider: provider("cloud1"),
+        attempt,
+        at: at(seconds),
+        reason: format!("failed at {seconds}"),
+    };
+    let launch = failure(20, Attempt::Launch(label("small")));
+    let build = failure(10, Attempt::Build(ImageName::new("base").unwrap()));
+    store.record_failure(&launch).unwrap();
+    store.record_failure(&build).unwrap();
+    assert_eq!(
+        store.failures().unwrap(),
+        vec![build.clone(), launch.clone()]
+    );
+    assert_eq!(
+        store.snapshot().unwrap().failures,
+        vec![build, launch.clone()]
+    );
+    assert_eq!(store.prune_failures(at(15)).unwrap(), 1);
+    assert_eq!(store.failures().unwrap(), vec![launch]);
 }

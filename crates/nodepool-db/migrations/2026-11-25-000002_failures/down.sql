@@ -1,0 +1,2 @@
+DROP TABLE failures;
+DELETE FROM counters WHERE name = 'failure';

@@ -1,0 +1,673 @@
+//! Nodepool's image lifecycle policy: which images to build, which upload to launch from,
+//! which uploads to delete, and why.
+//!
+//! The policy decides; it never acts. [`plan`] is a pure function of the store's
+//! [`Snapshot`], the [`Config`] and the current time: no I/O, no clock, no randomness. The
+//! daemon calls it every round, carries out the [`ImageAction`]s and asks again by
+//! [`ImagePlan::next_wakeup`] at the latest. Every action and every decision not to act
+//! carries a [`Reason`] that `nodepool show` and the logs print.
+//!
+//! The rules are nodepool's since 2014:
+//!
+//! - **Missing images are built at once**: every (provider, image) used by a label with
+//!   `min-ready` ≥ 0 that has no READY and no BUILDING upload gets a build. Repeated failures
+//!   back off (1 minute, doubling, at most 30 minutes) instead of retrying a broken script
+//!   every round.
+//! - **Scheduled rebuilds**: when the `image-update` schedule has fired and an image in use
+//!   has not been built since, it is built once. A fire missed while the daemon was stopped
+//!   is served once on start, never once per missed day.
+//! - **Requested builds** (`nodepool image-update`) are served the same way, at once, without
+//!   backoff; the request is finished when its builds are.
+//! - **Never two builds of one image on one provider at once**; a build running longer than
+//!   the provider's `launch-timeout` plus the 6-hour snapshot wait is failed and deleted.
+//! - **Launches use the newest READY upload** ([`current`]).
+//! - **Retention**: the newest and second-newest READY uploads are kept forever; any other
+//!   upload is deleted once it has been 8 hours in its current state (so failed and stuck
+//!   builds go too); uploads of providers or images removed from the config are deleted at
+//!   once. Deleting a bad new image makes launches fall back to the previous one.
+//!
+//! ```
+//! use nodepool_image::{ImageAction, plan};
+//! use nodepool_model::{Snapshot, Timestamp};
+//!
+//! let config = nodepool_config::parse(
+//!     "labels:\n  - name: small\n    image: base\n    min-ready: 1\n    providers: [{name: cloud1}]\n\
+//!      providers:\n  - name: cloud1\n    driver: fake\n    max-servers: 10\n    images:\n      - name: base\n        base-image: Ubuntu 22.04\n        min-ram: 2048\n",
+//!     "nodepool.yaml",
+//! )
+//! .unwrap()
+//! .config;
+//! let now = Timestamp::from_unix_seconds(1_400_000_000);
+//! let plan = plan(&Snapshot::default(), &config, now);
+//! // Nothing is built yet, so the image is built at once.
+//! assert!(matches!(
+//!     &plan.actions[..],
+//!     [ImageAction::Build { provider, image, reason, .. }]
+//!         if provider.as_str() == "cloud1" && image.as_str() == "base" && reason.code == "missing"
+//! ));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use nodepool_config::{Config, Provider};
+use nodepool_model::{
+    Attempt, BuildRequest, BuildRequestId, BuildRequestState, Failure, Human, Image, ImageId,
+    ImageName, ImageState, ProviderName, Reason, Snapshot, Timestamp,
+};
+
+/// How long an upload that is not the newest or second-newest READY one is kept in its
+/// current state (2014 `IMAGE_CLEANUP`).
+pub const IMAGE_CLEANUP: Duration = Duration::from_secs(8 * 3600);
+
+/// How long a snapshot may take to become active (2014 `IMAGE_TIMEOUT`). A build may run for
+/// the provider's `launch-timeout` (the template server) plus this long.
+pub const IMAGE_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// The wait after the first failed build before the next attempt; it doubles per failure.
+pub const BACKOFF_FIRST: Duration = Duration::from_secs(60);
+
+/// The longest wait between failed builds.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
+
+/// The stable codes of the reasons this policy gives.
+pub mod codes {
+    /// No READY or BUILDING upload of an image a label uses.
+    pub const MISSING: &str = "missing";
+    /// The `image-update` schedule fired.
+    pub const SCHEDULED: &str = "scheduled";
+    /// An operator asked (`nodepool image-update`).
+    pub const REQUESTED: &str = "requested";
+    /// Neither the newest nor the second-newest READY upload, and 8 hours in its state.
+    pub const RETENTION: &str = "retention";
+    /// Its provider is gone from the config.
+    pub const PROVIDER_REMOVED: &str = "provider-removed";
+    /// Its image is gone from the provider's config.
+    pub const IMAGE_REMOVED: &str = "image-removed";
+    /// The build ran past its timeout.
+    pub const BUILD_TIMEOUT: &str = "build-timeout";
+    /// Already marked for deletion; the deletion is (re)done.
+    pub const MARKED: &str = "marked";
+    /// Recent builds failed; the next one waits.
+    pub const BACKOFF: &str = "backoff";
+    /// Another build of the same image on the same provider is running.
+    pub const BUILD_RUNNING: &str = "build-running";
+    /// Every build a request asked for is READY.
+    pub const BUILD_DONE: &str = "build-done";
+    /// A build a request asked for failed, or the request names nothing buildable.
+    pub const BUILD_FAILED: &str = "build-failed";
+}
+
+/// Something the daemon should do about images.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageAction {
+    /// Build `image` on `provider`: record the upload, boot the template, snapshot it.
+    Build {
+        /// Where to build.
+        provider: ProviderName,
+        /// What to build.
+        image: ImageName,
+        /// The operator's request this build serves, if any.
+        request: Option<BuildRequestId>,
+        /// Why.
+        reason: Reason,
+    },
+    /// Delete an upload: its template server, its cloud image, then its row.
+    Delete {
+        /// The upload.
+        upload: ImageId,
+        /// Its provider.
+        provider: ProviderName,
+        /// Its image.
+        image: ImageName,
+        /// Why; [`codes::BUILD_TIMEOUT`] means the build failed.
+        reason: Reason,
+    },
+    /// Close a build request: done when `failure` is `None`, failed otherwise.
+    FinishRequest {
+        /// The request.
+        request: BuildRequestId,
+        /// Why it failed, if it did.
+        failure: Option<String>,
+        /// Why it is finished.
+        reason: Reason,
+    },
+}
+
+/// A build the policy chose not to start yet, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wait {
+    /// The provider.
+    pub provider: ProviderName,
+    /// The image.
+    pub image: ImageName,
+    /// When the wait ends, if the policy knows.
+    pub until: Option<Timestamp>,
+    /// Why it waits.
+    pub reason: Reason,
+}
+
+/// The policy's answer for one round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImagePlan {
+    /// What to do now: finished requests first, then deletions (by upload id), then builds.
+    pub actions: Vec<ImageAction>,
+    /// Builds that are due but held back, with the reason.
+    pub waits: Vec<Wait>,
+    /// The latest time to ask again: the next retention expiry, build timeout, end of a
+    /// backoff or schedule fire. `None` if nothing is pending in time.
+    pub next_wakeup: Option<Timestamp>,
+}
+
+/// The upload to launch from: the newest READY upload of `image` on `provider` (the highest
+/// version; the higher id on a tie).
+pub fn current<'a>(
+    images: &'a [Image],
+    provider: &ProviderName,
+    image: &ImageName,
+) -> Option<&'a Image> {
+    images
+        .iter()
+        .filter(|i| i.state == ImageState::Ready && &i.provider == provider && &i.name == image)
+        .max_by_key(|i| (i.version, i.id))
+}
+
+/// Decides what to build and delete now. See the crate documentation for the rules.
+pub fn plan(snapshot: &Snapshot, config: &Config, now: Timestamp) -> ImagePlan {
+    let mut planner = Planner::new(snapshot, config, now);
+    planner.finish_and_serve_requests();
+    planner.retention();
+    planner.missing();
+    planner.scheduled();
+    if let Some(fire) = config.cron.image_update.next_after(now) {
+        planner.wake_at(fire);
+    }
+    planner.into_plan()
+}
+
+type Key<'a> = (&'a ProviderName, &'a ImageName);
+
+/// What one (provider, image) has, gathered once.
+#[derive(Default)]
+struct Uploads<'a> {
+    all: Vec<&'a Image>,
+    building: Option<&'a Image>,
+    /// READY uploads, newest first.
+    ready: Vec<&'a Image>,
+    failures: Vec<&'a Failure>,
+}
+
+struct Planner<'a> {
+    config: &'a Config,
+    snapshot: &'a Snapshot,
+    now: Timestamp,
+    uploads: BTreeMap<Key<'a>, Uploads<'a>>,
+    /// Builds planned in this round.
+    building: BTreeSet<Key<'a>>,
+    finished: Vec<ImageAction>,
+    deletes: Vec<ImageAction>,
+    builds: Vec<ImageAction>,
+    waits: Vec<Wait>,
+    next_wakeup: Option<Timestamp>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(snapshot: &'a Snapshot, config: &'a Config, now: Timestamp) -> Self {
+        let mut uploads: BTreeMap<Key<'a>, Uploads<'a>> = BTreeMap::new();
+        for image in &snapshot.images {
+            let entry = uploads.entry((&image.provider, &image.name)).or_default();
+            entry.all.push(image);
+            match image.state {
+                // Two would break the one-build rule; the newer one is the live one.
+                ImageState::Building
+                    if entry
+                        .building
+                        .is_none_or(|b| (b.version, b.id) < (image.version, image.id)) =>
+                {
+                    entry.building = Some(image);
+                }
+                ImageState::Ready => entry.ready.push(image),
+                // Delete, and any state a newer store knows: nothing to launch from.
+                _ => {}
+            }
+        }
+        for entry in uploads.values_mut() {
+            entry
+                .ready
+                .sort_by_key(|i| std::cmp::Reverse((i.version, i.id)));
+        }
+        for failure in &snapshot.failures {
+            if let Attempt::Build(image) = &failure.attempt {
+                uploads
+                    .entry((&failure.provider, image))
+                    .or_default()
+                    .failures
+                    .push(failure);
+            }
+        }
+        Planner {
+            config,
+            snapshot,
+            now,
+            uploads,
+            building: BTreeSet::new(),
+            finished: Vec::new(),
+            deletes: Vec::new(),
+            builds: Vec::new(),
+            waits: Vec::new(),
+            next_wakeup: None,
+        }
+    }
+
+    fn into_plan(self) -> ImagePlan {
+        let mut actions = self.finished;
+        let mut deletes = self.deletes;
+        deletes.sort_by_key(|a| match a {
+            ImageAction::Delete { upload, .. } => *upload,
+            _ => ImageId::new(0),
+        });
+        actions.extend(deletes);
+        actions.extend(self.builds);
+        ImagePlan {
+            actions,
+            waits: self.waits,
+            next_wakeup: self.next_wakeup,
+        }
+    }
+
+    fn wake_at(&mut self, at: Timestamp) {
+        if at > self.now {
+            self.next_wakeup = Some(self.next_wakeup.map_or(at, |t| t.min(at)));
+        }
+    }
+
+    fn provider(&self, name: &ProviderName) -> Option<&'a Provider> {
+        self.config.providers.iter().find(|p| &p.name == name)
+    }
+
+    fn uploads(&self, key: Key<'a>) -> Option<&Uploads<'a>> {
+        self.uploads.get(&key)
+    }
+
+    /// A build is running (in the store or planned this round).
+    fn is_building(&self, key: Key<'a>) -> bool {
+        self.building.contains(&key) || self.uploads(key).is_some_and(|u| u.building.is_some())
+    }
+
+    fn build(&mut self, key: Key<'a>, request: Option<BuildRequestId>, reason: Reason) {
+        self.building.insert(key);
+        self.builds.push(ImageAction::Build {
+            provider: key.0.clone(),
+            image: key.1.clone(),
+            request,
+            reason,
+        });
+    }
+
+    fn wait(&mut self, key: Key<'a>, until: Option<Timestamp>, reason: Reason) {
+        if let Some(until) = until {
+            self.wake_at(until);
+        }
+        self.waits.push(Wait {
+            provider: key.0.clone(),
+            image: key.1.clone(),
+            until,
+            reason,
+        });
+    }
+
+    /// Every (provider, image) a label with `min-ready` ≥ 0 launches from, in config order.
+    fn in_use(&self) -> Vec<Key<'a>> {
+        let mut keys = Vec::new();
+        for label in self.config.labels.iter().filter(|l| l.min_ready >= 0) {
+            for provider in &label.providers {
+                let Some(p) = self.provider(provider) else {
+                    continue;
+                };
+                if p.images.iter().any(|i| i.name == label.image) {
+                    let key = (&p.name, &label.image);
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        keys
+    }
+
+    /// The end of the backoff after failed builds of `key`, if one is running: failures
+    /// since the newest READY upload became READY count.
+    fn backoff(&self, key: Key<'a>) -> Option<(Timestamp, usize, &'a Failure)> {
+        let uploads = self.uploads(key)?;
+        let since = uploads.ready.iter().map(|i| i.state_time).max();
+        let failures: Vec<&'a Failure> = uploads
+            .failures
+            .iter()
+            .copied()
+            .filter(|f| since.is_none_or(|s| f.at > s))
+            .collect();
+        let last = *failures.last()?;
+        let n = failures.len();
+        let exponent = u32::try_from(n - 1).unwrap_or(u32::MAX).min(16);
+        let wait = BACKOFF_FIRST.saturating_mul(1 << exponent).min(BACKOFF_MAX);
+        let until = last.at.saturating_add(wait);
+        (until > self.now).then_some((until, n, last))
+    }
+
+    /// Builds `key` for `why` unless a build runs or a backoff holds it.
+    fn build_unless_held(&mut self, key: Key<'a>, why: Reason) {
+        if self.is_building(key) {
+            return;
+        }
+        if let Some((until, n, last)) = self.backoff(key) {
+            let builds = if n == 1 { "build" } else { "builds" };
+            self.wait(
+                key,
+                Some(until),
+                Reason::new(
+                    codes::BACKOFF,
+                    format!(
+                        "{} ({why}) waits until {until}: {n} {builds} failed in a row, the last at {}: {}",
+                        describe(key),
+                        last.at,
+                        last.reason
+                    ),
+                ),
+            );
+            return;
+        }
+        self.build(key, None, why);
+    }
+
+    fn missing(&mut self) {
+        for key in self.in_use() {
+            let present = self
+                .uploads(key)
+                .is_some_and(|u| u.building.is_some() || !u.ready.is_empty());
+            if !present {
+                let why = Reason::new(
+                    codes::MISSING,
+                    format!("{} has no READY or BUILDING upload", describe(key)),
+                );
+                self.build_unless_held(key, why);
+            }
+        }
+    }
+
+    fn scheduled(&mut self) {
+        let Some(fire) = self.config.cron.image_update.last_at_or_before(self.now) else {
+            return;
+        };
+        for key in self.in_use() {
+            let attempted = self.uploads(key).is_some_and(|u| {
+                u.all.iter().any(|i| i.version >= fire) || u.failures.iter().any(|f| f.at >= fire)
+            });
+            if attempted || self.building.contains(&key) {
+                continue;
+            }
+            if let Some(running) = self.uploads(key).and_then(|u| u.building) {
+                self.wait(
+                    key,
+                    None,
+                    Reason::new(
+                        codes::BUILD_RUNNING,
+                        format!(
+                            "the image-update of {fire} for {} follows upload {} (started {})",
+                            describe(key),
+                            running.id,
+                            running.version
+                        ),
+                    ),
+                );
+                continue;
+            }
+            let why = Reason::new(
+                codes::SCHEDULED,
+                format!(
+                    "image-update ({}) fired at {fire} and {} was last built before it",
+                    self.config.cron.image_update.as_str(),
+                    describe(key)
+                ),
+            );
+            self.build_unless_held(key, why);
+        }
+    }
+
+    /// The (provider, image) pairs a build request asks for, or why it asks for nothing.
+    fn targets(&self, request: &'a BuildRequest) -> Result<Vec<Key<'a>>, String> {
+        let has_image = |p: &&'a Provider| p.images.iter().any(|i| i.name == request.image);
+        match &request.provider {
+            Some(name) => {
+                let Some(p) = self.provider(name) else {
+                    return Err(format!("there is no provider {name} in the config"));
+                };
+                if !has_image(&p) {
+                    return Err(format!("provider {name} has no image {}", request.image));
+                }
+                Ok(vec![(&p.name, &request.image)])
+            }
+            None => {
+                let keys: Vec<_> = self
+                    .config
+                    .providers
+                    .iter()
+                    .filter(has_image)
+                    .map(|p| (&p.name, &request.image))
+                    .collect();
+                if keys.is_empty() {
+                    return Err(format!("no provider has an image {}", request.image));
+                }
+                Ok(keys)
+            }
+        }
+    }
+
+    fn finish_and_serve_requests(&mut self) {
+        for request in &self.snapshot.build_requests {
+            let targets = match self.targets(request) {
+                Ok(targets) => targets,
+                Err(why) => {
+                    self.finish(request.id, Some(why));
+                    continue;
+                }
+            };
+            match request.state {
+                BuildRequestState::Pending => self.serve(request, &targets),
+                BuildRequestState::Started => self.follow(request, &targets),
+                // Done, failed, or a state a newer store knows: not ours to move.
+                _ => {}
+            }
+        }
+    }
+
+    fn finish(&mut self, request: BuildRequestId, failure: Option<String>) {
+        let reason = match &failure {
+            None => Reason::new(codes::BUILD_DONE, "every build it asked for is READY"),
+            Some(why) => Reason::new(codes::BUILD_FAILED, why.clone()),
+        };
+        self.finished.push(ImageAction::FinishRequest {
+            request,
+            failure,
+            reason,
+        });
+    }
+
+    /// A pending request starts when none of its images is being built (all at once, so that
+    /// one start time covers its builds).
+    fn serve(&mut self, request: &'a BuildRequest, targets: &[Key<'a>]) {
+        let busy: Vec<Key<'a>> = targets
+            .iter()
+            .copied()
+            .filter(|k| self.is_building(*k))
+            .collect();
+        if !busy.is_empty() {
+            for key in busy {
+                self.wait(
+                    key,
+                    None,
+                    Reason::new(
+                        codes::BUILD_RUNNING,
+                        format!(
+                            "build request {} by {} waits for the running build of {}",
+                            request.id,
+                            request.requested_by,
+                            describe(key)
+                        ),
+                    ),
+                );
+            }
+            return;
+        }
+        for &key in targets {
+            let why = Reason::new(
+                codes::REQUESTED,
+                format!(
+                    "{} asked for a build of {} (build request {})",
+                    request.requested_by,
+                    describe(key),
+                    request.id
+                ),
+            );
+            self.build(key, Some(request.id), why);
+        }
+    }
+
+    /// A started request is done when each of its images has a READY upload started since,
+    /// and failed when one has none and none running.
+    fn follow(&mut self, request: &'a BuildRequest, targets: &[Key<'a>]) {
+        let started = request.state_time;
+        let mut failures = Vec::new();
+        let mut running = false;
+        for &key in targets {
+            let uploads = self.uploads(key);
+            let since = |state| {
+                uploads.is_some_and(|u| {
+                    u.all
+                        .iter()
+                        .any(|i| i.state == state && i.version >= started)
+                })
+            };
+            if since(ImageState::Ready) {
+                continue;
+            }
+            if since(ImageState::Building) {
+                running = true;
+                continue;
+            }
+            let failure = uploads
+                .and_then(|u| u.failures.iter().rev().find(|f| f.at >= started))
+                .map_or_else(
+                    || "its upload was deleted before it became READY".to_owned(),
+                    |f| f.reason.clone(),
+                );
+            failures.push(format!("the build of {} failed: {failure}", describe(key)));
+        }
+        if running {
+            return;
+        }
+        let failure = (!failures.is_empty()).then(|| failures.join("; "));
+        self.finish(request.id, failure);
+    }
+
+    fn retention(&mut self) {
+        for (&key, uploads) in &self.uploads {
+            let keep: Vec<ImageId> = uploads.ready.iter().take(2).map(|i| i.id).collect();
+            for &upload in &uploads.all {
+                match self.judge(key, upload, &keep) {
+                    Verdict::Delete(reason) => self.deletes.push(ImageAction::Delete {
+                        upload: upload.id,
+                        provider: upload.provider.clone(),
+                        image: upload.name.clone(),
+                        reason,
+                    }),
+                    Verdict::KeepUntil(at) => {
+                        self.next_wakeup = Some(self.next_wakeup.map_or(at, |t| t.min(at)));
+                    }
+                    Verdict::Keep => {}
+                }
+            }
+        }
+    }
+
+    /// Whether to delete `upload` now, and if not, until when it is safe.
+    fn judge(&self, key: Key<'a>, upload: &Image, keep: &[ImageId]) -> Verdict {
+        let Some(provider) = self.provider(key.0) else {
+            return Verdict::Delete(Reason::new(
+                codes::PROVIDER_REMOVED,
+                format!("provider {} is no longer in the config", key.0),
+            ));
+        };
+        if !provider.images.iter().any(|i| &i.name == key.1) {
+            return Verdict::Delete(Reason::new(
+                codes::IMAGE_REMOVED,
+                format!("provider {} no longer has an image {}", key.0, key.1),
+            ));
+        }
+        let age = self.now.saturating_since(upload.state_time);
+        // Deadlines are strict: an upload exactly 8 hours old is kept, one a moment older goes.
+        let after = |limit: Duration| {
+            upload
+                .state_time
+                .saturating_add(limit)
+                .saturating_add(Duration::from_millis(1))
+        };
+        match upload.state {
+            ImageState::Delete => {
+                return Verdict::Delete(Reason::new(
+                    codes::MARKED,
+                    format!("marked for deletion {} ago", Human(age)),
+                ));
+            }
+            ImageState::Ready if keep.contains(&upload.id) => return Verdict::Keep,
+            ImageState::Building => {
+                let timeout = provider.launch_timeout.saturating_add(IMAGE_TIMEOUT);
+                if age > timeout && timeout <= IMAGE_CLEANUP {
+                    return Verdict::Delete(Reason::new(
+                        codes::BUILD_TIMEOUT,
+                        format!(
+                            "the build has run {}, longer than launch-timeout ({}) plus the {} snapshot wait",
+                            Human(age),
+                            Human(provider.launch_timeout),
+                            Human(IMAGE_TIMEOUT)
+                        ),
+                    ));
+                }
+                if age <= IMAGE_CLEANUP {
+                    return Verdict::KeepUntil(after(timeout.min(IMAGE_CLEANUP)));
+                }
+            }
+            // Older READY uploads, and states a newer store knows, age out.
+            _ => {}
+        }
+        if age > IMAGE_CLEANUP {
+            let what = match upload.state {
+                ImageState::Ready => "an older READY upload (not the newest or second-newest)",
+                _ => "a build that never became READY",
+            };
+            return Verdict::Delete(Reason::new(
+                codes::RETENTION,
+                format!(
+                    "{what}, {} in state {}, longer than {}",
+                    Human(age),
+                    upload.state,
+                    Human(IMAGE_CLEANUP)
+                ),
+            ));
+        }
+        Verdict::KeepUntil(after(IMAGE_CLEANUP))
+    }
+}
+
+/// What retention says of one upload.
+enum Verdict {
+    Delete(Reason),
+    Keep,
+    KeepUntil(Timestamp),
+}
+
+fn describe((provider, image): Key<'_>) -> String {
+    format!("image {image} on provider {provider}")
+}
+
+#[cfg(test)]
+mod tests;
