@@ -295,8 +295,22 @@ pub fn plan(snapshot: &Snapshot, config: &Config, now: Timestamp, world: &World)
     planner.into_plan()
 }
 
+/// One provider's listings, indexed.
+#[derive(Default)]
+struct Seen<'a> {
+    /// Server ids of the newest listing.
+    latest: BTreeSet<&'a ExternalId>,
+    /// Server ids of the listing before it.
+    previous: BTreeSet<&'a ExternalId>,
+    /// The server each node's tag names, in the newest listing.
+    tagged: BTreeMap<NodeId, &'a ExternalId>,
+}
+
 struct Planner<'a> {
     snapshot: &'a Snapshot,
+    seen: BTreeMap<&'a ProviderName, Seen<'a>>,
+    /// The upload each (provider, image) launches from.
+    current: BTreeMap<(&'a ProviderName, &'a ImageName), ImageId>,
     config: &'a Config,
     now: Timestamp,
     world: &'a World,
@@ -319,8 +333,37 @@ struct Planner<'a> {
 
 impl<'a> Planner<'a> {
     fn new(snapshot: &'a Snapshot, config: &'a Config, now: Timestamp, world: &'a World) -> Self {
+        let mut seen: BTreeMap<&'a ProviderName, Seen<'a>> = BTreeMap::new();
+        for (provider, cloud) in &world.clouds {
+            let entry = seen.entry(provider).or_default();
+            if let Some(latest) = &cloud.listing {
+                for server in &latest.servers {
+                    entry.latest.insert(&server.id);
+                    if let SeenOwner::Node(id) = server.owner {
+                        entry.tagged.entry(id).or_insert(&server.id);
+                    }
+                }
+            }
+            if let Some(previous) = &cloud.previous {
+                entry.previous = previous.servers.iter().map(|s| &s.id).collect();
+            }
+        }
+        let mut current: BTreeMap<(&'a ProviderName, &'a ImageName), &'a nodepool_model::Image> =
+            BTreeMap::new();
+        for image in &snapshot.images {
+            if image.state == nodepool_model::ImageState::Ready {
+                let best = current
+                    .entry((&image.provider, &image.name))
+                    .or_insert(image);
+                if (image.version, image.id) > (best.version, best.id) {
+                    *best = image;
+                }
+            }
+        }
         Planner {
             snapshot,
+            seen,
+            current: current.into_iter().map(|(k, i)| (k, i.id)).collect(),
             config,
             now,
             world,
@@ -382,12 +425,8 @@ impl<'a> Planner<'a> {
 
     /// The server tagged for `node` in its provider's newest listing.
     fn tagged_server(&self, node: &Node) -> Option<ExternalId> {
-        let listing = self.world.clouds.get(&node.provider)?.listing.as_ref()?;
-        listing
-            .servers
-            .iter()
-            .find(|s| s.owner == SeenOwner::Node(node.id))
-            .map(|s| s.id.clone())
+        let seen = self.seen.get(&node.provider)?;
+        seen.tagged.get(&node.id).map(|id| (*id).clone())
     }
 
     /// Whether `node`'s server is absent from two listings taken after its last change.
@@ -398,13 +437,13 @@ impl<'a> Planner<'a> {
         let Some(cloud) = self.world.clouds.get(&node.provider) else {
             return false;
         };
-        let (Some(latest), Some(previous)) = (&cloud.listing, &cloud.previous) else {
+        let (Some(_), Some(previous)) = (&cloud.listing, &cloud.previous) else {
             return false;
         };
-        previous.at > node.state_time
-            && [latest, previous]
-                .iter()
-                .all(|l| !l.servers.iter().any(|s| &s.id == id))
+        let Some(seen) = self.seen.get(&node.provider) else {
+            return false;
+        };
+        previous.at > node.state_time && !seen.latest.contains(id) && !seen.previous.contains(id)
     }
 
     fn deletes(&mut self) {
@@ -610,10 +649,10 @@ impl<'a> Planner<'a> {
                 if known {
                     continue;
                 }
-                let seen_before = cloud
-                    .previous
-                    .as_ref()
-                    .is_some_and(|p| p.servers.iter().any(|s| s.id == server.id));
+                let seen_before = self
+                    .seen
+                    .get(provider)
+                    .is_some_and(|s| s.previous.contains(&server.id));
                 let whose = match &server.owner {
                     SeenOwner::Node(id) => format!("node {id}"),
                     SeenOwner::Image(id) => format!("image upload {id}"),
@@ -752,20 +791,13 @@ impl<'a> Planner<'a> {
     }
 
     /// The end of `provider`'s launch backoff, if one is running.
-    fn backoff(&self, provider: &ProviderName) -> Option<(Timestamp, usize, String)> {
-        let last_success = self
-            .snapshot
-            .nodes
-            .iter()
-            .filter(|n| &n.provider == provider)
-            .filter(|n| {
-                matches!(
-                    n.state,
-                    NodeState::Ready | NodeState::InUse | NodeState::Used | NodeState::Test
-                )
-            })
-            .map(|n| n.state_time)
-            .max();
+    /// Launch failures count from `last_success`: the latest state change of a node of the
+    /// provider that got past building.
+    fn backoff(
+        &self,
+        provider: &ProviderName,
+        last_success: Option<Timestamp>,
+    ) -> Option<(Timestamp, usize, String)> {
         let failures: Vec<_> = self
             .snapshot
             .failures
@@ -789,8 +821,22 @@ impl<'a> Planner<'a> {
         // Supply per label: nodes that are or will be usable, not deleted this round.
         let mut supply: BTreeMap<&LabelName, usize> = BTreeMap::new();
         let mut in_use: BTreeMap<&ProviderName, usize> = BTreeMap::new();
+        let mut last_success: BTreeMap<&ProviderName, Timestamp> = BTreeMap::new();
+        let mut per_zone: BTreeMap<(&ProviderName, &str), usize> = BTreeMap::new();
         for node in &snapshot.nodes {
             *in_use.entry(&node.provider).or_default() += 1;
+            if matches!(
+                node.state,
+                NodeState::Ready | NodeState::InUse | NodeState::Used | NodeState::Test
+            ) {
+                let at = last_success
+                    .entry(&node.provider)
+                    .or_insert(node.state_time);
+                *at = (*at).max(node.state_time);
+            }
+            if let Some(az) = &node.az {
+                *per_zone.entry((&node.provider, az.as_str())).or_default() += 1;
+            }
             if node.state.is_supply() && !self.deleted.contains(&node.id) {
                 *supply.entry(&node.label).or_default() += 1;
             }
@@ -812,7 +858,8 @@ impl<'a> Planner<'a> {
                 free = free.min(i64::try_from(instances).unwrap_or(i64::MAX));
             }
             slots.push((provider, allocator.add_provider(free), free));
-            if let Some((until, n, why)) = self.backoff(&provider.name) {
+            let success = last_success.get(&provider.name).copied();
+            if let Some((until, n, why)) = self.backoff(&provider.name, success) {
                 backing_off.insert(&provider.name);
                 self.wake_at(until);
                 self.note(
@@ -850,8 +897,8 @@ impl<'a> Planner<'a> {
                 if backing_off.contains(&provider.name) {
                     continue;
                 }
-                match nodepool_image::current(&snapshot.images, &provider.name, &label.image) {
-                    Some(image) => suppliers.push((provider, ix, image.id)),
+                match self.current.get(&(&provider.name, &label.image)) {
+                    Some(&image) => suppliers.push((provider, ix, image)),
                     None => self.note(
                         About::LabelOn(label.name.clone(), provider.name.clone()),
                         codes::NO_IMAGE,
@@ -886,11 +933,10 @@ impl<'a> Planner<'a> {
                 .availability_zones
                 .iter()
                 .map(|az| {
-                    let n = snapshot
-                        .nodes
-                        .iter()
-                        .filter(|n| n.provider == provider.name && n.az.as_deref() == Some(az))
-                        .count();
+                    let n = per_zone
+                        .get(&(&provider.name, az.as_str()))
+                        .copied()
+                        .unwrap_or(0);
                     (n, az)
                 })
                 .collect();

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use nodepool_model::{NodeId, NodeState, RequestId};
+use nodepool_model::{ImageId, NodeId, NodeState, RequestId};
 use proptest::prelude::*;
 
 use super::*;
@@ -77,6 +77,12 @@ fn arb_case() -> impl Strategy<Value = Case> {
             snapshot.requests = requests;
             if no_images {
                 snapshot.images.truncate(1);
+            } else {
+                // A second READY upload of cloud1/base with the same version: the higher id
+                // is current.
+                let mut twin = snapshot.images[0].clone();
+                twin.id = ImageId::new(4);
+                snapshot.images.push(twin);
             }
             let mut world = World {
                 busy,
@@ -152,11 +158,12 @@ proptest! {
             }).count();
             prop_assert!(*count <= free, "{} {} claimed of {} ready", count, label, free);
         }
-        // Launches only where a READY image exists.
+        // Launches use the upload the image policy calls current.
         for action in &plan.actions {
-            if let NodeAction::Launch { image, .. } = action {
-                prop_assert!(case.snapshot.images.iter().any(|i| i.id == *image
-                    && i.state == ImageState::Ready));
+            if let NodeAction::Launch { image, provider, label, .. } = action {
+                let wanted = &config.labels.iter().find(|l| &l.name == label).unwrap().image;
+                let current = nodepool_image::current(&case.snapshot.images, provider, wanted);
+                prop_assert_eq!(current.map(|i| i.id), Some(*image));
             }
         }
         if let Some(at) = plan.next_wakeup {
