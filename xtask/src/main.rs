@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
         Some("cloud") => cloud(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [SUITE]  benchmarks (store, cloud; all by default), as Markdown tables\n  cloud CMD      local OpenStack: install, up, down, reset, smoke [N], env"
+                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [SUITE]  benchmarks (store, policy, cloud; all by default), as Markdown tables\n  cloud CMD      local OpenStack: install, up, down, reset, smoke [N], env"
             );
             Ok(())
         }
@@ -54,6 +54,7 @@ fn step(name: &str, program: &str, args: &[&str], envs: &[(&str, &str)]) -> anyh
 /// The benchmark suites: (name, package, bench target).
 const BENCHES: &[(&str, &str, &str)] = &[
     ("store", "nodepool-db", "store"),
+    ("policy", "nodepool-node", "policy"),
     // Needs the local cloud: `cargo xtask cloud up`.
     ("cloud", "nodepool-openstack", "servers"),
 ];

@@ -202,6 +202,9 @@ struct Planner<'a> {
     snapshot: &'a Snapshot,
     now: Timestamp,
     uploads: BTreeMap<Key<'a>, Uploads<'a>>,
+    providers: BTreeMap<&'a ProviderName, &'a Provider>,
+    /// Every (provider, image) in use, in config order.
+    in_use: Vec<Key<'a>>,
     /// Builds planned in this round.
     building: BTreeSet<Key<'a>>,
     finished: Vec<ImageAction>,
@@ -245,11 +248,15 @@ impl<'a> Planner<'a> {
                     .push(failure);
             }
         }
+        let providers = config.providers.iter().map(|p| (&p.name, p)).collect();
+        let in_use = Self::in_use(config, &providers);
         Planner {
             config,
             snapshot,
             now,
             uploads,
+            providers,
+            in_use,
             building: BTreeSet::new(),
             finished: Vec::new(),
             deletes: Vec::new(),
@@ -282,7 +289,7 @@ impl<'a> Planner<'a> {
     }
 
     fn provider(&self, name: &ProviderName) -> Option<&'a Provider> {
-        self.config.providers.iter().find(|p| &p.name == name)
+        self.providers.get(name).copied()
     }
 
     fn uploads(&self, key: Key<'a>) -> Option<&Uploads<'a>> {
@@ -317,16 +324,20 @@ impl<'a> Planner<'a> {
     }
 
     /// Every (provider, image) a label with `min-ready` ≥ 0 launches from, in config order.
-    fn in_use(&self) -> Vec<Key<'a>> {
+    fn in_use(
+        config: &'a Config,
+        providers: &BTreeMap<&'a ProviderName, &'a Provider>,
+    ) -> Vec<Key<'a>> {
         let mut keys = Vec::new();
-        for label in self.config.labels.iter().filter(|l| l.min_ready >= 0) {
+        let mut seen = BTreeSet::new();
+        for label in config.labels.iter().filter(|l| l.min_ready >= 0) {
             for provider in &label.providers {
-                let Some(p) = self.provider(provider) else {
+                let Some(p) = providers.get(provider) else {
                     continue;
                 };
                 if p.images.iter().any(|i| i.name == label.image) {
                     let key = (&p.name, &label.image);
-                    if !keys.contains(&key) {
+                    if seen.insert(key) {
                         keys.push(key);
                     }
                 }
@@ -380,7 +391,7 @@ impl<'a> Planner<'a> {
     }
 
     fn missing(&mut self) {
-        for key in self.in_use() {
+        for key in self.in_use.clone() {
             let present = self
                 .uploads(key)
                 .is_some_and(|u| u.building.is_some() || !u.ready.is_empty());
@@ -398,7 +409,7 @@ impl<'a> Planner<'a> {
         let Some(fire) = self.config.cron.image_update.last_at_or_before(self.now) else {
             return;
         };
-        for key in self.in_use() {
+        for key in self.in_use.clone() {
             let attempted = self.uploads(key).is_some_and(|u| {
                 u.all.iter().any(|i| i.version >= fire) || u.failures.iter().any(|f| f.at >= fire)
             });

@@ -295,6 +295,17 @@ pub fn plan(snapshot: &Snapshot, config: &Config, now: Timestamp, world: &World)
     planner.into_plan()
 }
 
+/// One label's request from one provider, as the launch stage reads it back.
+#[derive(Clone, Copy)]
+struct Sub<'a> {
+    label: &'a Label,
+    image: ImageId,
+    sub: allocation::SubIx,
+    demand: usize,
+    outstanding: usize,
+    have: usize,
+}
+
 /// One provider's listings, indexed.
 #[derive(Default)]
 struct Seen<'a> {
@@ -873,8 +884,15 @@ impl<'a> Planner<'a> {
                 );
             }
         }
-        // Demand per label, and the providers that can supply it.
-        let mut subs = Vec::new();
+        let slot_of: BTreeMap<&ProviderName, usize> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _, _))| (&p.name, i))
+            .collect();
+        // Demand per label, and the providers that can supply it; sub-requests are kept per
+        // provider slot, in label order.
+        let mut subs: Vec<Vec<Sub<'_>>> = vec![Vec::new(); slots.len()];
+        let mut wanted: Vec<(&LabelName, u64)> = Vec::new();
         for label in config.labels.iter().filter(|l| l.min_ready >= 0) {
             let outstanding = self.outstanding.get(&label.name).copied().unwrap_or(0);
             let claimed = self.claimed.get(&label.name).copied().unwrap_or(0);
@@ -890,15 +908,15 @@ impl<'a> Planner<'a> {
             }
             let mut suppliers = Vec::new();
             for name in &label.providers {
-                let Some(&(provider, ix, _)) = slots.iter().find(|(p, _, _)| &p.name == name)
-                else {
+                let Some(&slot) = slot_of.get(name) else {
                     continue;
                 };
+                let (provider, ix, _) = slots[slot];
                 if backing_off.contains(&provider.name) {
                     continue;
                 }
                 match self.current.get(&(&provider.name, &label.image)) {
-                    Some(&image) => suppliers.push((provider, ix, image)),
+                    Some(&image) => suppliers.push((slot, ix, image)),
                     None => self.note(
                         About::LabelOn(label.name.clone(), provider.name.clone()),
                         codes::NO_IMAGE,
@@ -913,9 +931,16 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let request = allocator.add_request(label.name.clone(), demand as u64);
-            for (provider, ix, image) in suppliers {
-                let sub = allocator.add_supplier(request, ix, 0);
-                subs.push((label, provider, image, sub, demand, outstanding, have));
+            wanted.push((&label.name, demand as u64));
+            for (slot, ix, image) in suppliers {
+                subs[slot].push(Sub {
+                    label,
+                    image,
+                    sub: allocator.add_supplier(request, ix, 0),
+                    demand,
+                    outstanding,
+                    have,
+                });
             }
         }
         for &(_, ix, _) in &slots {
@@ -924,7 +949,7 @@ impl<'a> Planner<'a> {
         self.round = allocator.round();
         // Grants become launches, capped by the cloud's cores and RAM.
         let mut granted_total: BTreeMap<&LabelName, u64> = BTreeMap::new();
-        for &(provider, _, free) in &slots {
+        for (&(provider, _, free), subs) in slots.iter().zip(&subs) {
             let cloud = self.world.clouds.get(&provider.name);
             let headroom = cloud.map(|c| c.headroom).unwrap_or_default();
             let mut cores = headroom.cores;
@@ -940,10 +965,15 @@ impl<'a> Planner<'a> {
                     (n, az)
                 })
                 .collect();
-            for &(label, p, image, sub, demand, outstanding, have) in &subs {
-                if p.name != provider.name {
-                    continue;
-                }
+            for &Sub {
+                label,
+                image,
+                sub,
+                demand,
+                outstanding,
+                have,
+            } in subs
+            {
                 let granted = allocator.granted(sub);
                 let mut n = granted;
                 if let Some(cost) = cloud.and_then(|c| c.costs.get(&label.image)) {
@@ -972,7 +1002,19 @@ impl<'a> Planner<'a> {
                     );
                 }
                 *granted_total.entry(&label.name).or_default() += n;
-                for k in 0..n {
+                if n == 0 {
+                    continue;
+                }
+                // One reason for the whole grant: formatting it per node would cost more
+                // than the rest of the plan.
+                let reason = Reason::new(
+                    codes::DEMAND,
+                    format!(
+                        "label {} needs {demand} more ({outstanding} waiting request positions + min-ready {} - {have} ready or building); provider {} launches {n} ({free} free of max-servers {})",
+                        label.name, label.min_ready, provider.name, provider.max_servers
+                    ),
+                );
+                for _ in 0..n {
                     let az =
                         az_counts
                             .iter_mut()
@@ -986,30 +1028,17 @@ impl<'a> Planner<'a> {
                         label: label.name.clone(),
                         image,
                         az,
-                        reason: Reason::new(
-                            codes::DEMAND,
-                            format!(
-                                "label {} needs {demand} more ({outstanding} waiting request positions + min-ready {} - {have} ready or building); provider {} launches {} of {n} ({free} free of max-servers {})",
-                                label.name,
-                                label.min_ready,
-                                provider.name,
-                                k + 1,
-                                provider.max_servers
-                            ),
-                        ),
+                        reason: reason.clone(),
                     });
                 }
             }
         }
         // Demand nobody could take.
-        let mut short: Vec<(&LabelName, u64)> = Vec::new();
-        for &(label, _, _, _, demand, _, _) in &subs {
-            let got = granted_total.get(&label.name).copied().unwrap_or(0);
-            if got < demand as u64 && !short.iter().any(|(l, _)| *l == &label.name) {
-                short.push((&label.name, demand as u64 - got));
-            }
-        }
-        for (label, missing) in short {
+        for (label, demand) in wanted {
+            let got = granted_total.get(label).copied().unwrap_or(0);
+            let Some(missing) = demand.checked_sub(got).filter(|m| *m > 0) else {
+                continue;
+            };
             self.note(
                 About::Label(label.clone()),
                 codes::AT_CAPACITY,
