@@ -141,14 +141,8 @@ fn snapshot(nodes: usize) -> (Snapshot, World) {
         world.clouds.insert(
             format!("p{p}").parse().unwrap(),
             CloudView {
-                listing: Some(Listing {
-                    at: ago(5),
-                    servers: servers.clone(),
-                }),
-                previous: Some(Listing {
-                    at: ago(15),
-                    servers,
-                }),
+                listing: Some(Listing::new(ago(5), servers.clone())),
+                previous: Some(Listing::new(ago(15), servers)),
                 ..CloudView::default()
             },
         );
@@ -196,7 +190,12 @@ fn ms(d: Duration) -> String {
 fn main() {
     println!("| nodes | requests | node plan (median) | image plan (median) | actions |");
     println!("| ---: | ---: | ---: | ---: | ---: |");
-    for nodes in [1_000, 10_000, 100_000] {
+    // NODEPOOL_BENCH_NODES=10000 runs one size (for profiling).
+    let sizes: Vec<usize> = match std::env::var("NODEPOOL_BENCH_NODES") {
+        Ok(n) => vec![n.parse().expect("NODEPOOL_BENCH_NODES is a number")],
+        Err(_) => vec![1_000, 10_000, 100_000],
+    };
+    for nodes in sizes {
         let config = config(nodes);
         let (snapshot, world) = snapshot(nodes);
         let plan = nodepool_node::plan(&snapshot, &config, now(), &world);

@@ -50,10 +50,10 @@
 
 pub mod allocation;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use nodepool_config::{Config, Label, Provider};
+use nodepool_config::{Config, Label};
 use nodepool_model::{
     Attempt, ExternalId, Human, ImageId, ImageName, LabelName, Node, NodeId, NodeRequest,
     NodeState, ProviderName, Reason, RequestId, Snapshot, Timestamp,
@@ -232,14 +232,62 @@ pub struct SeenServer {
     pub owner: SeenOwner,
 }
 
-/// One complete server listing of a provider.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// One complete server listing of a provider, indexed when it is made: a listing serves two
+/// planning rounds (as the newest, then as the previous one), so its index is built once.
+#[derive(Clone, Debug, Default)]
 pub struct Listing {
-    /// When the listing was asked for (before the call).
-    pub at: Timestamp,
-    /// Every server it returned.
-    pub servers: Vec<SeenServer>,
+    at: Timestamp,
+    servers: Vec<SeenServer>,
+    ids: Set<ExternalId>,
+    tagged: Map<NodeId, usize>,
 }
+
+impl Listing {
+    /// A listing asked for at `at` (before the call) that returned `servers`.
+    pub fn new(at: Timestamp, servers: Vec<SeenServer>) -> Listing {
+        let ids = servers.iter().map(|s| s.id.clone()).collect();
+        let mut tagged = Map::default();
+        for (i, server) in servers.iter().enumerate() {
+            if let SeenOwner::Node(id) = server.owner {
+                tagged.entry(id).or_insert(i);
+            }
+        }
+        Listing {
+            at,
+            servers,
+            ids,
+            tagged,
+        }
+    }
+
+    /// When it was asked for.
+    pub fn at(&self) -> Timestamp {
+        self.at
+    }
+
+    /// Every server it returned, in the cloud's order.
+    pub fn servers(&self) -> &[SeenServer] {
+        &self.servers
+    }
+
+    /// Whether it shows the server `id`.
+    pub fn contains(&self, id: &ExternalId) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// The first server tagged for `node`.
+    pub fn tagged(&self, node: NodeId) -> Option<&ExternalId> {
+        self.tagged.get(&node).map(|&i| &self.servers[i].id)
+    }
+}
+
+impl PartialEq for Listing {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at && self.servers == other.servers
+    }
+}
+
+impl Eq for Listing {}
 
 /// What the cloud still allows, from its absolute limits (`None`: unlimited or unknown).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -295,6 +343,11 @@ pub fn plan(snapshot: &Snapshot, config: &Config, now: Timestamp, world: &World)
     planner.into_plan()
 }
 
+/// Hash maps for lookups by name or id, with FxHash: fast on short keys and seedless (same
+/// input, same work). Nothing is ever iterated from them, so their order never reaches a plan.
+type Map<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
+type Set<K> = HashSet<K, rustc_hash::FxBuildHasher>;
+
 /// One label's request from one provider, as the launch stage reads it back.
 #[derive(Clone, Copy)]
 struct Sub<'a> {
@@ -306,33 +359,27 @@ struct Sub<'a> {
     have: usize,
 }
 
-/// One provider's listings, indexed.
-#[derive(Default)]
-struct Seen<'a> {
-    /// Server ids of the newest listing.
-    latest: BTreeSet<&'a ExternalId>,
-    /// Server ids of the listing before it.
-    previous: BTreeSet<&'a ExternalId>,
-    /// The server each node's tag names, in the newest listing.
-    tagged: BTreeMap<NodeId, &'a ExternalId>,
-}
-
 struct Planner<'a> {
     snapshot: &'a Snapshot,
-    seen: BTreeMap<&'a ProviderName, Seen<'a>>,
+    node_by_id: Map<NodeId, &'a Node>,
+    /// Each node's provider and label as positions in the config (`None`: gone from it),
+    /// resolved once so that per-node counting is by index, not by name.
+    keys: Vec<(Option<usize>, Option<usize>)>,
+    /// Each config provider's cloud view.
+    clouds: Vec<Option<&'a CloudView>>,
     /// The upload each (provider, image) launches from.
-    current: BTreeMap<(&'a ProviderName, &'a ImageName), ImageId>,
+    current: Map<(&'a ProviderName, &'a ImageName), ImageId>,
     config: &'a Config,
     now: Timestamp,
     world: &'a World,
-    providers: BTreeMap<&'a ProviderName, &'a Provider>,
-    labels: BTreeMap<&'a LabelName, &'a Label>,
+    provider_ix: Map<&'a ProviderName, usize>,
+    label_ix: Map<&'a LabelName, usize>,
     /// Nodes deleted this round.
-    deleted: BTreeSet<NodeId>,
+    deleted: Set<NodeId>,
     /// Ready nodes claimed this round, per label.
-    claimed: BTreeMap<&'a LabelName, usize>,
+    claimed: Vec<usize>,
     /// Request positions not served by ready nodes, per label.
-    outstanding: BTreeMap<&'a LabelName, usize>,
+    outstanding: Vec<usize>,
     failed_requests: Vec<NodeAction>,
     claims: Vec<NodeAction>,
     deletes: Vec<NodeAction>,
@@ -344,23 +391,8 @@ struct Planner<'a> {
 
 impl<'a> Planner<'a> {
     fn new(snapshot: &'a Snapshot, config: &'a Config, now: Timestamp, world: &'a World) -> Self {
-        let mut seen: BTreeMap<&'a ProviderName, Seen<'a>> = BTreeMap::new();
-        for (provider, cloud) in &world.clouds {
-            let entry = seen.entry(provider).or_default();
-            if let Some(latest) = &cloud.listing {
-                for server in &latest.servers {
-                    entry.latest.insert(&server.id);
-                    if let SeenOwner::Node(id) = server.owner {
-                        entry.tagged.entry(id).or_insert(&server.id);
-                    }
-                }
-            }
-            if let Some(previous) = &cloud.previous {
-                entry.previous = previous.servers.iter().map(|s| &s.id).collect();
-            }
-        }
-        let mut current: BTreeMap<(&'a ProviderName, &'a ImageName), &'a nodepool_model::Image> =
-            BTreeMap::new();
+        let mut current: Map<(&'a ProviderName, &'a ImageName), &'a nodepool_model::Image> =
+            Map::default();
         for image in &snapshot.images {
             if image.state == nodepool_model::ImageState::Ready {
                 let best = current
@@ -371,18 +403,47 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        let provider_ix: Map<&'a ProviderName, usize> = config
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (&p.name, i))
+            .collect();
+        let label_ix: Map<&'a LabelName, usize> = config
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (&l.name, i))
+            .collect();
+        let keys = snapshot
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    provider_ix.get(&n.provider).copied(),
+                    label_ix.get(&n.label).copied(),
+                )
+            })
+            .collect();
+        let clouds = config
+            .providers
+            .iter()
+            .map(|p| world.clouds.get(&p.name))
+            .collect();
         Planner {
             snapshot,
-            seen,
+            node_by_id: snapshot.nodes.iter().map(|n| (n.id, n)).collect(),
+            keys,
+            clouds,
             current: current.into_iter().map(|(k, i)| (k, i.id)).collect(),
             config,
             now,
             world,
-            providers: config.providers.iter().map(|p| (&p.name, p)).collect(),
-            labels: config.labels.iter().map(|l| (&l.name, l)).collect(),
-            deleted: BTreeSet::new(),
-            claimed: BTreeMap::new(),
-            outstanding: BTreeMap::new(),
+            provider_ix,
+            label_ix,
+            deleted: Set::default(),
+            claimed: vec![0; config.labels.len()],
+            outstanding: vec![0; config.labels.len()],
             failed_requests: Vec::new(),
             claims: Vec::new(),
             deletes: Vec::new(),
@@ -434,37 +495,47 @@ impl<'a> Planner<'a> {
         });
     }
 
-    /// The server tagged for `node` in its provider's newest listing.
-    fn tagged_server(&self, node: &Node) -> Option<ExternalId> {
-        let seen = self.seen.get(&node.provider)?;
-        seen.tagged.get(&node.id).map(|id| (*id).clone())
-    }
-
-    /// Whether `node`'s server is absent from two listings taken after its last change.
-    fn vanished(&self, node: &Node) -> bool {
-        let Some(id) = &node.external_id else {
-            return false;
-        };
-        let Some(cloud) = self.world.clouds.get(&node.provider) else {
-            return false;
-        };
-        let (Some(_), Some(previous)) = (&cloud.listing, &cloud.previous) else {
-            return false;
-        };
-        let Some(seen) = self.seen.get(&node.provider) else {
-            return false;
-        };
-        previous.at > node.state_time && !seen.latest.contains(id) && !seen.previous.contains(id)
-    }
-
-    fn deletes(&mut self) {
-        for node in &self.snapshot.nodes {
-            self.judge(node);
+    /// The cloud view of the provider at config position `provider`, or of a provider gone
+    /// from the config by name.
+    fn cloud(&self, provider: Option<usize>, name: &ProviderName) -> Option<&'a CloudView> {
+        match provider {
+            Some(i) => self.clouds[i],
+            None => self.world.clouds.get(name),
         }
     }
 
-    /// Whether to delete one node now, and if not, when to look again.
-    fn judge(&mut self, node: &'a Node) {
+    /// The server tagged for `node` in its provider's newest listing.
+    fn tagged_server(&self, node: &Node, provider: Option<usize>) -> Option<ExternalId> {
+        let listing = self.cloud(provider, &node.provider)?.listing.as_ref()?;
+        listing.tagged(node.id).cloned()
+    }
+
+    /// Whether `node`'s server is absent from two listings taken after its last change.
+    fn vanished(&self, node: &Node, provider: Option<usize>) -> bool {
+        let Some(id) = &node.external_id else {
+            return false;
+        };
+        let Some(cloud) = self.cloud(provider, &node.provider) else {
+            return false;
+        };
+        let (Some(latest), Some(previous)) = (&cloud.listing, &cloud.previous) else {
+            return false;
+        };
+        previous.at > node.state_time && !latest.contains(id) && !previous.contains(id)
+    }
+
+    fn deletes(&mut self) {
+        let snapshot = self.snapshot;
+        for (i, node) in snapshot.nodes.iter().enumerate() {
+            let (provider, label) = self.keys[i];
+            self.judge(node, provider, label);
+        }
+    }
+
+    /// Whether to delete one node now, and if not, when to look again. `provider` and
+    /// `label` are the node's positions in the config.
+    fn judge(&mut self, node: &'a Node, provider: Option<usize>, label: Option<usize>) {
+        let config = self.config;
         let age = self.now.saturating_since(node.state_time);
         let after = |limit: Duration| {
             node.state_time
@@ -472,9 +543,7 @@ impl<'a> Planner<'a> {
                 .saturating_add(Duration::from_millis(1))
         };
         if node.state == NodeState::Hold {
-            if !self.providers.contains_key(&node.provider)
-                || !self.labels.contains_key(&node.label)
-            {
+            if provider.is_none() || label.is_none() {
                 self.note(
                     About::Node(node.id),
                     codes::HELD,
@@ -493,15 +562,15 @@ impl<'a> Planner<'a> {
         // Deadlines apply even to nodes an executor holds: a stuck launch is cancelled.
         match node.state {
             NodeState::Building => {
-                let timeout = self
-                    .providers
-                    .get(&node.provider)
-                    .map(|p| (p.launch_timeout.saturating_add(p.boot_timeout), p));
+                let timeout = provider.map(|i| {
+                    let p = &config.providers[i];
+                    (p.launch_timeout.saturating_add(p.boot_timeout), p)
+                });
                 if let Some((timeout, p)) = timeout {
                     if age > timeout {
                         return self.delete(
                             node,
-                            self.tagged_server(node),
+                            self.tagged_server(node, provider),
                             codes::LAUNCH_TIMEOUT,
                             format!(
                                 "building for {}, longer than launch-timeout ({}) plus boot-timeout ({})",
@@ -550,7 +619,7 @@ impl<'a> Planner<'a> {
         if node.state == NodeState::Delete {
             return self.delete(
                 node,
-                self.tagged_server(node),
+                self.tagged_server(node, provider),
                 codes::MARKED,
                 format!("marked for deletion {} ago", Human(age)),
             );
@@ -563,7 +632,7 @@ impl<'a> Planner<'a> {
                 "its consumer has finished with it".into(),
             );
         }
-        if self.vanished(node) {
+        if self.vanished(node, provider) {
             return self.delete(
                 node,
                 None,
@@ -575,13 +644,13 @@ impl<'a> Planner<'a> {
                 ),
             );
         }
-        let gone = if !self.providers.contains_key(&node.provider) {
+        let gone = if provider.is_none() {
             Some((
                 codes::PROVIDER_REMOVED,
                 format!("provider {} is no longer in the config", node.provider),
             ))
         } else {
-            match self.labels.get(&node.label) {
+            match label.map(|i| &config.labels[i]) {
                 None => Some((
                     codes::LABEL_REMOVED,
                     format!("label {} is no longer in the config", node.label),
@@ -608,12 +677,12 @@ impl<'a> Planner<'a> {
                     format!("{text}; node {} is in use and goes once released", node.id),
                 );
             }
-            return self.delete(node, self.tagged_server(node), code, text);
+            return self.delete(node, self.tagged_server(node, provider), code, text);
         }
         match node.state {
             NodeState::Building => self.delete(
                 node,
-                self.tagged_server(node),
+                self.tagged_server(node, provider),
                 codes::ORPHANED,
                 "building, but no launch is working on it (a daemon stopped during its launch)"
                     .into(),
@@ -625,14 +694,13 @@ impl<'a> Planner<'a> {
     }
 
     fn leaks(&mut self) {
-        let nodes: BTreeMap<NodeId, &Node> =
-            self.snapshot.nodes.iter().map(|n| (n.id, n)).collect();
-        let images: BTreeMap<ImageId, _> = self.snapshot.images.iter().map(|i| (i.id, i)).collect();
+        let nodes = self.node_by_id.clone();
+        let images: Map<ImageId, _> = self.snapshot.images.iter().map(|i| (i.id, i)).collect();
         for (provider, cloud) in &self.world.clouds {
             let Some(latest) = &cloud.listing else {
                 continue;
             };
-            for server in &latest.servers {
+            for server in latest.servers() {
                 let known = match &server.owner {
                     SeenOwner::Node(id) => nodes.get(id).is_some_and(|n| match &n.external_id {
                         Some(ext) => ext == &server.id,
@@ -660,10 +728,10 @@ impl<'a> Planner<'a> {
                 if known {
                     continue;
                 }
-                let seen_before = self
-                    .seen
-                    .get(provider)
-                    .is_some_and(|s| s.previous.contains(&server.id));
+                let seen_before = cloud
+                    .previous
+                    .as_ref()
+                    .is_some_and(|p| p.contains(&server.id));
                 let whose = match &server.owner {
                     SeenOwner::Node(id) => format!("node {id}"),
                     SeenOwner::Image(id) => format!("image upload {id}"),
@@ -698,7 +766,7 @@ impl<'a> Planner<'a> {
     /// Why a request can never be served, if it cannot.
     fn unservable(&self, request: &NodeRequest) -> Option<String> {
         for name in &request.labels {
-            let Some(label) = self.labels.get(name) else {
+            let Some(label) = self.label_ix.get(name).map(|&i| &self.config.labels[i]) else {
                 return Some(format!("there is no label {name} in the config"));
             };
             if label.min_ready < 0 {
@@ -707,7 +775,7 @@ impl<'a> Planner<'a> {
             if !label
                 .providers
                 .iter()
-                .any(|p| self.providers.contains_key(p))
+                .any(|p| self.provider_ix.contains_key(p))
             {
                 return Some(format!("no provider in the config supplies label {name}"));
             }
@@ -718,7 +786,7 @@ impl<'a> Planner<'a> {
     /// Requests in serving order: higher priority first; within one priority, every
     /// requestor's oldest request before anyone's second; then oldest first.
     fn serving_order(&self) -> Vec<&'a NodeRequest> {
-        let mut seen: BTreeMap<(i32, &str), usize> = BTreeMap::new();
+        let mut seen: Map<(i32, &str), usize> = Map::default();
         let mut by_age: Vec<&'a NodeRequest> = self.snapshot.requests.iter().collect();
         by_age.sort_by_key(|r| (r.created, r.id));
         // (priority first, this requestor's n-th request, age, id)
@@ -737,22 +805,17 @@ impl<'a> Planner<'a> {
 
     fn requests(&mut self) {
         // READY nodes free to hand out, per label.
-        let mut ready: BTreeMap<&'a LabelName, usize> = BTreeMap::new();
-        for node in &self.snapshot.nodes {
-            if node.state == NodeState::Ready
+        let mut ready = vec![0usize; self.config.labels.len()];
+        for (node, &(_, label)) in self.snapshot.nodes.iter().zip(&self.keys) {
+            if let Some(label) = label
+                && node.state == NodeState::Ready
                 && node.request.is_none()
                 && !self.deleted.contains(&node.id)
                 && !self.world.busy.contains(&node.id)
             {
-                *ready.entry(&node.label).or_default() += 1;
+                ready[label] += 1;
             }
         }
-        let node_labels: BTreeMap<NodeId, &LabelName> = self
-            .snapshot
-            .nodes
-            .iter()
-            .map(|n| (n.id, &n.label))
-            .collect();
         for request in self.serving_order() {
             if let Some(why) = self.unservable(request) {
                 self.failed_requests.push(NodeAction::FailRequest {
@@ -766,18 +829,21 @@ impl<'a> Planner<'a> {
                 *wanted.entry(label).or_default() += 1;
             }
             for node in &request.nodes {
-                if let Some(label) = node_labels.get(node)
-                    && let Some(n) = wanted.get_mut(*label)
+                if let Some(label) = self.node_by_id.get(node).map(|n| &n.label)
+                    && let Some(n) = wanted.get_mut(label)
                 {
                     *n = n.saturating_sub(1);
                 }
             }
             for (label, want) in wanted {
-                let free = ready.entry(label).or_default();
-                let take = want.min(*free);
+                // Every label of a servable request is in the config.
+                let Some(&ix) = self.label_ix.get(label) else {
+                    continue;
+                };
+                let take = want.min(ready[ix]);
                 if take > 0 {
-                    *free -= take;
-                    *self.claimed.entry(label).or_default() += take;
+                    ready[ix] -= take;
+                    self.claimed[ix] += take;
                     self.claims.push(NodeAction::Claim {
                         request: request.id,
                         label: label.clone(),
@@ -795,7 +861,7 @@ impl<'a> Planner<'a> {
                     });
                 }
                 if want > take {
-                    *self.outstanding.entry(label).or_default() += want - take;
+                    self.outstanding[ix] += want - take;
                 }
             }
         }
@@ -830,48 +896,56 @@ impl<'a> Planner<'a> {
         let config = self.config;
         let snapshot = self.snapshot;
         // Supply per label: nodes that are or will be usable, not deleted this round.
-        let mut supply: BTreeMap<&LabelName, usize> = BTreeMap::new();
-        let mut in_use: BTreeMap<&ProviderName, usize> = BTreeMap::new();
-        let mut last_success: BTreeMap<&ProviderName, Timestamp> = BTreeMap::new();
-        let mut per_zone: BTreeMap<(&ProviderName, &str), usize> = BTreeMap::new();
-        for node in &snapshot.nodes {
-            *in_use.entry(&node.provider).or_default() += 1;
+        let mut supply = vec![0usize; config.labels.len()];
+        let mut in_use = vec![0usize; config.providers.len()];
+        let mut last_success: Vec<Option<Timestamp>> = vec![None; config.providers.len()];
+        let mut per_zone: Vec<Vec<usize>> = config
+            .providers
+            .iter()
+            .map(|p| vec![0; p.availability_zones.len()])
+            .collect();
+        for (node, &(provider, label)) in snapshot.nodes.iter().zip(&self.keys) {
+            if let Some(label) = label
+                && node.state.is_supply()
+                && !self.deleted.contains(&node.id)
+            {
+                supply[label] += 1;
+            }
+            // Nodes of providers gone from the config count against nothing.
+            let Some(p) = provider else {
+                continue;
+            };
+            in_use[p] += 1;
             if matches!(
                 node.state,
                 NodeState::Ready | NodeState::InUse | NodeState::Used | NodeState::Test
             ) {
-                let at = last_success
-                    .entry(&node.provider)
-                    .or_insert(node.state_time);
-                *at = (*at).max(node.state_time);
+                let at = &mut last_success[p];
+                *at = Some(at.map_or(node.state_time, |t| t.max(node.state_time)));
             }
-            if let Some(az) = &node.az {
-                *per_zone.entry((&node.provider, az.as_str())).or_default() += 1;
-            }
-            if node.state.is_supply() && !self.deleted.contains(&node.id) {
-                *supply.entry(&node.label).or_default() += 1;
+            if let Some(az) = &node.az
+                && let Some(z) = config.providers[p]
+                    .availability_zones
+                    .iter()
+                    .position(|zone| zone == az)
+            {
+                per_zone[p][z] += 1;
             }
         }
         // Free capacity per provider, and which are backing off.
         let mut allocator = Allocator::new(&self.world.history);
         let mut slots = Vec::new();
-        let mut backing_off = BTreeSet::new();
-        for provider in &config.providers {
-            let used = in_use.get(&provider.name).copied().unwrap_or(0);
+        let mut backing_off = vec![false; config.providers.len()];
+        for (i, provider) in config.providers.iter().enumerate() {
+            let used = in_use[i];
             let mut free = i64::from(provider.max_servers) - used as i64;
-            let headroom = self
-                .world
-                .clouds
-                .get(&provider.name)
-                .map(|c| c.headroom)
-                .unwrap_or_default();
+            let headroom = self.clouds[i].map(|c| c.headroom).unwrap_or_default();
             if let Some(instances) = headroom.instances {
                 free = free.min(i64::try_from(instances).unwrap_or(i64::MAX));
             }
             slots.push((provider, allocator.add_provider(free), free));
-            let success = last_success.get(&provider.name).copied();
-            if let Some((until, n, why)) = self.backoff(&provider.name, success) {
-                backing_off.insert(&provider.name);
+            if let Some((until, n, why)) = self.backoff(&provider.name, last_success[i]) {
+                backing_off[i] = true;
                 self.wake_at(until);
                 self.note(
                     About::Provider(provider.name.clone()),
@@ -884,23 +958,16 @@ impl<'a> Planner<'a> {
                 );
             }
         }
-        let slot_of: BTreeMap<&ProviderName, usize> = slots
-            .iter()
-            .enumerate()
-            .map(|(i, (p, _, _))| (&p.name, i))
-            .collect();
         // Demand per label, and the providers that can supply it; sub-requests are kept per
         // provider slot, in label order.
         let mut subs: Vec<Vec<Sub<'_>>> = vec![Vec::new(); slots.len()];
         let mut wanted: Vec<(&LabelName, u64)> = Vec::new();
-        for label in config.labels.iter().filter(|l| l.min_ready >= 0) {
-            let outstanding = self.outstanding.get(&label.name).copied().unwrap_or(0);
-            let claimed = self.claimed.get(&label.name).copied().unwrap_or(0);
-            let have = supply
-                .get(&label.name)
-                .copied()
-                .unwrap_or(0)
-                .saturating_sub(claimed);
+        for (li, label) in config.labels.iter().enumerate() {
+            if label.min_ready < 0 {
+                continue;
+            }
+            let outstanding = self.outstanding[li];
+            let have = supply[li].saturating_sub(self.claimed[li]);
             let min_ready = usize::try_from(label.min_ready).unwrap_or(0);
             let demand = (outstanding + min_ready).saturating_sub(have);
             if demand == 0 {
@@ -908,11 +975,11 @@ impl<'a> Planner<'a> {
             }
             let mut suppliers = Vec::new();
             for name in &label.providers {
-                let Some(&slot) = slot_of.get(name) else {
+                let Some(&slot) = self.provider_ix.get(name) else {
                     continue;
                 };
                 let (provider, ix, _) = slots[slot];
-                if backing_off.contains(&provider.name) {
+                if backing_off[slot] {
                     continue;
                 }
                 match self.current.get(&(&provider.name, &label.image)) {
@@ -948,22 +1015,16 @@ impl<'a> Planner<'a> {
         }
         self.round = allocator.round();
         // Grants become launches, capped by the cloud's cores and RAM.
-        let mut granted_total: BTreeMap<&LabelName, u64> = BTreeMap::new();
-        for (&(provider, _, free), subs) in slots.iter().zip(&subs) {
-            let cloud = self.world.clouds.get(&provider.name);
+        let mut granted_total: Map<&LabelName, u64> = Map::default();
+        for (i, (&(provider, _, free), subs)) in slots.iter().zip(&subs).enumerate() {
+            let cloud = self.clouds[i];
             let headroom = cloud.map(|c| c.headroom).unwrap_or_default();
             let mut cores = headroom.cores;
             let mut ram = headroom.ram_mb;
-            let mut az_counts: Vec<(usize, &String)> = provider
-                .availability_zones
+            let mut az_counts: Vec<(usize, &String)> = per_zone[i]
                 .iter()
-                .map(|az| {
-                    let n = per_zone
-                        .get(&(&provider.name, az.as_str()))
-                        .copied()
-                        .unwrap_or(0);
-                    (n, az)
-                })
+                .copied()
+                .zip(&provider.availability_zones)
                 .collect();
             for &Sub {
                 label,

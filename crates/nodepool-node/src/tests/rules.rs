@@ -12,16 +12,16 @@ fn world_with(provider: &str, cloud: CloudView) -> World {
 }
 
 fn listing(age: Duration, servers: &[(&str, SeenOwner)]) -> Listing {
-    Listing {
-        at: ago(age),
-        servers: servers
+    Listing::new(
+        ago(age),
+        servers
             .iter()
             .map(|(id, owner)| SeenServer {
                 id: ExternalId::new(*id),
                 owner: owner.clone(),
             })
             .collect(),
-    }
+    )
 }
 
 #[test]
