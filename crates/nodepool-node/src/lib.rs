@@ -1104,7 +1104,7 @@ impl<'a> Planner<'a> {
                 About::Label(label.clone()),
                 codes::AT_CAPACITY,
                 format!(
-                    "label {label} is {missing} short: its providers are at max-servers or their cloud's limits"
+                    "label {label} is {missing} short: its providers are at max-servers, at their cloud's limits or backing off"
                 ),
             );
         }

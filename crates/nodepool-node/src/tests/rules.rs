@@ -173,7 +173,7 @@ fn the_clouds_limits_cap_launches() {
         capped,
         [
             "provider cloud1 could launch 1 large but its cloud has cores or RAM for 0",
-            "label large is 1 short: its providers are at max-servers or their cloud's limits"
+            "label large is 1 short: its providers are at max-servers, at their cloud's limits or backing off"
         ]
     );
 }
