@@ -6,7 +6,7 @@ use nodepool_model::{ImageId, NodeId, NodeState, RequestId};
 use proptest::prelude::*;
 
 use super::*;
-use crate::{CloudView, Headroom};
+use crate::{CloudView, Cost, Headroom};
 
 fn arb_state() -> impl Strategy<Value = NodeState> {
     prop_oneof![
@@ -48,9 +48,10 @@ fn arb_case() -> impl Strategy<Value = Case> {
             0..6,
         ),
         proptest::option::of(0u64..12),
+        proptest::option::of(0u64..20),
         any::<bool>(),
     )
-        .prop_map(|(nodes, requests, instances, no_images)| {
+        .prop_map(|(nodes, requests, instances, cores, no_images)| {
             let mut busy = BTreeSet::new();
             let nodes: Vec<Node> = nodes
                 .into_iter()
@@ -93,8 +94,26 @@ fn arb_case() -> impl Strategy<Value = Case> {
                 CloudView {
                     headroom: Headroom {
                         instances,
-                        ..Headroom::default()
+                        cores,
+                        ram_mb: None,
                     },
+                    costs: [
+                        (
+                            "base".parse().unwrap(),
+                            Cost {
+                                vcpus: 2,
+                                ram_mb: 2048,
+                            },
+                        ),
+                        (
+                            "big".parse().unwrap(),
+                            Cost {
+                                vcpus: 4,
+                                ram_mb: 8192,
+                            },
+                        ),
+                    ]
+                    .into(),
                     ..CloudView::default()
                 },
             );
@@ -111,13 +130,17 @@ proptest! {
         prop_assert_eq!(&plan, &run(&case.snapshot, &config, &case.world));
 
         let mut launched: BTreeMap<String, u64> = BTreeMap::new();
+        let mut cores_used = 0;
         let mut deleted = BTreeSet::new();
         let mut claimed: BTreeMap<String, usize> = BTreeMap::new();
         let mut failed: BTreeSet<RequestId> = BTreeSet::new();
         for action in &plan.actions {
             match action {
-                NodeAction::Launch { provider, .. } => {
+                NodeAction::Launch { provider, label, .. } => {
                     *launched.entry(provider.to_string()).or_default() += 1;
+                    if provider.as_str() == "cloud1" {
+                        cores_used += if label.as_str() == "large" { 4 } else { 2 };
+                    }
                 }
                 NodeAction::Delete { node, .. } => {
                     prop_assert!(deleted.insert(*node), "node {} deleted twice", node);
@@ -149,6 +172,10 @@ proptest! {
             if let Some(limit) = case.world.clouds.get(&provider.name).and_then(|c| c.headroom.instances) {
                 prop_assert!(new <= limit, "{}: {} launches > {} instances left", provider.name, new, limit);
             }
+        }
+        // Nor does it exceed the cloud's cores.
+        if let Some(cores) = case.world.clouds.values().next().and_then(|c| c.headroom.cores) {
+            prop_assert!(cores_used <= cores, "{} cores launched, {} left", cores_used, cores);
         }
         // No READY node is handed out twice: claims never exceed the free ready nodes.
         for (label, count) in &claimed {
