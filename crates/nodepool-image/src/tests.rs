@@ -663,8 +663,8 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
 
 proptest! {
     #[test]
-    fn plans_keep_the_invariants(snap in arb_snapshot()) {
-        let config = config();
+    fn plans_keep_the_invariants(snap in arb_snapshot(), large in -1i32..3) {
+        let config = config_with(large, "");
         let plan1 = plan(&snap, &config, NOW);
         // Deterministic.
         prop_assert_eq!(&plan1, &plan(&snap, &config, NOW));

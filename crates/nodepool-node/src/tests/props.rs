@@ -34,6 +34,19 @@ fn arb_node() -> impl Strategy<Value = (&'static str, &'static str, NodeState, u
 struct Case {
     snapshot: Snapshot,
     world: World,
+    config: Config,
+}
+
+/// The test config with random capacities and `min-ready`s (−1 disables a label).
+fn arb_config() -> impl Strategy<Value = Config> {
+    (0u32..14, 0u32..8, -1i32..5, -1i32..3).prop_map(|(max1, max2, small, large)| {
+        let text = config_text()
+            .replace("max-servers: 10", &format!("max-servers: {max1}"))
+            .replace("max-servers: 5", &format!("max-servers: {max2}"))
+            .replace("min-ready: 2", &format!("min-ready: {small}"))
+            .replace("min-ready: 1", &format!("min-ready: {large}"));
+        parse(&text)
+    })
 }
 
 fn arb_case() -> impl Strategy<Value = Case> {
@@ -50,8 +63,9 @@ fn arb_case() -> impl Strategy<Value = Case> {
         proptest::option::of(0u64..12),
         proptest::option::of(0u64..20),
         any::<bool>(),
+        arb_config(),
     )
-        .prop_map(|(nodes, requests, instances, cores, no_images)| {
+        .prop_map(|(nodes, requests, instances, cores, no_images, config)| {
             let mut busy = BTreeSet::new();
             let nodes: Vec<Node> = nodes
                 .into_iter()
@@ -117,17 +131,21 @@ fn arb_case() -> impl Strategy<Value = Case> {
                     ..CloudView::default()
                 },
             );
-            Case { snapshot, world }
+            Case {
+                snapshot,
+                world,
+                config,
+            }
         })
 }
 
 proptest! {
     #[test]
     fn plans_keep_the_invariants(case in arb_case()) {
-        let config = config();
-        let plan = run(&case.snapshot, &config, &case.world);
+        let config = &case.config;
+        let plan = run(&case.snapshot, config, &case.world);
         // Deterministic.
-        prop_assert_eq!(&plan, &run(&case.snapshot, &config, &case.world));
+        prop_assert_eq!(&plan, &run(&case.snapshot, config, &case.world));
 
         let mut launched: BTreeMap<String, u64> = BTreeMap::new();
         let mut cores_used = 0;
