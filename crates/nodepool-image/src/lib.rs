@@ -378,8 +378,9 @@ impl<'a> Planner<'a> {
                 Reason::new(
                     codes::BACKOFF,
                     format!(
-                        "{} ({why}) waits until {until}: {n} {builds} failed in a row, the last at {}: {}",
+                        "{} waits until {until} ({}): {n} {builds} failed in a row, the last at {}: {}",
                         describe(key),
+                        why.code,
                         last.at,
                         last.reason
                     ),

@@ -161,3 +161,74 @@ pub trait Provider: Send + Sync + fmt::Debug {
 
 #[cfg(test)]
 mod tests;
+
+/// A shared provider is a provider: the daemon keeps each behind an `Arc` and wraps it in a
+/// [`Limited`].
+#[async_trait]
+impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
+    fn name(&self) -> &ProviderName {
+        (**self).name()
+    }
+
+    async fn create_server(&self, spec: &ServerSpec) -> Result<Server> {
+        (**self).create_server(spec).await
+    }
+
+    async fn get_server(&self, id: &ExternalId) -> Result<Server> {
+        (**self).get_server(id).await
+    }
+
+    async fn list_servers(&self) -> Result<Vec<Server>> {
+        (**self).list_servers().await
+    }
+
+    async fn delete_server(&self, id: &ExternalId) -> Result<()> {
+        (**self).delete_server(id).await
+    }
+
+    async fn create_floating_ip(
+        &self,
+        server: &ExternalId,
+        pool: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<FloatingIp> {
+        (**self).create_floating_ip(server, pool, metadata).await
+    }
+
+    async fn list_floating_ips(&self) -> Result<Vec<FloatingIp>> {
+        (**self).list_floating_ips().await
+    }
+
+    async fn delete_floating_ip(&self, id: &ExternalId) -> Result<()> {
+        (**self).delete_floating_ip(id).await
+    }
+
+    async fn create_image(
+        &self,
+        server: &ExternalId,
+        name: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<ExternalId> {
+        (**self).create_image(server, name, metadata).await
+    }
+
+    async fn get_image(&self, id: &ExternalId) -> Result<CloudImage> {
+        (**self).get_image(id).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<CloudImage>> {
+        (**self).list_images().await
+    }
+
+    async fn delete_image(&self, id: &ExternalId) -> Result<()> {
+        (**self).delete_image(id).await
+    }
+
+    async fn list_flavors(&self) -> Result<Vec<Flavor>> {
+        (**self).list_flavors().await
+    }
+
+    async fn limits(&self) -> Result<Limits> {
+        (**self).limits().await
+    }
+}

@@ -1,0 +1,267 @@
+//! The daemon's view of each provider: its connection (behind the rate limiter), the remote
+//! that reaches its servers, and what it last saw there (listings, limits, flavors).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodepool_config::{Config, Driver, Environment, Provider as ProviderConfig};
+use nodepool_model::{ImageName, InstallationId, ProviderName, Timestamp};
+use nodepool_node::{CloudView, Cost, Headroom, Listing, SeenOwner, SeenServer};
+use nodepool_openstack::OpenStackProvider;
+use nodepool_provider::{
+    Clock, FakeConfig, FakeProvider, Flavor, Limited, Owner, Ownership, Provider, ProviderError,
+    classify, pick_flavor,
+};
+
+use crate::remote::Remote;
+
+/// A provider as every executor calls it: through its rate limiter.
+pub(crate) type Connection = Arc<Limited<Arc<dyn Provider>>>;
+
+/// How often the cloud's absolute limits are read again.
+const LIMITS_EVERY: Duration = Duration::from_secs(60);
+
+/// One provider of the running config.
+#[derive(Debug)]
+pub(crate) struct Cloud {
+    pub(crate) connection: Connection,
+    pub(crate) remote: Arc<dyn Remote>,
+    pub(crate) view: CloudView,
+    flavors: Option<Vec<Flavor>>,
+    limits_at: Option<Timestamp>,
+    /// The settings it was made from; a change means a new connection.
+    made_from: ProviderConfig,
+}
+
+impl Cloud {
+    /// The flavor an image launches with, if the flavors are known and one fits.
+    pub(crate) fn flavor(&self, min_ram: u32, name_filter: Option<&str>) -> Option<&Flavor> {
+        pick_flavor(self.flavors.as_deref()?, u64::from(min_ram), name_filter)
+    }
+}
+
+/// Every provider of the running config.
+#[derive(Debug)]
+pub(crate) struct Clouds {
+    pub(crate) by_name: BTreeMap<ProviderName, Cloud>,
+    clock: Arc<dyn Clock>,
+    installation: InstallationId,
+    fake_remote: Arc<dyn Remote>,
+    ssh_remote: Arc<dyn Remote>,
+}
+
+impl Clouds {
+    pub(crate) fn new(
+        clock: Arc<dyn Clock>,
+        installation: InstallationId,
+        fake_remote: Arc<dyn Remote>,
+        ssh_remote: Arc<dyn Remote>,
+    ) -> Self {
+        Clouds {
+            by_name: BTreeMap::new(),
+            clock,
+            installation,
+            fake_remote,
+            ssh_remote,
+        }
+    }
+
+    /// Brings the providers in line with `config`: new ones are connected, removed ones
+    /// dropped, changed ones reconnected (a fake cloud keeps its servers: it is the cloud).
+    /// Returns the providers that could not be connected, with why.
+    pub(crate) async fn reconcile(
+        &mut self,
+        config: &Config,
+    ) -> Vec<(ProviderName, ProviderError)> {
+        let wanted: Vec<&ProviderConfig> = config.providers.iter().collect();
+        self.by_name
+            .retain(|name, _| wanted.iter().any(|p| &p.name == name));
+        let mut failed = Vec::new();
+        for provider in wanted {
+            if let Some(cloud) = self.by_name.get_mut(&provider.name) {
+                if cloud.made_from == *provider {
+                    continue;
+                }
+                let same_cloud = cloud.made_from.driver == provider.driver
+                    || matches!(provider.driver, Driver::Fake);
+                if same_cloud {
+                    cloud.connection.set_rate(provider.rate);
+                    cloud.made_from = provider.clone();
+                    cloud.flavors = None;
+                    continue;
+                }
+            }
+            match self.connect(provider).await {
+                Ok(cloud) => {
+                    self.by_name.insert(provider.name.clone(), cloud);
+                }
+                Err(error) => failed.push((provider.name.clone(), error)),
+            }
+        }
+        failed
+    }
+
+    async fn connect(&self, provider: &ProviderConfig) -> Result<Cloud, ProviderError> {
+        let (inner, remote): (Arc<dyn Provider>, Arc<dyn Remote>) = match &provider.driver {
+            Driver::Fake => {
+                let mut fake = FakeConfig::default();
+                for image in &provider.images {
+                    let name = match &image.base_image {
+                        nodepool_config::BaseImage::Id(id) => id.clone(),
+                        nodepool_config::BaseImage::Name(name) => name.clone(),
+                    };
+                    if !fake.base_images.contains(&name) {
+                        fake.base_images.push(name);
+                    }
+                }
+                if let Some(pool) = &provider.pool {
+                    fake.floating_pool = pool.clone();
+                }
+                let cloud = FakeProvider::new(provider.name.clone(), self.clock.clone(), fake);
+                (Arc::new(cloud), self.fake_remote.clone())
+            }
+            Driver::OpenStack(settings) => {
+                let cloud = OpenStackProvider::connect(
+                    provider.name.clone(),
+                    settings,
+                    &Environment::from_process(),
+                )
+                .await?;
+                (Arc::new(cloud), self.ssh_remote.clone())
+            }
+            other => {
+                return Err(ProviderError::new(
+                    nodepool_provider::ErrorKind::Fatal,
+                    "connect",
+                    provider.name.as_str(),
+                    format!("this nodepool cannot drive {other:?} providers"),
+                ));
+            }
+        };
+        Ok(Cloud {
+            connection: Arc::new(Limited::new(inner, self.clock.clone(), provider.rate)),
+            remote,
+            view: CloudView::default(),
+            flavors: None,
+            limits_at: None,
+            made_from: provider.clone(),
+        })
+    }
+
+    /// Lists every provider's servers (and, now and then, its limits and flavors), so that
+    /// one listing per provider per round serves every check. A provider whose listing fails
+    /// keeps its last view, and says so.
+    pub(crate) async fn refresh(&mut self, now: Timestamp) -> Vec<(ProviderName, ProviderError)> {
+        let installation = self.installation.clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, cloud) in &self.by_name {
+            let connection = cloud.connection.clone();
+            let want_limits = cloud
+                .limits_at
+                .is_none_or(|at| now.saturating_since(at) >= LIMITS_EVERY);
+            let want_flavors = cloud.flavors.is_none();
+            let name = name.clone();
+            let installation = installation.clone();
+            tasks.spawn(async move {
+                let servers = connection.list_servers().await.map(|servers| {
+                    servers
+                        .into_iter()
+                        .map(|s| SeenServer {
+                            owner: seen_owner(&s.metadata, &installation),
+                            id: s.id,
+                        })
+                        .collect::<Vec<_>>()
+                });
+                let limits = if want_limits {
+                    Some(connection.limits().await)
+                } else {
+                    None
+                };
+                let flavors = if want_flavors {
+                    Some(connection.list_flavors().await)
+                } else {
+                    None
+                };
+                (name, servers, limits, flavors)
+            });
+        }
+        let mut failed = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((name, servers, limits, flavors)) = joined else {
+                continue;
+            };
+            let Some(cloud) = self.by_name.get_mut(&name) else {
+                continue;
+            };
+            match servers {
+                Ok(servers) => {
+                    cloud.view.previous = cloud.view.listing.take();
+                    cloud.view.listing = Some(Listing::new(now, servers));
+                }
+                Err(error) => failed.push((name.clone(), error)),
+            }
+            match limits {
+                Some(Ok(limits)) => {
+                    cloud.limits_at = Some(now);
+                    cloud.view.headroom = Headroom {
+                        instances: limits.instances.available(),
+                        cores: limits.cores.available(),
+                        ram_mb: limits.ram_mb.available(),
+                    };
+                }
+                Some(Err(error)) => failed.push((name.clone(), error)),
+                None => {}
+            }
+            match flavors {
+                Some(Ok(flavors)) => cloud.flavors = Some(flavors),
+                Some(Err(error)) => failed.push((name.clone(), error)),
+                None => {}
+            }
+            cloud.view.costs = costs(cloud);
+        }
+        failed
+    }
+
+    /// Each provider's view, for the node policy.
+    pub(crate) fn views(&self) -> BTreeMap<ProviderName, CloudView> {
+        self.by_name
+            .iter()
+            .map(|(name, cloud)| (name.clone(), cloud.view.clone()))
+            .collect()
+    }
+}
+
+/// What one node of each image costs on `cloud`, from the flavor it would get.
+fn costs(cloud: &Cloud) -> BTreeMap<ImageName, Cost> {
+    cloud
+        .made_from
+        .images
+        .iter()
+        .filter_map(|image| {
+            let flavor = cloud.flavor(image.min_ram, image.name_filter.as_deref())?;
+            Some((
+                image.name.clone(),
+                Cost {
+                    vcpus: flavor.vcpus,
+                    ram_mb: flavor.ram_mb,
+                },
+            ))
+        })
+        .collect()
+}
+
+fn seen_owner(metadata: &BTreeMap<String, String>, installation: &InstallationId) -> SeenOwner {
+    match classify(metadata, installation) {
+        Ownership::Ours {
+            owner: Owner::Node(id),
+            ..
+        } => SeenOwner::Node(id),
+        Ownership::Ours {
+            owner: Owner::Image(id),
+            ..
+        } => SeenOwner::Image(id),
+        Ownership::OursUnreadable => SeenOwner::Unreadable,
+        Ownership::OtherInstallation(_) | Ownership::Foreign => SeenOwner::NotOurs,
+    }
+}

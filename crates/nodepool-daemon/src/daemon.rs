@@ -1,0 +1,639 @@
+//! The event loop: one clock, one round at a time.
+//!
+//! Each round reads the clock once, re-reads the config when due, lists every provider's
+//! servers once, takes one snapshot of the store, asks the two policies what to do, and hands
+//! their actions to executors. Rounds run every few seconds, at once when an executor
+//! finishes, and at the policies' next deadline; nothing is polled per node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodepool_config::{Config, ConfigErrors};
+use nodepool_db::{NewImage, NewNode, Store};
+use nodepool_image::{ImageAction, ImagePlan};
+use nodepool_model::{
+    BuildRequestState, ExternalId, ImageId, ImageState, NodeId, ProviderName, Reason, Snapshot,
+    Timestamp,
+};
+use nodepool_node::{History, NodeAction, NodePlan, World};
+use nodepool_provider::Clock;
+use tokio::sync::Notify;
+use tokio::task::{AbortHandle, JoinSet};
+use tracing::{error, info, warn};
+
+use crate::clouds::Clouds;
+use crate::executor::{self, Context};
+use crate::remote::Remote;
+use crate::{DaemonError, store};
+
+/// How the daemon runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The config file.
+    pub config: PathBuf,
+    /// The longest wait between two rounds.
+    pub tick: Duration,
+    /// How often the config file is read again.
+    pub reload_every: Duration,
+    /// How long a graceful stop waits for running work.
+    pub stop_timeout: Duration,
+}
+
+impl Options {
+    /// The defaults for `config`: a round at least every 5 s, the file read every 10 s, 30 s
+    /// to stop.
+    pub fn new(config: impl Into<PathBuf>) -> Options {
+        Options {
+            config: config.into(),
+            tick: Duration::from_secs(5),
+            reload_every: Duration::from_secs(10),
+            stop_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What finished.
+#[derive(Debug)]
+enum Done {
+    Node(NodeId),
+    Image(ImageId),
+    Leak(ProviderName, ExternalId),
+}
+
+/// The running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    options: Options,
+    clock: Arc<dyn Clock>,
+    store: Store,
+    config: Arc<Config>,
+    /// The bytes of the config file in force, to notice edits.
+    config_bytes: Vec<u8>,
+    /// The bytes of the newest file that failed, so that its errors are logged once.
+    broken_bytes: Option<Vec<u8>>,
+    config_read_at: Timestamp,
+    clouds: Clouds,
+    installation: nodepool_model::InstallationId,
+    history: History,
+    tasks: JoinSet<Done>,
+    busy_nodes: BTreeMap<NodeId, AbortHandle>,
+    busy_images: BTreeMap<ImageId, AbortHandle>,
+    busy_leaks: BTreeSet<(ProviderName, ExternalId)>,
+    said: BTreeSet<String>,
+}
+
+impl Daemon {
+    /// Loads the config, opens (and migrates) the store, connects the providers and recovers
+    /// what a previous run left half done.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable or invalid config, or an unusable store.
+    pub async fn start(
+        options: Options,
+        clock: Arc<dyn Clock>,
+        fake_remote: Arc<dyn Remote>,
+        ssh_remote: Arc<dyn Remote>,
+    ) -> Result<Daemon, DaemonError> {
+        let bytes = std::fs::read(&options.config).map_err(|e| DaemonError::Config {
+            file: options.config.clone(),
+            message: e.to_string(),
+        })?;
+        let config = load(&options.config, &bytes).map_err(|errors| DaemonError::Config {
+            file: options.config.clone(),
+            message: errors.to_string(),
+        })?;
+        let now = clock.now();
+        let actor = format!("nodepoold pid {}", std::process::id());
+        let uri = config.dburi.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open_and_migrate(&uri, actor, now))
+            .await
+            .map_err(|e| DaemonError::Store(e.to_string()))?
+            .map_err(|e| DaemonError::Store(e.to_string()))?;
+        let installation = store::call(&store, |s| s.installation_id())
+            .await
+            .map_err(|e| DaemonError::Store(e.to_string()))?;
+        info!(installation = %installation, config = %options.config.display(), "starting");
+        let mut clouds = Clouds::new(clock.clone(), installation.clone(), fake_remote, ssh_remote);
+        for (provider, error) in clouds.reconcile(&config).await {
+            error!(provider = %provider, "cannot connect: {error}");
+        }
+        let mut daemon = Daemon {
+            options,
+            clock,
+            store,
+            config: Arc::new(config),
+            config_bytes: bytes,
+            broken_bytes: None,
+            config_read_at: now,
+            clouds,
+            installation,
+            history: History::new(),
+            tasks: JoinSet::new(),
+            busy_nodes: BTreeMap::new(),
+            busy_images: BTreeMap::new(),
+            busy_leaks: BTreeSet::new(),
+            said: BTreeSet::new(),
+        };
+        daemon.recover().await?;
+        Ok(daemon)
+    }
+
+    /// The store the daemon uses.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Builds a previous run left unfinished cannot be resumed: they are failed, and the
+    /// image policy deletes them with their template servers. (Building nodes are the node
+    /// policy's: with no launch working on them, it deletes them and the server their tags
+    /// name.)
+    async fn recover(&mut self) -> Result<(), DaemonError> {
+        let now = self.clock.now();
+        let snapshot = store::call(&self.store, |s| s.snapshot())
+            .await
+            .map_err(|e| DaemonError::Store(e.to_string()))?;
+        for upload in snapshot
+            .images
+            .iter()
+            .filter(|i| i.state == ImageState::Building)
+        {
+            let id = upload.id;
+            let reason = Reason::new(
+                "interrupted",
+                "the daemon building it stopped before the build finished",
+            );
+            match store::call(&self.store, move |s| {
+                s.set_image_state(id, ImageState::Delete, now, &reason)
+            })
+            .await
+            {
+                Ok(_) => {
+                    warn!(image = %id, provider = %upload.provider, name = %upload.name, "build interrupted by a restart; deleting it")
+                }
+                Err(e) => warn!(image = %id, "cannot fail the interrupted build: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn context(&self) -> Context {
+        Context {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            installation: self.installation.clone(),
+            config: self.config.clone(),
+        }
+    }
+
+    /// Runs rounds until `stop` completes; `reload` asks for the config to be read at once.
+    ///
+    /// # Errors
+    ///
+    /// None yet: problems of one round are logged and the next round tries again.
+    pub async fn run(
+        mut self,
+        stop: impl Future<Output = ()>,
+        reload: Arc<Notify>,
+    ) -> Result<(), DaemonError> {
+        tokio::pin!(stop);
+        loop {
+            let next = self.round().await;
+            let clock = self.clock.clone();
+            tokio::select! {
+                () = &mut stop => return self.stop().await,
+                () = reload.notified() => self.config_read_at = Timestamp::EPOCH,
+                () = clock.sleep_until(next) => {}
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.finished(done);
+                    // Let a burst of finishing work end before planning again.
+                    while let Some(done) = self.tasks.try_join_next() {
+                        self.finished(done);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, done: Result<Done, tokio::task::JoinError>) {
+        match done {
+            Ok(Done::Node(id)) => {
+                self.busy_nodes.remove(&id);
+            }
+            Ok(Done::Image(id)) => {
+                self.busy_images.remove(&id);
+            }
+            Ok(Done::Leak(provider, server)) => {
+                self.busy_leaks.remove(&(provider, server));
+            }
+            Err(join) if join.is_cancelled() => {}
+            Err(join) => error!("an executor panicked: {join}"),
+        }
+        // Aborted tasks never report: forget them.
+        self.busy_nodes.retain(|_, task| !task.is_finished());
+        self.busy_images.retain(|_, task| !task.is_finished());
+    }
+
+    async fn stop(mut self) -> Result<(), DaemonError> {
+        info!(
+            running = self.tasks.len(),
+            "stopping: no new work; waiting up to {}s for running work",
+            self.options.stop_timeout.as_secs()
+        );
+        let deadline = self.clock.now().saturating_add(self.options.stop_timeout);
+        loop {
+            if self.tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                () = self.clock.sleep_until(deadline) => {
+                    warn!(left = self.tasks.len(), "stopping with work unfinished; the next start finishes it");
+                    self.tasks.abort_all();
+                    break;
+                }
+                Some(done) = self.tasks.join_next() => self.finished(done),
+            }
+        }
+        info!("stopped");
+        Ok(())
+    }
+
+    /// Reads the config file again if it is due; applies it if it changed and is valid, and
+    /// otherwise keeps the running one and says why (once per broken file).
+    async fn reload(&mut self, now: Timestamp) {
+        if now.saturating_since(self.config_read_at) < self.options.reload_every {
+            return;
+        }
+        self.config_read_at = now;
+        let bytes = match std::fs::read(&self.options.config) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                warn!(config = %self.options.config.display(), "cannot read the config; keeping the running one: {e}");
+                return;
+            }
+        };
+        if bytes == self.config_bytes || self.broken_bytes.as_ref() == Some(&bytes) {
+            return;
+        }
+        match load(&self.options.config, &bytes) {
+            Ok(config) => {
+                let changes = self.config.diff(&config);
+                info!(config = %self.options.config.display(), "config changed: {changes}");
+                for (provider, error) in self.clouds.reconcile(&config).await {
+                    error!(provider = %provider, "cannot connect: {error}");
+                }
+                self.config = Arc::new(config);
+                self.config_bytes = bytes;
+                self.broken_bytes = None;
+            }
+            Err(errors) => {
+                error!(config = %self.options.config.display(), "the edited config is invalid; keeping the running one:\n{errors}");
+                self.broken_bytes = Some(bytes);
+            }
+        }
+    }
+
+    /// One round; returns when the next one is due at the latest.
+    async fn round(&mut self) -> Timestamp {
+        let now = self.clock.now();
+        self.reload(now).await;
+        for (provider, error) in self.clouds.refresh(now).await {
+            self.say(format!("provider {provider}: {error}"), true);
+        }
+        let snapshot = match store::call(&self.store, |s| s.snapshot()).await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                error!("cannot read the store: {e}");
+                return now.saturating_add(self.options.tick);
+            }
+        };
+        let images = nodepool_image::plan(&snapshot, &self.config, now);
+        let world = World {
+            clouds: self.clouds.views(),
+            busy: self.busy_nodes.keys().copied().collect(),
+            history: self.history.clone(),
+        };
+        let nodes = nodepool_node::plan(&snapshot, &self.config, now, &world);
+        self.history.push(nodes.round.clone());
+        self.explain(&images, &nodes);
+        self.apply_images(&snapshot, &images, now).await;
+        self.apply_nodes(&snapshot, &nodes, now).await;
+        let mut next = now.saturating_add(self.options.tick);
+        for at in [images.next_wakeup, nodes.next_wakeup]
+            .into_iter()
+            .flatten()
+        {
+            next = next.min(at);
+        }
+        next
+    }
+
+    /// Logs what the policies chose not to do, once each while it lasts.
+    fn explain(&mut self, images: &ImagePlan, nodes: &NodePlan) {
+        let mut now_said = BTreeSet::new();
+        for text in images
+            .waits
+            .iter()
+            .map(|w| w.reason.to_string())
+            .chain(nodes.notes.iter().map(|n| n.reason.to_string()))
+        {
+            if !self.said.contains(&text) {
+                info!("{text}");
+            }
+            now_said.insert(text);
+        }
+        self.said = now_said;
+    }
+
+    /// Logs a problem once while it lasts.
+    fn say(&mut self, text: String, is_error: bool) {
+        if self.said.insert(text.clone()) {
+            if is_error {
+                warn!("{text}");
+            } else {
+                info!("{text}");
+            }
+        }
+    }
+
+    async fn apply_images(&mut self, snapshot: &Snapshot, plan: &ImagePlan, now: Timestamp) {
+        for action in &plan.actions {
+            match action {
+                ImageAction::Build {
+                    provider,
+                    image,
+                    request,
+                    reason,
+                } => {
+                    self.start_build(provider, image, *request, reason, now)
+                        .await
+                }
+                ImageAction::Delete { upload, reason, .. } => {
+                    let Some(record) = snapshot.images.iter().find(|i| i.id == *upload) else {
+                        continue;
+                    };
+                    if let Some(task) = self.busy_images.get(upload) {
+                        if reason.code != nodepool_image::codes::BUILD_TIMEOUT {
+                            continue;
+                        }
+                        task.abort();
+                    }
+                    let connection = self
+                        .clouds
+                        .by_name
+                        .get(&record.provider)
+                        .map(|c| c.connection.clone());
+                    let ctx = self.context();
+                    let (record, reason, id) = (record.clone(), reason.clone(), *upload);
+                    let task = self.tasks.spawn(async move {
+                        executor::delete_upload(ctx, connection, record, reason).await;
+                        Done::Image(id)
+                    });
+                    self.busy_images.insert(id, task);
+                }
+                ImageAction::FinishRequest {
+                    request,
+                    failure,
+                    reason,
+                } => {
+                    let state = if failure.is_some() {
+                        BuildRequestState::Failed
+                    } else {
+                        BuildRequestState::Done
+                    };
+                    let (id, reason) = (*request, reason.clone());
+                    match store::call(&self.store, move |s| {
+                        s.set_build_request_state(id, state, now, &reason)
+                    })
+                    .await
+                    {
+                        Ok(_) => info!(build_request = %id, "build request {state}"),
+                        Err(e) => warn!(build_request = %id, "cannot finish: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn start_build(
+        &mut self,
+        provider: &ProviderName,
+        image: &nodepool_model::ImageName,
+        request: Option<nodepool_model::BuildRequestId>,
+        reason: &Reason,
+        now: Timestamp,
+    ) {
+        let Some(cloud) = self.clouds.by_name.get(provider) else {
+            return;
+        };
+        let Some(settings) = self
+            .config
+            .providers
+            .iter()
+            .find(|p| &p.name == provider)
+            .and_then(|p| p.images.iter().find(|i| &i.name == image))
+        else {
+            return;
+        };
+        let Some(flavor) = cloud.flavor(settings.min_ram, settings.name_filter.as_deref()) else {
+            self.say(
+                format!("image {image} on provider {provider} waits: no flavor with {} MB of RAM{} is known yet", settings.min_ram, settings.name_filter.as_deref().map(|f| format!(" named like {f:?}")).unwrap_or_default()),
+                true,
+            );
+            return;
+        };
+        let flavor = flavor.id.clone();
+        let mut new = NewImage::new(provider.clone(), image.clone(), now);
+        if let Some(request) = request {
+            new = new.for_request(request);
+        }
+        let why = reason.clone();
+        let created = store::call(&self.store, move |s| {
+            let upload = s.create_image(&new, now, &why)?;
+            if let Some(request) = request {
+                s.set_build_request_state(request, BuildRequestState::Started, now, &why)?;
+            }
+            Ok(upload)
+        })
+        .await;
+        let upload = match created {
+            Ok(upload) => upload,
+            Err(e) => {
+                warn!(provider = %provider, name = %image, "cannot record the build: {e}");
+                return;
+            }
+        };
+        info!(image = %upload.id, provider = %provider, name = %image, "building: {}", reason.text);
+        let ctx = self.context();
+        let (connection, remote) = (cloud.connection.clone(), cloud.remote.clone());
+        let id = upload.id;
+        let task = self.tasks.spawn(async move {
+            executor::build(ctx, connection, remote, upload, flavor).await;
+            Done::Image(id)
+        });
+        self.busy_images.insert(id, task);
+    }
+
+    async fn apply_nodes(&mut self, snapshot: &Snapshot, plan: &NodePlan, now: Timestamp) {
+        for action in &plan.actions {
+            match action {
+                NodeAction::Claim {
+                    request,
+                    label,
+                    count,
+                    reason,
+                } => {
+                    let (id, label, count) = (*request, label.clone(), *count);
+                    match store::call(&self.store, move |s| {
+                        s.claim_ready_nodes(id, &label, count, now)
+                    })
+                    .await
+                    {
+                        Ok(nodes) => {
+                            info!(request = %id, "{} node(s) handed out: {}", nodes.len(), reason.text)
+                        }
+                        Err(e) => warn!(request = %id, "cannot hand out nodes: {e}"),
+                    }
+                }
+                NodeAction::FailRequest { request, reason } => {
+                    let (id, why) = (*request, reason.clone());
+                    match store::call(&self.store, move |s| s.fail_request(id, now, &why)).await {
+                        Ok(_) => info!(request = %id, "failed: {}", reason.text),
+                        Err(e) => warn!(request = %id, "cannot fail: {e}"),
+                    }
+                }
+                NodeAction::Launch {
+                    provider,
+                    label,
+                    image,
+                    az,
+                    reason,
+                } => {
+                    self.start_launch(snapshot, provider, label, *image, az.clone(), reason, now)
+                        .await;
+                }
+                NodeAction::Delete {
+                    node,
+                    server,
+                    reason,
+                } => {
+                    let Some(record) = snapshot.nodes.iter().find(|n| n.id == *node) else {
+                        continue;
+                    };
+                    if let Some(task) = self.busy_nodes.get(node) {
+                        // Only a deadline takes a node from the executor working on it.
+                        if !matches!(
+                            reason.code.as_ref(),
+                            nodepool_node::codes::LAUNCH_TIMEOUT
+                                | nodepool_node::codes::NODE_CLEANUP
+                        ) {
+                            continue;
+                        }
+                        task.abort();
+                    }
+                    let connection = self
+                        .clouds
+                        .by_name
+                        .get(&record.provider)
+                        .map(|c| c.connection.clone());
+                    let ctx = self.context();
+                    let (record, server, reason, id) =
+                        (record.clone(), server.clone(), reason.clone(), *node);
+                    let task = self.tasks.spawn(async move {
+                        executor::delete_node(ctx, connection, record, server, reason).await;
+                        Done::Node(id)
+                    });
+                    self.busy_nodes.insert(id, task);
+                }
+                NodeAction::DeleteLeak {
+                    provider,
+                    server,
+                    reason,
+                } => {
+                    let key = (provider.clone(), server.clone());
+                    if self.busy_leaks.contains(&key) {
+                        continue;
+                    }
+                    let Some(cloud) = self.clouds.by_name.get(provider) else {
+                        continue;
+                    };
+                    let ctx = self.context();
+                    let connection = cloud.connection.clone();
+                    let (server, reason) = (server.clone(), reason.clone());
+                    let done = key.clone();
+                    self.tasks.spawn(async move {
+                        executor::delete_leak(ctx, connection, server, reason).await;
+                        Done::Leak(done.0, done.1)
+                    });
+                    self.busy_leaks.insert(key);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_launch(
+        &mut self,
+        snapshot: &Snapshot,
+        provider: &ProviderName,
+        label: &nodepool_model::LabelName,
+        image: ImageId,
+        az: Option<String>,
+        reason: &Reason,
+        now: Timestamp,
+    ) {
+        let Some(cloud) = self.clouds.by_name.get(provider) else {
+            return;
+        };
+        let Some(upload) = snapshot.images.iter().find(|i| i.id == image) else {
+            return;
+        };
+        let Some(settings) = self
+            .config
+            .providers
+            .iter()
+            .find(|p| &p.name == provider)
+            .and_then(|p| p.images.iter().find(|i| i.name == upload.name))
+        else {
+            return;
+        };
+        let Some(flavor) = cloud.flavor(settings.min_ram, settings.name_filter.as_deref()) else {
+            self.say(
+                format!("label {label} on provider {provider} waits: no flavor with {} MB of RAM is known yet", settings.min_ram),
+                true,
+            );
+            return;
+        };
+        let flavor = flavor.id.clone();
+        let mut new = NewNode::new(provider.clone(), label.clone())
+            .image(image)
+            .hostname(format!("{label}-{provider}-{{node_id}}"));
+        if let Some(az) = az {
+            new = new.az(az);
+        }
+        let why = reason.clone();
+        let node = match store::call(&self.store, move |s| s.create_node(&new, now, &why)).await {
+            Ok(node) => node,
+            Err(e) => {
+                warn!(provider = %provider, label = %label, "cannot record the launch: {e}");
+                return;
+            }
+        };
+        let ctx = self.context();
+        let (connection, remote) = (cloud.connection.clone(), cloud.remote.clone());
+        let (id, upload) = (node.id, upload.clone());
+        let task = self.tasks.spawn(async move {
+            executor::launch(ctx, connection, remote, node, upload, flavor).await;
+            Done::Node(id)
+        });
+        self.busy_nodes.insert(id, task);
+    }
+}
+
+/// Reads a config file's bytes.
+fn load(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
+    nodepool_config::parse_bytes(bytes, path).map(|loaded| loaded.config)
+}

@@ -1,0 +1,758 @@
+//! The executors: what carries out a launch, an image build and a deletion, step by step,
+//! each cloud call through the provider's rate limiter.
+//!
+//! Rows are written before the cloud is asked for anything (the loop creates them), and each
+//! step's outcome is recorded as it happens, so a daemon killed at any moment leaves rows the
+//! next one can finish: nodes and uploads in `delete` are deleted again, building ones are
+//! found by their tags.
+//!
+//! A failure never deletes inline: the executor records the failure (for the policies'
+//! backoff), marks the row for deletion with the reason, and the next round's plan deletes it
+//! with everything it had in the cloud.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodepool_config::{BaseImage, Config, Label, Provider as ProviderConfig, ProviderImage};
+use nodepool_db::Store;
+use nodepool_model::{
+    Attempt, ExternalId, Failure, Human, Image, ImageState, InstallationId, Node, NodeState,
+    Reason, Timestamp,
+};
+use nodepool_provider::{
+    Clock, ErrorKind, ImageStatus, NetworkRef, Owner, Provider, ProviderError, ServerSpec,
+    ServerStatus, Tags,
+};
+use tracing::{info, warn};
+
+use crate::clouds::Connection;
+use crate::remote::{Remote, RemoteError, Target};
+use crate::store;
+
+/// How often a wait asks the cloud again (2014 `ITERATE_INTERVAL`).
+const POLL: Duration = Duration::from_secs(2);
+/// How long a deleted server may take to go (2014 `waitForServerDeletion`).
+const DELETE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the first login to a template server may take (2014 `CONNECT_TIMEOUT`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the fallback logins get (2014: 10 s each).
+const FALLBACK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The SSH port.
+const SSH_PORT: u16 = 22;
+
+/// What every executor needs.
+#[derive(Clone, Debug)]
+pub(crate) struct Context {
+    pub(crate) store: Store,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) installation: InstallationId,
+    pub(crate) config: Arc<Config>,
+}
+
+/// Why a step failed: a sentence for the event log.
+type Failed = String;
+
+fn cloud(error: ProviderError) -> Failed {
+    error.to_string()
+}
+
+fn remote_failed(error: RemoteError) -> Failed {
+    error.to_string()
+}
+
+impl Context {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn tags(
+        &self,
+        provider: &ProviderConfig,
+        owner: Owner,
+    ) -> std::collections::BTreeMap<String, String> {
+        Tags {
+            installation: self.installation.clone(),
+            provider: provider.name.clone(),
+            owner,
+        }
+        .to_metadata()
+    }
+
+    /// Waits for a server to become ACTIVE, until `timeout` after `since`.
+    async fn until_active(
+        &self,
+        connection: &Connection,
+        id: &ExternalId,
+        since: Timestamp,
+        timeout: Duration,
+    ) -> Result<nodepool_provider::Server, Failed> {
+        let deadline = since.saturating_add(timeout);
+        loop {
+            match connection.get_server(id).await {
+                Ok(server) if server.status == ServerStatus::Active => return Ok(server),
+                Ok(server) if server.status == ServerStatus::Error => {
+                    return Err(format!(
+                        "server {id} went ERROR: {}",
+                        server
+                            .fault
+                            .as_deref()
+                            .unwrap_or("the cloud gave no reason")
+                    ));
+                }
+                Ok(_) => {}
+                Err(error) if error.kind.is_retryable() => {}
+                Err(error) => return Err(cloud(error)),
+            }
+            if self.now() >= deadline {
+                return Err(format!(
+                    "server {id} was not ACTIVE after {}",
+                    Human(timeout)
+                ));
+            }
+            self.clock.sleep(POLL).await;
+        }
+    }
+
+    /// The address to reach a server at: its public one, else a floating IP from `pool`, else
+    /// its private one (a private network the daemon shares).
+    async fn address(
+        &self,
+        connection: &Connection,
+        provider: &ProviderConfig,
+        server: &nodepool_provider::Server,
+        owner: Owner,
+    ) -> Result<(Option<IpAddr>, Option<IpAddr>), Failed> {
+        let private = server.private_ip();
+        if let Some(public) = server.public_ip() {
+            return Ok((Some(public), private));
+        }
+        if let Some(pool) = &provider.pool {
+            let ip = connection
+                .create_floating_ip(&server.id, pool, &self.tags(provider, owner))
+                .await
+                .map_err(cloud)?;
+            return Ok((Some(ip.ip), private));
+        }
+        if private.is_none() {
+            return Err(format!("server {} has no address", server.id));
+        }
+        Ok((None, private))
+    }
+
+    /// Logs in as soon as the server answers, until `timeout` after `since`.
+    async fn reach(
+        &self,
+        remote: &dyn Remote,
+        target: &Target,
+        since: Timestamp,
+        timeout: Duration,
+    ) -> Result<(), RemoteError> {
+        let deadline = since.saturating_add(timeout);
+        loop {
+            match remote.run(target, "echo access okay").await {
+                Ok(output) if output.status == 0 => return Ok(()),
+                Ok(output) => {
+                    return Err(RemoteError::Unreachable {
+                        target: target.to_string(),
+                        message: format!("the login shell failed: {}", output.output.trim()),
+                    });
+                }
+                Err(error) if self.now() >= deadline => return Err(error),
+                Err(_) => self.clock.sleep(POLL).await,
+            }
+        }
+    }
+
+    fn key(&self, image: &ProviderImage) -> PathBuf {
+        // The config resolved it against the config file's folder already.
+        image.private_key.clone()
+    }
+
+    /// Marks `node` for deletion after a failed launch, and remembers the failure.
+    async fn launch_failed(&self, node: &Node, why: Failed) {
+        warn!(node = %node.id, provider = %node.provider, label = %node.label, "launch failed: {why}");
+        let now = self.now();
+        let failure = Failure {
+            provider: node.provider.clone(),
+            attempt: Attempt::Launch(node.label.clone()),
+            at: now,
+            reason: why.clone(),
+        };
+        let reason = Reason::new("launch-failed", why);
+        let id = node.id;
+        let _ = store::call(&self.store, move |s| {
+            s.record_failure(&failure)?;
+            s.set_node_state(id, NodeState::Delete, now, &reason)
+        })
+        .await
+        .map_err(|e| warn!(node = %id, "cannot record the failed launch: {e}"));
+    }
+
+    /// Marks `upload` for deletion after a failed build, and remembers the failure.
+    async fn build_failed(&self, upload: &Image, why: Failed) {
+        warn!(image = %upload.id, provider = %upload.provider, name = %upload.name, "build failed: {why}");
+        let now = self.now();
+        let failure = Failure {
+            provider: upload.provider.clone(),
+            attempt: Attempt::Build(upload.name.clone()),
+            at: now,
+            reason: why.clone(),
+        };
+        let reason = Reason::new("build-failed", why);
+        let id = upload.id;
+        let _ = store::call(&self.store, move |s| {
+            s.record_failure(&failure)?;
+            s.set_image_state(id, ImageState::Delete, now, &reason)
+        })
+        .await
+        .map_err(|e| warn!(image = %id, "cannot record the failed build: {e}"));
+    }
+}
+
+/// Launches `node` (its row already written): server, address, SSH, ready script, READY.
+pub(crate) async fn launch(
+    ctx: Context,
+    connection: Connection,
+    remote: Arc<dyn Remote>,
+    node: Node,
+    upload: Image,
+    flavor: String,
+) {
+    if let Err(why) = try_launch(&ctx, &connection, remote.as_ref(), &node, &upload, flavor).await {
+        ctx.launch_failed(&node, why).await;
+    }
+}
+
+async fn try_launch(
+    ctx: &Context,
+    connection: &Connection,
+    remote: &dyn Remote,
+    node: &Node,
+    upload: &Image,
+    flavor: String,
+) -> Result<(), Failed> {
+    let (provider, label, image) = find(&ctx.config, node)?;
+    let image_id = upload
+        .external_id
+        .clone()
+        .ok_or_else(|| format!("image upload {} has no cloud image", upload.id))?;
+    let name = node
+        .hostname
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}-{}", node.label, node.provider, node.id));
+    let mut spec = ServerSpec::new(name, flavor, image_id);
+    spec.metadata = image.meta.clone();
+    spec.metadata
+        .extend(ctx.tags(provider, Owner::Node(node.id)));
+    spec.key_name = provider.keypair.clone();
+    spec.availability_zone = node.az.clone();
+    spec.networks = networks(provider);
+    let started = ctx.now();
+    let server = connection.create_server(&spec).await.map_err(cloud)?;
+    let id = node.id;
+    let server_id = server.id.clone();
+    store::call(&ctx.store, move |s| {
+        s.attach_node_server(id, &server_id, started)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let server = ctx
+        .until_active(connection, &server.id, started, provider.launch_timeout)
+        .await?;
+    let (public, private) = ctx
+        .address(connection, provider, &server, Owner::Node(node.id))
+        .await?;
+    let now = ctx.now();
+    store::call(&ctx.store, move |s| {
+        s.set_node_addresses(id, public, private, now)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let host = public.or(private).ok_or("no address to log in at")?;
+    let target = Target {
+        host,
+        port: SSH_PORT,
+        user: image.username.clone(),
+        key: ctx.key(image),
+    };
+    ctx.reach(remote, &target, ctx.now(), provider.boot_timeout)
+        .await
+        .map_err(|e| {
+            format!(
+                "no SSH within boot-timeout ({}): {e}",
+                Human(provider.boot_timeout)
+            )
+        })?;
+    if let Some(script) = &label.ready_script {
+        let command = format!(
+            "cd {} && ./{script} {}",
+            nodepool_config::defaults::SCRIPTS_ON_NODE,
+            node.hostname.as_deref().unwrap_or_default()
+        );
+        let output = remote.run(&target, &command).await.map_err(remote_failed)?;
+        if output.status != 0 {
+            return Err(format!(
+                "ready-script {script} exited with {}: {}",
+                output.status,
+                last_lines(&output.output)
+            ));
+        }
+    }
+    let now = ctx.now();
+    let took = now.saturating_since(node.state_time);
+    let reason = Reason::new(
+        "launched",
+        format!(
+            "reachable over SSH as {}; launched in {}",
+            target,
+            Human(took)
+        ),
+    );
+    store::call(&ctx.store, move |s| {
+        s.set_node_state(id, NodeState::Ready, now, &reason)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    info!(node = %node.id, provider = %node.provider, label = %node.label, "ready in {}", Human(took));
+    Ok(())
+}
+
+/// The provider, label and provider image of a node, from the running config.
+fn find<'c>(
+    config: &'c Config,
+    node: &Node,
+) -> Result<(&'c ProviderConfig, &'c Label, &'c ProviderImage), Failed> {
+    let provider = config
+        .providers
+        .iter()
+        .find(|p| p.name == node.provider)
+        .ok_or_else(|| format!("provider {} is no longer in the config", node.provider))?;
+    let label = config
+        .labels
+        .iter()
+        .find(|l| l.name == node.label)
+        .ok_or_else(|| format!("label {} is no longer in the config", node.label))?;
+    let image = provider
+        .images
+        .iter()
+        .find(|i| i.name == label.image)
+        .ok_or_else(|| format!("provider {} has no image {}", provider.name, label.image))?;
+    Ok((provider, label, image))
+}
+
+fn networks(provider: &ProviderConfig) -> Vec<NetworkRef> {
+    provider
+        .networks
+        .iter()
+        .map(|n| match n {
+            nodepool_config::Network::Id(id) => NetworkRef::Id(id.clone()),
+            nodepool_config::Network::Name(name) => NetworkRef::Name(name.clone()),
+        })
+        .collect()
+}
+
+/// The end of a long output, for an event log line.
+fn last_lines(output: &str) -> String {
+    let lines: Vec<&str> = output.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+/// Builds `upload` (its row already written): boot the base image, set it up over SSH,
+/// snapshot it, wait for the image, READY, delete the template.
+pub(crate) async fn build(
+    ctx: Context,
+    connection: Connection,
+    remote: Arc<dyn Remote>,
+    upload: Image,
+    flavor: String,
+) {
+    let mut template = None;
+    let result = try_build(
+        &ctx,
+        &connection,
+        remote.as_ref(),
+        &upload,
+        flavor,
+        &mut template,
+    )
+    .await;
+    if let Err(why) = result {
+        ctx.build_failed(&upload, why).await;
+        return;
+    }
+    // The image is READY; the template goes (best effort: a leftover is a tagged leak the
+    // node policy finds, or the upload's own deletion removes it).
+    if let Some(server) = template
+        && let Err(why) = delete_server(&ctx, &connection, &server).await
+    {
+        warn!(image = %upload.id, "template server {server} not deleted: {why}");
+    }
+}
+
+async fn try_build(
+    ctx: &Context,
+    connection: &Connection,
+    remote: &dyn Remote,
+    upload: &Image,
+    flavor: String,
+    template: &mut Option<ExternalId>,
+) -> Result<(), Failed> {
+    let provider = ctx
+        .config
+        .providers
+        .iter()
+        .find(|p| p.name == upload.provider)
+        .ok_or_else(|| format!("provider {} is no longer in the config", upload.provider))?;
+    let image = provider
+        .images
+        .iter()
+        .find(|i| i.name == upload.name)
+        .ok_or_else(|| {
+            format!(
+                "provider {} no longer has an image {}",
+                provider.name, upload.name
+            )
+        })?;
+    let base = base_image(connection, &image.base_image).await?;
+    let hostname = provider
+        .template_hostname
+        .replace("{image.name}", upload.name.as_str())
+        .replace("{timestamp}", &upload.version.unix_seconds().to_string());
+    let owner = Owner::Image(upload.id);
+    let mut spec = ServerSpec::new(hostname.clone(), flavor, base);
+    spec.metadata = image.meta.clone();
+    spec.metadata.extend(ctx.tags(provider, owner));
+    spec.key_name = provider.keypair.clone();
+    spec.networks = networks(provider);
+    let started = ctx.now();
+    let server = connection.create_server(&spec).await.map_err(cloud)?;
+    *template = Some(server.id.clone());
+    let id = upload.id;
+    let (server_id, host_name) = (server.id.clone(), hostname.clone());
+    store::call(&ctx.store, move |s| {
+        s.attach_image_template(id, &server_id, &host_name, started)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let server = ctx
+        .until_active(connection, &server.id, started, provider.launch_timeout)
+        .await?;
+    let (public, private) = ctx.address(connection, provider, &server, owner).await?;
+    let host = public.or(private).ok_or("no address to log in at")?;
+    let target = login(ctx, remote, host, image).await?;
+    setup(ctx, remote, &target, image, upload, &hostname).await?;
+    let snapshot = connection
+        .create_image(&server.id, &hostname, &ctx.tags(provider, owner))
+        .await
+        .map_err(cloud)?;
+    let now = ctx.now();
+    let snapshot_id = snapshot.clone();
+    store::call(&ctx.store, move |s| {
+        s.attach_image_snapshot(id, &snapshot_id, now)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let deadline = ctx.now().saturating_add(nodepool_image::IMAGE_TIMEOUT);
+    loop {
+        match connection.get_image(&snapshot).await {
+            Ok(image) if image.status == ImageStatus::Active => break,
+            Ok(image) if matches!(image.status, ImageStatus::Failed | ImageStatus::Deleted) => {
+                return Err(format!("snapshot {snapshot} ended {:?}", image.status));
+            }
+            Ok(_) => {}
+            Err(error) if error.kind.is_retryable() => {}
+            Err(error) => return Err(cloud(error)),
+        }
+        if ctx.now() >= deadline {
+            return Err(format!(
+                "snapshot {snapshot} was not active after {}",
+                Human(nodepool_image::IMAGE_TIMEOUT)
+            ));
+        }
+        ctx.clock.sleep(POLL).await;
+    }
+    let now = ctx.now();
+    let took = now.saturating_since(upload.version);
+    let reason = Reason::new(
+        "built",
+        format!("snapshot {snapshot} active; built in {}", Human(took)),
+    );
+    store::call(&ctx.store, move |s| {
+        s.set_image_state(id, ImageState::Ready, now, &reason)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "ready in {}", Human(took));
+    Ok(())
+}
+
+/// The base image's id: a UUID is used as it is, a name is looked up among active images.
+async fn base_image(connection: &Connection, base: &BaseImage) -> Result<ExternalId, Failed> {
+    match base {
+        BaseImage::Id(id) => Ok(ExternalId::new(id.clone())),
+        BaseImage::Name(name) => connection
+            .list_images()
+            .await
+            .map_err(cloud)?
+            .into_iter()
+            .find(|i| &i.name == name && i.status == ImageStatus::Active)
+            .map(|i| i.id)
+            .ok_or_else(|| format!("no active base image named {name:?}")),
+    }
+}
+
+/// Logs in to a template server: as root (as long as a first boot may take), then as the
+/// image's user.
+async fn login(
+    ctx: &Context,
+    remote: &dyn Remote,
+    host: IpAddr,
+    image: &ProviderImage,
+) -> Result<Target, Failed> {
+    let mut last = None;
+    for (user, timeout) in [
+        ("root", CONNECT_TIMEOUT),
+        (image.username.as_str(), FALLBACK_CONNECT_TIMEOUT),
+    ] {
+        let target = Target {
+            host,
+            port: SSH_PORT,
+            user: user.to_owned(),
+            key: ctx.key(image),
+        };
+        match ctx.reach(remote, &target, ctx.now(), timeout).await {
+            Ok(()) => return Ok(target),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.map_or_else(|| "no login".to_owned(), remote_failed))
+}
+
+/// Copies `script-dir` to the template and runs `setup` there.
+async fn setup(
+    ctx: &Context,
+    remote: &dyn Remote,
+    target: &Target,
+    image: &ProviderImage,
+    upload: &Image,
+    hostname: &str,
+) -> Result<(), Failed> {
+    let scripts = nodepool_config::defaults::SCRIPTS_ON_NODE;
+    let prepare =
+        format!("sudo mkdir -p {scripts} /etc/nodepool && sudo chmod 0777 {scripts} /etc/nodepool");
+    run_checked(remote, target, &prepare).await?;
+    if let Some(dir) = &ctx.config.script_dir {
+        for (name, contents) in read_scripts(dir)? {
+            remote
+                .upload(target, &format!("{scripts}/{name}"), &contents, 0o755)
+                .await
+                .map_err(remote_failed)?;
+        }
+    }
+    if let Some(script) = &image.setup {
+        let command = format!(
+            "export PATH=/usr/local/sbin:/sbin:/usr/sbin:/usr/local/bin:/bin:/usr/bin; cd {scripts} && ./{script} {hostname}"
+        );
+        let output = remote.run(target, &command).await.map_err(remote_failed)?;
+        for line in output.output.lines() {
+            info!(image = %upload.id, name = %upload.name, "setup: {line}");
+        }
+        if output.status != 0 {
+            return Err(format!(
+                "setup script {script} exited with {}: {}",
+                output.status,
+                last_lines(&output.output)
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn run_checked(remote: &dyn Remote, target: &Target, command: &str) -> Result<(), Failed> {
+    let output = remote.run(target, command).await.map_err(remote_failed)?;
+    if output.status != 0 {
+        return Err(format!(
+            "{command:?} exited with {}: {}",
+            output.status,
+            last_lines(&output.output)
+        ));
+    }
+    Ok(())
+}
+
+/// Every regular file of `dir`, by name.
+fn read_scripts(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, Failed> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read script-dir {}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            let contents =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            files.push((entry.file_name().to_string_lossy().into_owned(), contents));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Deletes a server and waits until the cloud says it is gone; one already gone is fine.
+async fn delete_server(
+    ctx: &Context,
+    connection: &Connection,
+    id: &ExternalId,
+) -> Result<(), Failed> {
+    // Floating IPs mapped onto it go first, as 2014's cleanupServer did.
+    if let Ok(ips) = connection.list_floating_ips().await {
+        for ip in ips.into_iter().filter(|ip| ip.server.as_ref() == Some(id)) {
+            match connection.delete_floating_ip(&ip.id).await {
+                Ok(()) => {}
+                Err(error) if error.kind == ErrorKind::NotFound => {}
+                Err(error) => return Err(cloud(error)),
+            }
+        }
+    }
+    match connection.delete_server(id).await {
+        Ok(()) => {}
+        Err(error) if error.kind == ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(cloud(error)),
+    }
+    let deadline = ctx.now().saturating_add(DELETE_TIMEOUT);
+    loop {
+        match connection.get_server(id).await {
+            Err(error) if error.kind == ErrorKind::NotFound => return Ok(()),
+            Ok(server) if server.status == ServerStatus::Error => {
+                // An ERROR server is asked again; some clouds need it.
+                let _ = connection.delete_server(id).await;
+            }
+            _ => {}
+        }
+        if ctx.now() >= deadline {
+            return Err(format!(
+                "server {id} still exists {} after its deletion",
+                Human(DELETE_TIMEOUT)
+            ));
+        }
+        ctx.clock.sleep(POLL).await;
+    }
+}
+
+/// Deletes a node: its server (and floating IPs), then its row. The row goes only once the
+/// cloud says the server is gone.
+pub(crate) async fn delete_node(
+    ctx: Context,
+    connection: Option<Connection>,
+    node: Node,
+    server: Option<ExternalId>,
+    reason: Reason,
+) {
+    let id = node.id;
+    let now = ctx.now();
+    if node.state != NodeState::Delete {
+        let why = reason.clone();
+        if let Err(e) = store::call(&ctx.store, move |s| {
+            s.set_node_state(id, NodeState::Delete, now, &why)
+        })
+        .await
+        {
+            warn!(node = %id, "cannot mark for deletion: {e}");
+            return;
+        }
+    }
+    if let Some(server) = &server {
+        let Some(connection) = connection else {
+            warn!(node = %id, provider = %node.provider, "server {server} kept: the provider is not connected");
+            return;
+        };
+        if let Err(why) = delete_server(&ctx, &connection, server).await {
+            warn!(node = %id, provider = %node.provider, "server {server} not deleted yet: {why}");
+            return;
+        }
+    }
+    let now = ctx.now();
+    let gone = Reason::new(
+        "deleted",
+        match &server {
+            Some(server) => format!("server {server} is gone ({})", reason.text),
+            None => format!("it had no server ({})", reason.text),
+        },
+    );
+    match store::call(&ctx.store, move |s| s.remove_node(id, now, &gone)).await {
+        Ok(()) => {
+            info!(node = %id, provider = %node.provider, label = %node.label, "deleted: {}", reason.text)
+        }
+        Err(e) => warn!(node = %id, "cannot remove the row: {e}"),
+    }
+}
+
+/// Deletes a leaked server.
+pub(crate) async fn delete_leak(
+    ctx: Context,
+    connection: Connection,
+    server: ExternalId,
+    reason: Reason,
+) {
+    match delete_server(&ctx, &connection, &server).await {
+        Ok(()) => {
+            info!(provider = %connection.name(), "deleted leaked server {server}: {}", reason.text)
+        }
+        Err(why) => {
+            warn!(provider = %connection.name(), "leaked server {server} not deleted yet: {why}")
+        }
+    }
+}
+
+/// Deletes an upload: its template server, its cloud image, then its row.
+pub(crate) async fn delete_upload(
+    ctx: Context,
+    connection: Option<Connection>,
+    upload: Image,
+    reason: Reason,
+) {
+    let id = upload.id;
+    let now = ctx.now();
+    if upload.state != ImageState::Delete {
+        let why = reason.clone();
+        if let Err(e) = store::call(&ctx.store, move |s| {
+            s.set_image_state(id, ImageState::Delete, now, &why)
+        })
+        .await
+        {
+            warn!(image = %id, "cannot mark for deletion: {e}");
+            return;
+        }
+    }
+    if upload.server_external_id.is_some() || upload.external_id.is_some() {
+        let Some(connection) = connection else {
+            warn!(image = %id, provider = %upload.provider, "kept: the provider is not connected");
+            return;
+        };
+        if let Some(server) = &upload.server_external_id
+            && let Err(why) = delete_server(&ctx, &connection, server).await
+        {
+            warn!(image = %id, "template server {server} not deleted yet: {why}");
+            return;
+        }
+        if let Some(image) = &upload.external_id {
+            match connection.delete_image(image).await {
+                Ok(()) => {}
+                Err(error) if error.kind == ErrorKind::NotFound => {}
+                Err(error) => {
+                    warn!(image = %id, "cloud image {image} not deleted yet: {error}");
+                    return;
+                }
+            }
+        }
+    }
+    let now = ctx.now();
+    let gone = Reason::new("deleted", format!("gone from the cloud ({})", reason.text));
+    match store::call(&ctx.store, move |s| s.remove_image(id, now, &gone)).await {
+        Ok(()) => {
+            info!(image = %id, provider = %upload.provider, name = %upload.name, "deleted: {}", reason.text)
+        }
+        Err(e) => warn!(image = %id, "cannot remove the row: {e}"),
+    }
+}

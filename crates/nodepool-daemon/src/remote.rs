@@ -1,0 +1,221 @@
+//! Running commands on nodes and template servers: SSH in production, a recording fake for
+//! the fake cloud.
+//!
+//! The launch and build executors speak only [`Remote`]. [`FakeRemote`] answers for servers
+//! of the fake cloud: it records every command and upload, and fails the ones a test asks it
+//! to, so the zero-setup example runs with no SSH server anywhere.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+/// Where and as whom to connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The server's address.
+    pub host: IpAddr,
+    /// The SSH port.
+    pub port: u16,
+    /// The user to log in as.
+    pub user: String,
+    /// The private key to log in with.
+    pub key: PathBuf,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// What a command left behind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Its exit status.
+    pub status: i32,
+    /// Standard output and standard error, interleaved as they came.
+    pub output: String,
+}
+
+/// Why a remote step failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteError {
+    /// Nothing answered (yet): refused, unreachable, timed out. Worth retrying while booting.
+    #[error("cannot reach {target}: {message}")]
+    Unreachable {
+        /// Where.
+        target: String,
+        /// What happened.
+        message: String,
+    },
+    /// The server answered but refused the login.
+    #[error("{target} refused the login: {message}")]
+    Auth {
+        /// Where.
+        target: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Runs commands and copies files on a server.
+#[async_trait]
+pub trait Remote: Send + Sync + fmt::Debug {
+    /// Runs `command` through the login shell and returns its status and output.
+    async fn run(&self, target: &Target, command: &str) -> Result<Output, RemoteError>;
+
+    /// Writes `contents` to `path` on the server, with permissions `mode`.
+    async fn upload(
+        &self,
+        target: &Target,
+        path: &str,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<(), RemoteError>;
+}
+
+/// One thing the fake did, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// A command run.
+    Run {
+        /// Where.
+        target: Target,
+        /// What.
+        command: String,
+    },
+    /// A file written.
+    Upload {
+        /// Where.
+        target: Target,
+        /// Which file.
+        path: String,
+        /// How many bytes.
+        bytes: usize,
+    },
+}
+
+#[derive(Debug, Default)]
+struct FakeState {
+    log: Vec<Recorded>,
+    /// Commands containing the key exit with the value.
+    failing: BTreeMap<String, i32>,
+    /// How many more connection attempts are refused.
+    refusals: usize,
+    /// Users that may not log in.
+    refused_users: Vec<String>,
+}
+
+/// A remote for the fake cloud: every server answers at once, every command succeeds unless
+/// told otherwise, and everything is recorded.
+#[derive(Debug, Default)]
+pub struct FakeRemote {
+    state: Mutex<FakeState>,
+}
+
+impl FakeRemote {
+    /// A fake where everything works.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        // A panic while recording leaves a usable log.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every command containing `needle` exits with `status`.
+    pub fn fail_commands(&self, needle: &str, status: i32) {
+        self.lock().failing.insert(needle.to_owned(), status);
+    }
+
+    /// The next `n` connection attempts find nothing listening (a server still booting).
+    pub fn refuse_next(&self, n: usize) {
+        self.lock().refusals = n;
+    }
+
+    /// Logins as `user` are refused.
+    pub fn refuse_user(&self, user: &str) {
+        self.lock().refused_users.push(user.to_owned());
+    }
+
+    /// Everything done so far, in order.
+    pub fn log(&self) -> Vec<Recorded> {
+        self.lock().log.clone()
+    }
+
+    /// The commands run on `host`, in order.
+    pub fn commands_on(&self, host: IpAddr) -> Vec<String> {
+        self.lock()
+            .log
+            .iter()
+            .filter_map(|r| match r {
+                Recorded::Run { target, command } if target.host == host => Some(command.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn connect(state: &mut FakeState, target: &Target) -> Result<(), RemoteError> {
+        if state.refusals > 0 {
+            state.refusals -= 1;
+            return Err(RemoteError::Unreachable {
+                target: target.to_string(),
+                message: "connection refused".into(),
+            });
+        }
+        if state.refused_users.contains(&target.user) {
+            return Err(RemoteError::Auth {
+                target: target.to_string(),
+                message: "permission denied (publickey)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Remote for FakeRemote {
+    async fn run(&self, target: &Target, command: &str) -> Result<Output, RemoteError> {
+        let mut state = self.lock();
+        Self::connect(&mut state, target)?;
+        state.log.push(Recorded::Run {
+            target: target.clone(),
+            command: command.to_owned(),
+        });
+        let status = state
+            .failing
+            .iter()
+            .find(|(needle, _)| command.contains(needle.as_str()))
+            .map_or(0, |(_, status)| *status);
+        let output = if status == 0 {
+            String::new()
+        } else {
+            format!("{command}: failed with status {status}\n")
+        };
+        Ok(Output { status, output })
+    }
+
+    async fn upload(
+        &self,
+        target: &Target,
+        path: &str,
+        contents: &[u8],
+        _mode: u32,
+    ) -> Result<(), RemoteError> {
+        let mut state = self.lock();
+        Self::connect(&mut state, target)?;
+        state.log.push(Recorded::Upload {
+            target: target.clone(),
+            path: path.to_owned(),
+            bytes: contents.len(),
+        });
+        Ok(())
+    }
+}
