@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use async_trait::async_trait;
 use std::time::Duration;
 
 use nodepool_config::{Config, Driver, Environment, Provider as ProviderConfig};
@@ -21,6 +23,87 @@ pub(crate) type Connection = Arc<Limited<Arc<dyn Provider>>>;
 
 /// How often the cloud's absolute limits are read again.
 const LIMITS_EVERY: Duration = Duration::from_secs(60);
+
+/// Makes the connection to a provider of the config, and the remote that reaches its
+/// servers. [`Connect`] is the real one; tests bring their own to keep a fake cloud across
+/// daemon restarts.
+#[async_trait]
+pub trait Connector: Send + Sync + std::fmt::Debug {
+    /// Connects `provider`.
+    async fn connect(
+        &self,
+        provider: &ProviderConfig,
+    ) -> Result<(Arc<dyn Provider>, Arc<dyn Remote>), ProviderError>;
+}
+
+/// The standard connector: an in-memory cloud for `driver: fake` (reached through
+/// `fake_remote`), OpenStack for the rest (reached through `ssh_remote`).
+#[derive(Debug)]
+pub struct Connect {
+    clock: Arc<dyn Clock>,
+    fake_remote: Arc<dyn Remote>,
+    ssh_remote: Arc<dyn Remote>,
+}
+
+impl Connect {
+    /// A connector whose fake clouds run on `clock`.
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        fake_remote: Arc<dyn Remote>,
+        ssh_remote: Arc<dyn Remote>,
+    ) -> Connect {
+        Connect {
+            clock,
+            fake_remote,
+            ssh_remote,
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for Connect {
+    async fn connect(
+        &self,
+        provider: &ProviderConfig,
+    ) -> Result<(Arc<dyn Provider>, Arc<dyn Remote>), ProviderError> {
+        Ok(match &provider.driver {
+            Driver::Fake => {
+                let mut fake = FakeConfig::default();
+                for image in &provider.images {
+                    let name = match &image.base_image {
+                        nodepool_config::BaseImage::Id(id) => id.clone(),
+                        nodepool_config::BaseImage::Name(name) => name.clone(),
+                    };
+                    if !fake.base_images.contains(&name) {
+                        fake.base_images.push(name);
+                    }
+                }
+                if let Some(pool) = &provider.pool {
+                    fake.floating_pool = pool.clone();
+                }
+                let cloud = FakeProvider::new(provider.name.clone(), self.clock.clone(), fake);
+                (Arc::new(cloud), self.fake_remote.clone())
+            }
+            Driver::OpenStack(settings) => {
+                let cloud = OpenStackProvider::connect(
+                    provider.name.clone(),
+                    settings,
+                    &Environment::from_process(),
+                )
+                .await?;
+                (Arc::new(cloud), self.ssh_remote.clone())
+            }
+            other => {
+                return Err(ProviderError::new(
+                    nodepool_provider::ErrorKind::Fatal,
+                    "connect",
+                    provider.name.as_str(),
+                    format!("this nodepool cannot drive {other:?} providers"),
+                ));
+            }
+        })
+    }
+}
 
 /// One provider of the running config.
 #[derive(Debug)]
@@ -47,23 +130,20 @@ pub(crate) struct Clouds {
     pub(crate) by_name: BTreeMap<ProviderName, Cloud>,
     clock: Arc<dyn Clock>,
     installation: InstallationId,
-    fake_remote: Arc<dyn Remote>,
-    ssh_remote: Arc<dyn Remote>,
+    connector: Arc<dyn Connector>,
 }
 
 impl Clouds {
     pub(crate) fn new(
         clock: Arc<dyn Clock>,
         installation: InstallationId,
-        fake_remote: Arc<dyn Remote>,
-        ssh_remote: Arc<dyn Remote>,
+        connector: Arc<dyn Connector>,
     ) -> Self {
         Clouds {
             by_name: BTreeMap::new(),
             clock,
             installation,
-            fake_remote,
-            ssh_remote,
+            connector,
         }
     }
 
@@ -103,42 +183,7 @@ impl Clouds {
     }
 
     async fn connect(&self, provider: &ProviderConfig) -> Result<Cloud, ProviderError> {
-        let (inner, remote): (Arc<dyn Provider>, Arc<dyn Remote>) = match &provider.driver {
-            Driver::Fake => {
-                let mut fake = FakeConfig::default();
-                for image in &provider.images {
-                    let name = match &image.base_image {
-                        nodepool_config::BaseImage::Id(id) => id.clone(),
-                        nodepool_config::BaseImage::Name(name) => name.clone(),
-                    };
-                    if !fake.base_images.contains(&name) {
-                        fake.base_images.push(name);
-                    }
-                }
-                if let Some(pool) = &provider.pool {
-                    fake.floating_pool = pool.clone();
-                }
-                let cloud = FakeProvider::new(provider.name.clone(), self.clock.clone(), fake);
-                (Arc::new(cloud), self.fake_remote.clone())
-            }
-            Driver::OpenStack(settings) => {
-                let cloud = OpenStackProvider::connect(
-                    provider.name.clone(),
-                    settings,
-                    &Environment::from_process(),
-                )
-                .await?;
-                (Arc::new(cloud), self.ssh_remote.clone())
-            }
-            other => {
-                return Err(ProviderError::new(
-                    nodepool_provider::ErrorKind::Fatal,
-                    "connect",
-                    provider.name.as_str(),
-                    format!("this nodepool cannot drive {other:?} providers"),
-                ));
-            }
-        };
+        let (inner, remote) = self.connector.connect(provider).await?;
         Ok(Cloud {
             connection: Arc::new(Limited::new(inner, self.clock.clone(), provider.rate)),
             remote,

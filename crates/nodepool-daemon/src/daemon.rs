@@ -24,9 +24,8 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{error, info, warn};
 
-use crate::clouds::Clouds;
+use crate::clouds::{Clouds, Connector};
 use crate::executor::{self, Context};
-use crate::remote::Remote;
 use crate::{DaemonError, store};
 
 /// How the daemon runs.
@@ -95,8 +94,7 @@ impl Daemon {
     pub async fn start(
         options: Options,
         clock: Arc<dyn Clock>,
-        fake_remote: Arc<dyn Remote>,
-        ssh_remote: Arc<dyn Remote>,
+        connector: Arc<dyn Connector>,
     ) -> Result<Daemon, DaemonError> {
         let bytes = std::fs::read(&options.config).map_err(|e| DaemonError::Config {
             file: options.config.clone(),
@@ -117,7 +115,7 @@ impl Daemon {
             .await
             .map_err(|e| DaemonError::Store(e.to_string()))?;
         info!(installation = %installation, config = %options.config.display(), "starting");
-        let mut clouds = Clouds::new(clock.clone(), installation.clone(), fake_remote, ssh_remote);
+        let mut clouds = Clouds::new(clock.clone(), installation.clone(), connector);
         for (provider, error) in clouds.reconcile(&config).await {
             error!(provider = %provider, "cannot connect: {error}");
         }

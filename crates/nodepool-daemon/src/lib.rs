@@ -12,15 +12,16 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use nodepool_daemon::{Daemon, FakeRemote, Options, SystemClock};
+//! use nodepool_daemon::{Connect, Daemon, FakeRemote, Options, SystemClock};
 //!
 //! # async fn demo() -> Result<(), nodepool_daemon::DaemonError> {
+//! let clock = Arc::new(SystemClock);
 //! let remote = Arc::new(FakeRemote::new());
+//! let connect = Connect::new(clock.clone(), remote.clone(), remote);
 //! let daemon = Daemon::start(
 //!     Options::new("config-examples/local.yaml"),
-//!     Arc::new(SystemClock),
-//!     remote.clone(),
-//!     remote,
+//!     clock,
+//!     Arc::new(connect),
 //! )
 //! .await?;
 //! let stop = async {
@@ -40,6 +41,7 @@ mod store;
 use std::path::PathBuf;
 
 pub use clock::{SystemClock, TokioClock};
+pub use clouds::{Connect, Connector};
 pub use daemon::{Daemon, Options};
 pub use remote::{FakeRemote, Output, Recorded, Remote, RemoteError, Target};
 

@@ -9,7 +9,7 @@ use nodepool_db::{ImageFilter, NodeFilter, Store};
 use nodepool_model::{ImageState, NodeState, Snapshot, Timestamp};
 use tokio::sync::{Notify, oneshot};
 
-use crate::{Daemon, FakeRemote, Options, Recorded, TokioClock};
+use crate::{Connect, Connector, Daemon, FakeRemote, Options, Recorded, TokioClock};
 
 /// 2014-05-13T05:00:00Z.
 const T0: Timestamp = Timestamp::from_unix_seconds(1_399_957_200);
@@ -49,20 +49,25 @@ struct Running {
 }
 
 async fn start(dir: &Path, text: &str) -> Running {
+    let remote = Arc::new(FakeRemote::new());
+    let clock = Arc::new(TokioClock::starting_at(T0));
+    let connect = Arc::new(Connect::new(clock.clone(), remote.clone(), remote.clone()));
+    start_with(dir, text, clock, connect, remote).await
+}
+
+async fn start_with(
+    dir: &Path,
+    text: &str,
+    clock: Arc<TokioClock>,
+    connector: Arc<dyn Connector>,
+    remote: Arc<FakeRemote>,
+) -> Running {
     std::fs::create_dir_all(dir.join("scripts")).unwrap();
     std::fs::write(dir.join("scripts/prepare.sh"), "#!/bin/sh\necho prepared\n").unwrap();
     std::fs::write(dir.join("nodepool.yaml"), text).unwrap();
-    let remote = Arc::new(FakeRemote::new());
     let mut options = Options::new(dir.join("nodepool.yaml"));
     options.tick = Duration::from_secs(10);
-    let daemon = Daemon::start(
-        options,
-        Arc::new(TokioClock::starting_at(T0)),
-        remote.clone(),
-        remote.clone(),
-    )
-    .await
-    .unwrap();
+    let daemon = Daemon::start(options, clock, connector).await.unwrap();
     let store = daemon.store().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let reload = Arc::new(Notify::new());
@@ -103,6 +108,18 @@ impl Running {
         what: &str,
         done: impl Fn(&Snapshot) -> bool,
     ) -> Snapshot {
+        self.until_every(Duration::from_secs(1), limit, what, done)
+            .await
+    }
+
+    /// As [`Running::until`], looking every `step`.
+    async fn until_every(
+        &self,
+        step: Duration,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&Snapshot) -> bool,
+    ) -> Snapshot {
         let mut waited = Duration::ZERO;
         loop {
             let snapshot = self.snapshot().await;
@@ -113,8 +130,8 @@ impl Running {
                 waited < limit,
                 "{what}: not after {waited:?}: {snapshot:#?}"
             );
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            waited += Duration::from_secs(1);
+            tokio::time::sleep(step).await;
+            waited += step;
         }
     }
 
@@ -270,4 +287,252 @@ async fn a_failing_setup_script_backs_off_and_leaves_nothing() {
             .all(|i| i.state != ImageState::Ready)
     );
     assert!(store.nodes(&NodeFilter::default()).unwrap().is_empty());
+}
+
+/// Fake clouds that outlive a daemon: a restarted daemon finds what the killed one left.
+#[derive(Debug)]
+struct SharedClouds {
+    clock: Arc<TokioClock>,
+    remote: Arc<FakeRemote>,
+    clouds:
+        std::sync::Mutex<std::collections::BTreeMap<String, Arc<nodepool_provider::FakeProvider>>>,
+}
+
+impl SharedClouds {
+    fn new(clock: Arc<TokioClock>, remote: Arc<FakeRemote>) -> Arc<SharedClouds> {
+        Arc::new(SharedClouds {
+            clock,
+            remote,
+            clouds: Default::default(),
+        })
+    }
+
+    fn cloud(&self, name: &str) -> Arc<nodepool_provider::FakeProvider> {
+        self.clouds.lock().unwrap()[name].clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for SharedClouds {
+    async fn connect(
+        &self,
+        provider: &nodepool_config::Provider,
+    ) -> Result<
+        (Arc<dyn nodepool_provider::Provider>, Arc<dyn crate::Remote>),
+        nodepool_provider::ProviderError,
+    > {
+        let cloud = self
+            .clouds
+            .lock()
+            .unwrap()
+            .entry(provider.name.to_string())
+            .or_insert_with(|| {
+                Arc::new(nodepool_provider::FakeProvider::new(
+                    provider.name.clone(),
+                    self.clock.clone(),
+                    nodepool_provider::FakeConfig::default(),
+                ))
+            })
+            .clone();
+        Ok((cloud, self.remote.clone()))
+    }
+}
+
+/// Every server and image of our fake clouds belongs to a row of the store.
+async fn converged(shared: &SharedClouds, snapshot: &Snapshot) -> Result<(), String> {
+    use nodepool_provider::Provider;
+    for name in ["cloud1", "cloud2"] {
+        let cloud = shared.cloud(name);
+        for server in cloud.list_servers().await.unwrap() {
+            let known = snapshot
+                .nodes
+                .iter()
+                .any(|n| n.external_id.as_ref() == Some(&server.id));
+            if !known {
+                return Err(format!(
+                    "{name}: server {} ({}) belongs to no node",
+                    server.id, server.name
+                ));
+            }
+        }
+        for image in cloud.list_images().await.unwrap() {
+            if !image
+                .properties
+                .contains_key(nodepool_provider::INSTALLATION_KEY)
+            {
+                continue;
+            }
+            let known = snapshot
+                .images
+                .iter()
+                .any(|i| i.external_id.as_ref() == Some(&image.id));
+            if !known {
+                return Err(format!("{name}: image {} belongs to no upload", image.id));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_daemon_killed_mid_launch_and_mid_build_leaves_nothing_behind_once_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(TokioClock::starting_at(T0));
+    let remote = Arc::new(FakeRemote::new());
+    let shared = SharedClouds::new(clock.clone(), remote.clone());
+    let first = start_with(
+        dir.path(),
+        &config(dir.path(), 2, ""),
+        clock.clone(),
+        shared.clone(),
+        remote.clone(),
+    )
+    .await;
+    first
+        .until(Duration::from_secs(600), "2 ready", |s| {
+            ready(s, "small") == 2
+        })
+        .await;
+    // More nodes and a rebuild are wanted; nothing answers SSH, so both hang mid-way.
+    remote.refuse_next(usize::MAX);
+    let store = first.store.clone();
+    tokio::task::spawn_blocking(move || {
+        store.request_image_build(None, &"base".parse().unwrap(), "alice", T0)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    std::fs::write(dir.path().join("nodepool.yaml"), config(dir.path(), 5, "")).unwrap();
+    first
+        .until(
+            Duration::from_secs(600),
+            "launches and builds under way in the cloud",
+            |s| {
+                s.nodes
+                    .iter()
+                    .filter(|n| n.state == NodeState::Building && n.external_id.is_some())
+                    .count()
+                    >= 2
+                    && s.images
+                        .iter()
+                        .any(|i| i.state == ImageState::Building && i.server_external_id.is_some())
+            },
+        )
+        .await;
+    // kill -9: the loop and every executor stop where they are.
+    first.done.abort();
+    let _ = first.done.await;
+    drop(first.stop);
+
+    remote.refuse_next(0);
+    let second = start_with(
+        dir.path(),
+        &config(dir.path(), 5, ""),
+        clock.clone(),
+        shared.clone(),
+        remote.clone(),
+    )
+    .await;
+    let snapshot = second
+        .until(
+            Duration::from_secs(1800),
+            "5 ready, nothing half done",
+            |s| {
+                ready(s, "small") == 5
+                    && s.nodes.iter().all(|n| n.state == NodeState::Ready)
+                    && s.images.iter().all(|i| i.state == ImageState::Ready)
+            },
+        )
+        .await;
+    // Leaks are deleted only after two listings; give the cleanup its rounds.
+    let mut result = converged(&shared, &snapshot).await;
+    for _ in 0..60 {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        result = converged(&shared, &second.snapshot().await).await;
+    }
+    result.unwrap();
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn images_are_rebuilt_on_schedule_and_the_third_newest_retired_after_eight_hours() {
+    let dir = tempfile::tempdir().unwrap();
+    // Rebuild every four hours; one provider.
+    let text = config(dir.path(), 1, "")
+        .replace("labels:", "cron:\n  image-update: '0 */4 * * *'\nlabels:")
+        .replace(
+            "providers: [{name: cloud1}, {name: cloud2}]",
+            "providers: [{name: cloud1}]",
+        );
+    let running = start(dir.path(), &text).await;
+    let hour = |h: i64| Timestamp::from_unix_seconds(T0.unix_seconds() + h * 3600);
+    // v1 at 05:00 (missing), v2 at 08:00, v3 at 12:00; v1 is third-newest from ~12:01 and
+    // goes 8 hours after it became READY (~13:01).
+    let snapshot = running
+        .until_every(
+            Duration::from_secs(60),
+            Duration::from_secs(10 * 3600),
+            "v1 retired",
+            |s| {
+                let ready: Vec<_> = s
+                    .images
+                    .iter()
+                    .filter(|i| i.provider.as_str() == "cloud1" && i.state == ImageState::Ready)
+                    .collect();
+                ready.len() == 2
+                    && ready.iter().all(|i| i.version >= hour(3))
+                    && !s.images.iter().any(|i| i.version < hour(1))
+            },
+        )
+        .await;
+    let mut versions: Vec<Timestamp> = snapshot.images.iter().map(|i| i.version).collect();
+    versions.sort();
+    assert_eq!(
+        versions,
+        [hour(3), hour(7)],
+        "the 08:00 and 12:00 builds stay"
+    );
+    // An operator deletes the newest: launches fall back to the previous one at once.
+    let newest = snapshot.images.iter().max_by_key(|i| i.version).unwrap().id;
+    let previous = snapshot.images.iter().min_by_key(|i| i.version).unwrap().id;
+    let store = running.store.clone();
+    tokio::task::spawn_blocking(move || {
+        store.set_image_state(
+            newest,
+            ImageState::Delete,
+            hour(8),
+            &nodepool_model::Reason::new("operator", "bad image"),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    std::fs::write(
+        dir.path().join("nodepool.yaml"),
+        text.replace("min-ready: 1", "min-ready: 3"),
+    )
+    .unwrap();
+    let snapshot = running
+        .until(Duration::from_secs(600), "3 ready", |s| {
+            ready(s, "small") == 3
+        })
+        .await;
+    let fresh: Vec<_> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.created > hour(8))
+        .collect();
+    assert_eq!(fresh.len(), 2);
+    assert!(
+        fresh.iter().all(|n| n.image == Some(previous)),
+        "{fresh:#?}"
+    );
+    assert!(
+        !snapshot.images.iter().any(|i| i.id == newest),
+        "the deleted image is gone"
+    );
+    running.stop().await;
 }
