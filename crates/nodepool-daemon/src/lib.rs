@@ -36,6 +36,7 @@ mod clouds;
 mod daemon;
 mod executor;
 mod remote;
+mod ssh;
 mod store;
 
 use std::path::PathBuf;
@@ -44,6 +45,7 @@ pub use clock::{SystemClock, TokioClock};
 pub use clouds::{Connect, Connector};
 pub use daemon::{Daemon, Options};
 pub use remote::{FakeRemote, Output, Recorded, Remote, RemoteError, Target};
+pub use ssh::SshRemote;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use nodepool_daemon::{Connect, Daemon, FakeRemote, Options, SystemClock};
+use nodepool_daemon::{Connect, Daemon, FakeRemote, Options, SshRemote, SystemClock};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Keeps pools of ready cloud nodes for CI systems, builds their images and retires old ones.
@@ -55,11 +55,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    // Servers of the fake cloud answer through a simulated shell; SSH for real clouds comes
-    // with the SSH executor.
-    let remote = Arc::new(FakeRemote::new());
+    // Servers of the fake cloud answer through a simulated shell; real clouds' over SSH.
     let clock = Arc::new(SystemClock);
-    let connect = Connect::new(clock.clone(), remote.clone(), remote);
+    let connect = Connect::new(
+        clock.clone(),
+        Arc::new(FakeRemote::new()),
+        Arc::new(SshRemote::new()),
+    );
     let daemon = Daemon::start(Options::new(args.config), clock, Arc::new(connect)).await?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

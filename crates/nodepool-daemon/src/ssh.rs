@@ -1,0 +1,183 @@
+//! SSH to nodes and template servers, in process (russh on ring).
+//!
+//! Each call opens its own connection: launches and builds run a handful of commands per
+//! server, and a fresh connection per step keeps a half-dead session from poisoning the next.
+//! Files are written through `cat` on an exec channel, so servers need no SFTP subsystem.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, load_secret_key};
+use russh::{ChannelMsg, Disconnect, client};
+
+use crate::remote::{Output, Remote, RemoteError, Target};
+
+/// How long a TCP connection and the SSH handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SSH with a private key from the config.
+#[derive(Debug, Default)]
+pub struct SshRemote {
+    /// Keys read so far, by path: a key file is read once.
+    keys: Mutex<Vec<(PathBuf, Arc<PrivateKey>)>>,
+}
+
+impl SshRemote {
+    /// An SSH client.
+    pub fn new() -> SshRemote {
+        SshRemote::default()
+    }
+
+    fn key(&self, path: &Path, target: &Target) -> Result<Arc<PrivateKey>, RemoteError> {
+        let mut keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, key)) = keys.iter().find(|(p, _)| p == path) {
+            return Ok(key.clone());
+        }
+        let key = load_secret_key(path, None).map_err(|e| RemoteError::Auth {
+            target: target.to_string(),
+            message: format!("cannot read the private key {}: {e}", path.display()),
+        })?;
+        let key = Arc::new(key);
+        keys.push((path.to_path_buf(), key.clone()));
+        Ok(key)
+    }
+
+    async fn session(&self, target: &Target) -> Result<client::Handle<HostKeys>, RemoteError> {
+        let key = self.key(&target.key, target)?;
+        let unreachable = |message: String| RemoteError::Unreachable {
+            target: target.to_string(),
+            message,
+        };
+        let config = Arc::new(client::Config {
+            inactivity_timeout: Some(Duration::from_secs(600)),
+            ..Default::default()
+        });
+        let connect = client::connect(config, (target.host, target.port), HostKeys::default());
+        let mut session = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let hash = session
+            .best_supported_rsa_hash()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .flatten();
+        let auth = session
+            .authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(key, hash))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        if !auth.success() {
+            return Err(RemoteError::Auth {
+                target: target.to_string(),
+                message: format!("the key {} was not accepted", target.key.display()),
+            });
+        }
+        Ok(session)
+    }
+
+    /// Runs `command`, feeding it `stdin` if given; returns its status and output.
+    async fn exec(
+        &self,
+        target: &Target,
+        command: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<Output, RemoteError> {
+        let session = self.session(target).await?;
+        let broken = |e: russh::Error| RemoteError::Unreachable {
+            target: target.to_string(),
+            message: format!("the session broke: {e}"),
+        };
+        let mut channel = session.channel_open_session().await.map_err(broken)?;
+        channel.exec(true, command).await.map_err(broken)?;
+        if let Some(data) = stdin {
+            channel.data(data).await.map_err(broken)?;
+            channel.eof().await.map_err(broken)?;
+        }
+        let mut output = Vec::new();
+        let mut status = None;
+        while let Some(message) = channel.wait().await {
+            match message {
+                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                    output.extend_from_slice(&data);
+                }
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                _ => {}
+            }
+        }
+        let _ = session
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+        let status = status.ok_or_else(|| RemoteError::Unreachable {
+            target: target.to_string(),
+            message: format!("{command:?} ended without an exit status (killed by a signal?)"),
+        })?;
+        Ok(Output {
+            status: i32::try_from(status).unwrap_or(i32::MAX),
+            output: String::from_utf8_lossy(&output).into_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl Remote for SshRemote {
+    async fn run(&self, target: &Target, command: &str) -> Result<Output, RemoteError> {
+        self.exec(target, command, None).await
+    }
+
+    async fn upload(
+        &self,
+        target: &Target,
+        path: &str,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<(), RemoteError> {
+        let quoted = quote(path);
+        let command = format!("cat > {quoted} && chmod {mode:o} {quoted}");
+        let output = self.exec(target, &command, Some(contents)).await?;
+        if output.status != 0 {
+            return Err(RemoteError::Unreachable {
+                target: target.to_string(),
+                message: format!(
+                    "writing {path} failed with {}: {}",
+                    output.status,
+                    output.output.trim()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A path quoted for the POSIX shell.
+fn quote(path: &str) -> String {
+    format!("'{}'", path.replace('\'', r"'\''"))
+}
+
+/// The client side of the handshake: every host key is accepted (nodes are new servers
+/// whose keys nobody knows yet) and kept, so that it can be recorded.
+#[derive(Debug, Default, Clone)]
+struct HostKeys {
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl client::Handler for HostKeys {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::ssh_key::PublicKey,
+    ) -> Result<bool, Self::Error> {
+        if let Ok(text) = key.to_openssh() {
+            self.seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(text);
+        }
+        Ok(true)
+    }
+}
