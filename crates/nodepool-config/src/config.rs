@@ -43,6 +43,8 @@ pub mod defaults {
     pub const DBURI: &str = "sqlite:///var/lib/nodepool/nodepool.sqlite";
     /// Where every regular file of `script-dir` is copied on template servers.
     pub const SCRIPTS_ON_NODE: &str = "/opt/nodepool-scripts";
+    /// The SSH port of nodes and template servers.
+    pub const SSH_PORT: u16 = 22;
 }
 
 /// A whole, valid config.
@@ -318,6 +320,8 @@ pub struct ProviderImage {
     pub private_key: PathBuf,
     /// `user-home`: the home folder of `username` on nodes.
     pub user_home: String,
+    /// The port SSH listens on, on nodes and template servers (`connection-port`, default 22).
+    pub connection_port: u16,
     /// `meta`: metadata put on the snapshot, by key.
     pub meta: BTreeMap<String, String>,
 }

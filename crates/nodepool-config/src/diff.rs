@@ -89,6 +89,7 @@ fn image_fields(old: &ProviderImage, new: &ProviderImage) -> Vec<&'static str> {
         username => "username",
         private_key => "private-key",
         user_home => "user-home",
+        connection_port => "connection-port",
         meta => "meta",
     })
 }

@@ -72,6 +72,7 @@ pub(crate) const IMAGE_KEYS: &[&str] = &[
     "user-home",
     "meta",
     "diskimage",
+    "connection-port",
 ];
 
 /// One `meta` entry: the key and the value, each where it was written.
@@ -153,6 +154,7 @@ pub(crate) struct RawImage {
     pub(crate) user_home: Option<At<String>>,
     pub(crate) meta: Option<At<Vec<MetaEntry>>>,
     pub(crate) diskimage: Option<At<String>>,
+    pub(crate) connection_port: Option<At<i64>>,
 }
 
 /// Reads the whole document. A document that is not a mapping is reported and read as empty.
@@ -351,6 +353,7 @@ fn read_image(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawImage {
         user_home: f.string(cx, "user-home"),
         meta: f.read(cx, "meta", read_meta),
         diskimage: f.string(cx, "diskimage"),
+        connection_port: f.integer(cx, "connection-port"),
     };
     f.require(cx, "name", "every image needs a name");
     f.require(

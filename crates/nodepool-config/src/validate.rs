@@ -408,6 +408,16 @@ impl Validator<'_> {
             }
             None => PathBuf::from(defaults::PRIVATE_KEY),
         };
+        let connection_port = match &raw.connection_port {
+            Some(at) => match u16::try_from(at.value) {
+                Ok(port) if port > 0 => port,
+                _ => {
+                    self.error(at, "a port is a number from 1 to 65535");
+                    defaults::SSH_PORT
+                }
+            },
+            None => defaults::SSH_PORT,
+        };
         let mut meta = BTreeMap::new();
         for (key, value) in raw
             .meta
@@ -441,6 +451,7 @@ impl Validator<'_> {
             username: text(&raw.username, defaults::USERNAME),
             private_key,
             user_home: text(&raw.user_home, defaults::USER_HOME),
+            connection_port,
             meta,
         })
     }

@@ -115,6 +115,8 @@ pub(crate) struct Cloud {
     limits_at: Option<Timestamp>,
     /// The settings it was made from; a change means a new connection.
     made_from: ProviderConfig,
+    /// Gone from the config; kept only to delete what it still has.
+    retired: bool,
 }
 
 impl Cloud {
@@ -155,17 +157,22 @@ impl Clouds {
         config: &Config,
     ) -> Vec<(ProviderName, ProviderError)> {
         let wanted: Vec<&ProviderConfig> = config.providers.iter().collect();
-        self.by_name
-            .retain(|name, _| wanted.iter().any(|p| &p.name == name));
+        // A provider gone from the config keeps its connection until its nodes and images
+        // are deleted ([`Clouds::forget_retired`]).
+        for (name, cloud) in &mut self.by_name {
+            cloud.retired = !wanted.iter().any(|p| &p.name == name);
+        }
         let mut failed = Vec::new();
         for provider in wanted {
             if let Some(cloud) = self.by_name.get_mut(&provider.name) {
                 if cloud.made_from == *provider {
+                    cloud.retired = false;
                     continue;
                 }
                 let same_cloud = cloud.made_from.driver == provider.driver
                     || matches!(provider.driver, Driver::Fake);
                 if same_cloud {
+                    cloud.retired = false;
                     cloud.connection.set_rate(provider.rate);
                     cloud.made_from = provider.clone();
                     cloud.flavors = None;
@@ -191,7 +198,20 @@ impl Clouds {
             flavors: None,
             limits_at: None,
             made_from: provider.clone(),
+            retired: false,
         })
+    }
+
+    /// Drops the connections of providers gone from the config once `still_used` says
+    /// nothing of theirs is left in the store.
+    pub(crate) fn forget_retired(&mut self, still_used: impl Fn(&ProviderName) -> bool) {
+        self.by_name
+            .retain(|name, cloud| !cloud.retired || still_used(name));
+    }
+
+    /// How many providers of the config are connected.
+    pub(crate) fn connected(&self) -> usize {
+        self.by_name.values().filter(|c| !c.retired).count()
     }
 
     /// Lists every provider's servers (and, now and then, its limits and flavors), so that

@@ -54,6 +54,9 @@ impl Options {
     }
 }
 
+/// How long a provider that could not be connected waits before the next try.
+const CONNECT_AGAIN: Duration = Duration::from_secs(60);
+
 /// What finished.
 #[derive(Debug)]
 enum Done {
@@ -75,6 +78,8 @@ pub struct Daemon {
     broken_bytes: Option<Vec<u8>>,
     config_read_at: Timestamp,
     clouds: Clouds,
+    /// When providers that could not be connected are tried again.
+    connect_again_at: Timestamp,
     installation: nodepool_model::InstallationId,
     history: History,
     tasks: JoinSet<Done>,
@@ -128,6 +133,7 @@ impl Daemon {
             broken_bytes: None,
             config_read_at: now,
             clouds,
+            connect_again_at: now.saturating_add(CONNECT_AGAIN),
             installation,
             history: History::new(),
             tasks: JoinSet::new(),
@@ -298,6 +304,16 @@ impl Daemon {
     async fn round(&mut self) -> Timestamp {
         let now = self.clock.now();
         self.reload(now).await;
+        if self.clouds.connected() < self.config.providers.len() && now >= self.connect_again_at {
+            self.connect_again_at = now.saturating_add(CONNECT_AGAIN);
+            let config = self.config.clone();
+            for (provider, error) in self.clouds.reconcile(&config).await {
+                self.say(
+                    format!("provider {provider}: cannot connect: {error}"),
+                    true,
+                );
+            }
+        }
         for (provider, error) in self.clouds.refresh(now).await {
             self.say(format!("provider {provider}: {error}"), true);
         }
@@ -308,6 +324,10 @@ impl Daemon {
                 return now.saturating_add(self.options.tick);
             }
         };
+        self.clouds.forget_retired(|provider| {
+            snapshot.nodes.iter().any(|n| &n.provider == provider)
+                || snapshot.images.iter().any(|i| &i.provider == provider)
+        });
         let images = nodepool_image::plan(&snapshot, &self.config, now);
         let world = World {
             clouds: self.clouds.views(),

@@ -39,8 +39,6 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(600);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the fallback logins get (2014: 10 s each).
 const FALLBACK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The SSH port.
-const SSH_PORT: u16 = 22;
 
 /// What every executor needs.
 #[derive(Clone, Debug)]
@@ -273,7 +271,7 @@ async fn try_launch(
     let host = public.or(private).ok_or("no address to log in at")?;
     let target = Target {
         host,
-        port: SSH_PORT,
+        port: image.connection_port,
         user: image.username.clone(),
         key: ctx.key(image),
     };
@@ -518,7 +516,7 @@ async fn login(
     ] {
         let target = Target {
             host,
-            port: SSH_PORT,
+            port: image.connection_port,
             user: user.to_owned(),
             key: ctx.key(image),
         };
@@ -540,8 +538,10 @@ async fn setup(
     hostname: &str,
 ) -> Result<(), Failed> {
     let scripts = nodepool_config::defaults::SCRIPTS_ON_NODE;
-    let prepare =
-        format!("sudo mkdir -p {scripts} /etc/nodepool && sudo chmod 0777 {scripts} /etc/nodepool");
+    // sudo unless already root (a root login may have no sudo at all).
+    let prepare = format!(
+        "S=; [ \"$(id -u)\" -eq 0 ] || S=sudo; $S mkdir -p {scripts} /etc/nodepool && $S chmod 0777 {scripts} /etc/nodepool"
+    );
     run_checked(remote, target, &prepare).await?;
     if let Some(dir) = &ctx.config.script_dir {
         for (name, contents) in read_scripts(dir)? {

@@ -536,3 +536,60 @@ async fn images_are_rebuilt_on_schedule_and_the_third_newest_retired_after_eight
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_provider_removed_from_the_config_has_its_nodes_and_images_deleted() {
+    use nodepool_provider::Provider;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(TokioClock::starting_at(T0));
+    let remote = Arc::new(FakeRemote::new());
+    let shared = SharedClouds::new(clock.clone(), remote.clone());
+    let running = start_with(
+        dir.path(),
+        &config(dir.path(), 4, ""),
+        clock,
+        shared.clone(),
+        remote,
+    )
+    .await;
+    running
+        .until(Duration::from_secs(600), "nodes on both providers", |s| {
+            ready(s, "small") == 4 && s.nodes.iter().any(|n| n.provider.as_str() == "cloud2")
+        })
+        .await;
+    let only_cloud1 = config(dir.path(), 4, "").replace(
+        "providers: [{name: cloud1}, {name: cloud2}]",
+        "providers: [{name: cloud1}]",
+    );
+    let i = only_cloud1.find("  - name: cloud2").unwrap();
+    std::fs::write(dir.path().join("nodepool.yaml"), &only_cloud1[..i]).unwrap();
+    let snapshot = running
+        .until(
+            Duration::from_secs(600),
+            "cloud2 emptied, cloud1 refilled",
+            |s| {
+                !s.nodes.iter().any(|n| n.provider.as_str() == "cloud2")
+                    && !s.images.iter().any(|i| i.provider.as_str() == "cloud2")
+                    && ready(s, "small") == 4
+            },
+        )
+        .await;
+    assert!(
+        snapshot
+            .nodes
+            .iter()
+            .all(|n| n.provider.as_str() == "cloud1")
+    );
+    let cloud2 = shared.cloud("cloud2");
+    assert!(
+        cloud2.list_servers().await.unwrap().is_empty(),
+        "servers left on cloud2"
+    );
+    assert!(
+        !cloud2.list_images().await.unwrap().iter().any(|i| i
+            .properties
+            .contains_key(nodepool_provider::INSTALLATION_KEY)),
+        "images left on cloud2"
+    );
+    running.stop().await;
+}

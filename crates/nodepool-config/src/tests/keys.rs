@@ -51,6 +51,7 @@ fn defaults_are_the_2014_ones() {
         PathBuf::from("/var/lib/jenkins/.ssh/id_rsa")
     );
     assert_eq!(image.user_home, "/home/jenkins");
+    assert_eq!(image.connection_port, 22);
     assert!(image.meta.is_empty());
     assert_eq!(defaults::SCRIPTS_ON_NODE, "/opt/nodepool-scripts");
 }
@@ -105,6 +106,7 @@ providers:
         username: ubuntu
         private-key: keys/id_rsa
         user-home: /home/ubuntu
+        connection-port: 2222
         meta:
           purpose: ci
           count: 3
@@ -203,6 +205,7 @@ fn every_key_is_read() {
         PathBuf::from("/etc/nodepool/keys/id_rsa")
     );
     assert_eq!(image.user_home, "/home/ubuntu");
+    assert_eq!(image.connection_port, 2222);
     let meta: BTreeMap<String, String> = [
         ("count".to_owned(), "3".to_owned()),
         ("purpose".to_owned(), "ci".to_owned()),
