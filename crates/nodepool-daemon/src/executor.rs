@@ -441,10 +441,14 @@ async fn try_build(
     let host = public.or(private).ok_or("no address to log in at")?;
     let target = login(ctx, remote, host, image).await?;
     setup(ctx, remote, &target, image, upload, &hostname).await?;
-    let snapshot = connection
-        .create_image(&server.id, &hostname, &ctx.tags(provider, owner))
-        .await
-        .map_err(cloud)?;
+    let snapshot = snapshot(
+        ctx,
+        connection,
+        &server.id,
+        &hostname,
+        &ctx.tags(provider, owner),
+    )
+    .await?;
     let now = ctx.now();
     let snapshot_id = snapshot.clone();
     store::call(&ctx.store, move |s| {
@@ -452,25 +456,6 @@ async fn try_build(
     })
     .await
     .map_err(|e| e.to_string())?;
-    let deadline = ctx.now().saturating_add(nodepool_image::IMAGE_TIMEOUT);
-    loop {
-        match connection.get_image(&snapshot).await {
-            Ok(image) if image.status == ImageStatus::Active => break,
-            Ok(image) if matches!(image.status, ImageStatus::Failed | ImageStatus::Deleted) => {
-                return Err(format!("snapshot {snapshot} ended {:?}", image.status));
-            }
-            Ok(_) => {}
-            Err(error) if error.kind.is_retryable() => {}
-            Err(error) => return Err(cloud(error)),
-        }
-        if ctx.now() >= deadline {
-            return Err(format!(
-                "snapshot {snapshot} was not active after {}",
-                Human(nodepool_image::IMAGE_TIMEOUT)
-            ));
-        }
-        ctx.clock.sleep(POLL).await;
-    }
     let now = ctx.now();
     let took = now.saturating_since(upload.version);
     let reason = Reason::new(
@@ -484,6 +469,64 @@ async fn try_build(
     .map_err(|e| e.to_string())?;
     info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "ready in {}", Human(took));
     Ok(())
+}
+
+/// How many times a snapshot the cloud dropped is taken again.
+const SNAPSHOT_ATTEMPTS: u32 = 5;
+
+/// Snapshots `server` and waits until the image is active. A cloud may drop a snapshot it
+/// could not take (Nova does when a server ACTIVE a moment ago has not reported its power
+/// state yet) or refuse one while the server is busy; those are taken again.
+async fn snapshot(
+    ctx: &Context,
+    connection: &Connection,
+    server: &ExternalId,
+    name: &str,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Result<ExternalId, Failed> {
+    let deadline = ctx.now().saturating_add(nodepool_image::IMAGE_TIMEOUT);
+    let mut last = String::new();
+    for _ in 0..SNAPSHOT_ATTEMPTS {
+        let snapshot = match connection.create_image(server, name, tags).await {
+            Ok(id) => id,
+            Err(error) if error.kind == ErrorKind::BadRequest => {
+                last = cloud(error);
+                ctx.clock.sleep(POLL).await;
+                continue;
+            }
+            Err(error) => return Err(cloud(error)),
+        };
+        loop {
+            match connection.get_image(&snapshot).await {
+                Ok(image) if image.status == ImageStatus::Active => return Ok(snapshot),
+                Ok(image) if image.status == ImageStatus::Failed => {
+                    return Err(format!("snapshot {snapshot} failed"));
+                }
+                Ok(image) if image.status == ImageStatus::Deleted => {
+                    last = format!("the cloud dropped snapshot {snapshot}");
+                    break;
+                }
+                Ok(_) => {}
+                Err(error) if error.kind == ErrorKind::NotFound => {
+                    last = format!("the cloud dropped snapshot {snapshot}");
+                    break;
+                }
+                Err(error) if error.kind.is_retryable() => {}
+                Err(error) => return Err(cloud(error)),
+            }
+            if ctx.now() >= deadline {
+                return Err(format!(
+                    "snapshot {snapshot} was not active after {}",
+                    Human(nodepool_image::IMAGE_TIMEOUT)
+                ));
+            }
+            ctx.clock.sleep(POLL).await;
+        }
+        ctx.clock.sleep(POLL).await;
+    }
+    Err(format!(
+        "no snapshot after {SNAPSHOT_ATTEMPTS} attempts: {last}"
+    ))
 }
 
 /// The base image's id: a UUID is used as it is, a name is looked up among active images.

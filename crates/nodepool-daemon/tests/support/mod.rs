@@ -1,0 +1,101 @@
+//! Shared by the daemon's integration tests: a real OpenSSH server on a free port.
+
+// Skipping says so on stderr, as the other suites do.
+#![allow(clippy::print_stderr, dead_code)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// A running sshd; killed when dropped.
+pub(crate) struct Sshd {
+    child: Child,
+    /// Its port.
+    pub(crate) port: u16,
+    /// Its keys: `client` and `rsa-client` may log in.
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Makes a key pair at `path` (and `path.pub`).
+pub(crate) fn keygen(path: &Path, kind: &str) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-t", kind, "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(status.success());
+}
+
+/// A TCP port nothing listens on.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An sshd for the current user on 127.0.0.0/8, accepting the keys `client` and
+/// `rsa-client`; `None` (after saying why) when sshd is missing and this is not CI.
+pub(crate) fn sshd() -> Option<Sshd> {
+    if !Path::new(SSHD).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{SSHD} is missing: install openssh-server (CI must run these tests)"
+        );
+        eprintln!("skipped: {SSHD} is missing (install openssh-server to run the SSH tests)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    keygen(&dir.path().join("host"), "ed25519");
+    keygen(&dir.path().join("client"), "ed25519");
+    keygen(&dir.path().join("rsa-client"), "rsa");
+    let mut authorized = std::fs::read_to_string(dir.path().join("client.pub")).unwrap();
+    authorized.push_str(&std::fs::read_to_string(dir.path().join("rsa-client.pub")).unwrap());
+    std::fs::write(dir.path().join("authorized_keys"), authorized).unwrap();
+    let port = free_port();
+    let config = format!(
+        "Port {port}\nListenAddress 0.0.0.0\nAllowUsers *@127.*\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n\
+         PidFile {d}/sshd.pid\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n",
+        d = dir.path().display()
+    );
+    std::fs::write(dir.path().join("sshd_config"), config).unwrap();
+    // sshd wants its privilege separation folder.
+    std::fs::create_dir_all("/run/sshd").ok();
+    let mut child = Command::new(SSHD)
+        .args(["-D", "-e", "-f"])
+        .arg(dir.path().join("sshd_config"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sshd starts");
+    // sshd logs "Server listening on ..." once it accepts connections.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    loop {
+        let line = lines
+            .next()
+            .expect("sshd reported nothing before exiting")
+            .unwrap();
+        if line.contains("Server listening") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    Some(Sshd { child, port, dir })
+}
+
+/// The user the tests run as.
+pub(crate) fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
