@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
         Some("cloud") => cloud(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [SUITE]  benchmarks (store, policy, cloud; all by default), as Markdown tables\n  cloud CMD      local OpenStack: install, up, down, reset, smoke [N], env"
+                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [SUITE]  benchmarks (store, policy, cloud, fill; all by default), as Markdown tables\n  cloud CMD      local OpenStack: install, up, down, reset, smoke [N], env"
             );
             Ok(())
         }
@@ -57,6 +57,8 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("policy", "nodepool-node", "policy"),
     // Needs the local cloud: `cargo xtask cloud up`.
     ("cloud", "nodepool-openstack", "servers"),
+    // Needs the local cloud and sshd (openssh-server).
+    ("fill", "nodepoold", "fill"),
 ];
 
 fn bench(only: Option<&str>) -> anyhow::Result<()> {

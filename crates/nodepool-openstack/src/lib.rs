@@ -108,8 +108,8 @@ impl OpenStackProvider {
 
     /// Every page of a listing at `path`: `limit` and `marker` until an empty page. A short
     /// page is not the end: Nova returns short pages while servers are still being scheduled.
-    /// A cloud that ignores the marker (the same items again) ends the listing with an error
-    /// rather than looping for ever.
+    /// A page of only items already seen ends the listing with a transient error (asked
+    /// again by the rate limiter) rather than looping for ever.
     async fn pages<S, B, T>(
         &self,
         op: Op<'_>,
@@ -148,9 +148,12 @@ impl OpenStackProvider {
                 }
             }
             if new == 0 {
+                // Nova does this when the marker was a server that moved from scheduling into
+                // a cell between two pages; a cloud that ignores markers does it always. The
+                // listing is worth asking again (the rate limiter retries it), never looping.
                 return Err(op.error(
-                    ErrorKind::Fatal,
-                    "the cloud repeats the same page: it ignores the listing marker",
+                    ErrorKind::Transient,
+                    "the cloud answered a page with only servers already listed (the marker moved under it, or it ignores markers)",
                 ));
             }
             marker = all.last().map(id);

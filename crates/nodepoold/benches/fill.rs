@@ -1,0 +1,262 @@
+//! Fill benchmark: `cargo xtask bench fill` (or `cargo bench -p nodepoold --bench fill`).
+//!
+//! On the local OpenStack (`cargo xtask cloud up`): the real `nodepoold` binary with 4 labels
+//! × min-ready 10 (`rate: 0.001`) on a provider whose image is already built; the time from
+//! the daemon's start until 40 nodes are READY (created, ACTIVE, reached over SSH), and the
+//! daemon's peak resident memory. In the same run `xtask/cloud/smoke.py`, a raw HTTP client,
+//! creates 40 servers and waits for them to be ACTIVE: the ceiling. An sshd started here
+//! answers at every node's (loopback) address. Prints medians of three runs as a Markdown
+//! table for docs/benchmarks.md.
+
+// A benchmark measures wall time and waits on the cloud; it reports on stdout.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    dead_code
+)]
+
+#[path = "../../nodepool-daemon/tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nodepool_config::{DbUri, Environment, OpenStackSettings, Project, Secret};
+use nodepool_db::{ImageFilter, NodeFilter, Store};
+use nodepool_model::{ImageState, NodeState, Reason, Timestamp};
+use nodepool_openstack::OpenStackProvider;
+use nodepool_provider::{PROVIDER_KEY, Provider};
+
+const NODES: usize = 40;
+const RUNS: usize = 3;
+const PROVIDER: &str = "bench-fill";
+
+fn config(dir: &Path, port: u16, min_ready: i32) -> String {
+    let labels: String = (1..=4)
+        .map(|i| {
+            format!(
+                "  - name: label{i}\n    image: base\n    min-ready: {min_ready}\n    providers: [{{name: {PROVIDER}}}]\n"
+            )
+        })
+        .collect();
+    format!(
+        "script-dir: {dir}/scripts
+dburi: sqlite://{dir}/nodepool.sqlite
+labels:
+{labels}providers:
+  - name: {PROVIDER}
+    auth-url: http://127.0.0.1:5000/v3
+    username: admin
+    password: admin
+    project-name: admin
+    region-name: RegionOne
+    max-servers: {NODES}
+    rate: 0.001
+    networks: [{{net-label: private}}]
+    images:
+      - name: base
+        base-image: base-image
+        min-ram: 64
+        setup: prepare.sh
+        username: {me}
+        private-key: {dir}/client
+        connection-port: {port}
+",
+        dir = dir.display(),
+        me = support::whoami(),
+    )
+}
+
+fn nodepoold(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_nodepoold"))
+        .arg("-c")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("nodepoold starts")
+}
+
+fn stop(mut child: Child) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// The peak resident memory of a running process, from /proc.
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+fn wait_for(store: &Store, what: &str, limit: Duration, done: impl Fn(&Store) -> bool) {
+    let start = Instant::now();
+    while !done(store) {
+        assert!(start.elapsed() < limit, "{what}: not after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Deletes this benchmark's servers (and, with `images`, its snapshots) from the cloud.
+fn clear(runtime: &tokio::runtime::Runtime, cloud: &OpenStackProvider, images: bool) {
+    runtime.block_on(async {
+        let ours = |m: &std::collections::BTreeMap<String, String>| {
+            m.get(PROVIDER_KEY).is_some_and(|p| p == PROVIDER)
+        };
+        let servers: Vec<_> = cloud
+            .list_servers()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|s| ours(&s.metadata))
+            .collect();
+        for server in &servers {
+            let _ = cloud.delete_server(&server.id).await;
+        }
+        for server in &servers {
+            while cloud.get_server(&server.id).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        if images {
+            for image in cloud.list_images().await.unwrap() {
+                if ours(&image.properties) {
+                    let _ = cloud.delete_image(&image.id).await;
+                }
+            }
+        }
+    });
+}
+
+/// smoke.py's time to 40 ACTIVE servers.
+fn smoke() -> Duration {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../xtask/cloud/smoke.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args([NODES.to_string().as_str(), "auto"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("SMOKE OK"),
+        "smoke.py failed:\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("server(s) ACTIVE"))
+        .unwrap();
+    let seconds = line.split_whitespace().last().unwrap().trim_end_matches('s');
+    Duration::from_secs_f64(seconds.parse().unwrap())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut settings = OpenStackSettings::default();
+    settings.auth_url = Some("http://127.0.0.1:5000/v3".into());
+    settings.username = Some("admin".into());
+    settings.password = Some(Secret::new("admin"));
+    settings.project = Some(Project::Name("admin".into()));
+    settings.region_name = Some("RegionOne".into());
+    let cloud = match runtime.block_on(OpenStackProvider::connect(
+        "bench".parse().unwrap(),
+        &settings,
+        &Environment::default(),
+    )) {
+        Ok(cloud) => cloud,
+        Err(error) => {
+            eprintln!("no local cloud ({error}): run `cargo xtask cloud up` first");
+            std::process::exit(1);
+        }
+    };
+    let Some(sshd) = support::sshd() else {
+        eprintln!("no sshd: install openssh-server");
+        std::process::exit(1);
+    };
+    let dir = sshd.dir.path();
+    clear(&runtime, &cloud, true);
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    std::fs::write(dir.join("scripts/prepare.sh"), "#!/bin/sh\ntrue\n").unwrap();
+    let path = dir.join("nodepool.yaml");
+
+    // The image first (min-ready 0 builds it and launches nothing).
+    std::fs::write(&path, config(dir, sshd.port, 0)).unwrap();
+    let child = nodepoold(&path);
+    let uri = DbUri::Sqlite(dir.join("nodepool.sqlite"));
+    let store = loop {
+        if let Ok(store) = Store::open(&uri, "bench") {
+            if store.check_schema().is_ok() {
+                break store;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    wait_for(&store, "the image", Duration::from_secs(600), |s| {
+        s.images(&ImageFilter::default())
+            .unwrap()
+            .iter()
+            .any(|i| i.state == ImageState::Ready)
+    });
+    stop(child);
+
+    let (mut fills, mut rss, mut smokes) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=RUNS {
+        std::fs::write(&path, config(dir, sshd.port, 10)).unwrap();
+        let start = Instant::now();
+        let child = nodepoold(&path);
+        wait_for(&store, "40 ready nodes", Duration::from_secs(600), |s| {
+            s.nodes(&NodeFilter::default())
+                .unwrap()
+                .iter()
+                .filter(|n| n.state == NodeState::Ready)
+                .count()
+                >= NODES
+        });
+        let fill = start.elapsed();
+        let peak = peak_rss_mb(child.id());
+        stop(child);
+        // Back to an empty pool for the next run: servers deleted, rows removed.
+        clear(&runtime, &cloud, false);
+        let now = Timestamp::from_unix_seconds(0);
+        let why = Reason::new("bench", "next run");
+        for node in store.nodes(&NodeFilter::default()).unwrap() {
+            store
+                .set_node_state(node.id, NodeState::Delete, node.state_time, &why)
+                .unwrap();
+            store.remove_node(node.id, now.max(node.state_time), &why).unwrap();
+        }
+        let raw = smoke();
+        eprintln!(
+            "run {run}: nodepoold {:.1} s to {NODES} READY (peak RSS {peak:.1} MB); smoke.py {:.1} s to {NODES} ACTIVE",
+            fill.as_secs_f64(),
+            raw.as_secs_f64()
+        );
+        fills.push(fill.as_secs_f64());
+        rss.push(peak);
+        smokes.push(raw.as_secs_f64());
+    }
+    clear(&runtime, &cloud, true);
+    let (fill, raw) = (median(fills), median(smokes));
+    println!("| client | {NODES} nodes (median of {RUNS}) | peak RSS |");
+    println!("| --- | ---: | ---: |");
+    println!("| nodepoold, start to READY (SSH reached) | {fill:.1} s | {:.1} MB |", median(rss));
+    println!("| smoke.py (raw HTTP), create to ACTIVE | {raw:.1} s | |");
+    println!("| ratio | {:.2}x | |", fill / raw);
+}
