@@ -8,13 +8,15 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 use nodepool_config::{Config, Driver, Environment, Provider as ProviderConfig};
-use nodepool_model::{ImageName, InstallationId, ProviderName, Timestamp};
+use nodepool_model::{ExternalId, ImageName, InstallationId, ProviderName, Timestamp};
 use nodepool_node::{CloudView, Cost, Headroom, Listing, SeenOwner, SeenServer};
 use nodepool_openstack::OpenStackProvider;
 use nodepool_provider::{
     Clock, FakeConfig, FakeProvider, Flavor, Limited, Owner, Ownership, Provider, ProviderError,
-    classify, pick_flavor,
+    Server, classify, pick_flavor,
 };
+
+use tokio::sync::watch;
 
 use crate::remote::Remote;
 
@@ -117,6 +119,18 @@ pub(crate) struct Cloud {
     made_from: ProviderConfig,
     /// Gone from the config; kept only to delete what it still has.
     retired: bool,
+    /// The newest listing's servers, for executors waiting on a server's status.
+    pub(crate) servers: watch::Sender<Arc<Servers>>,
+}
+
+/// One listing's servers with their status and addresses: executors wait on these instead of
+/// asking the cloud about each server.
+#[derive(Debug, Default)]
+pub(crate) struct Servers {
+    /// When the listing was asked for.
+    pub(crate) at: Timestamp,
+    /// Every server it returned.
+    pub(crate) by_id: BTreeMap<ExternalId, Server>,
 }
 
 impl Cloud {
@@ -199,6 +213,7 @@ impl Clouds {
             limits_at: None,
             made_from: provider.clone(),
             retired: false,
+            servers: watch::Sender::new(Arc::new(Servers::default())),
         })
     }
 
@@ -227,17 +242,8 @@ impl Clouds {
                 .is_none_or(|at| now.saturating_since(at) >= LIMITS_EVERY);
             let want_flavors = cloud.flavors.is_none();
             let name = name.clone();
-            let installation = installation.clone();
             tasks.spawn(async move {
-                let servers = connection.list_servers().await.map(|servers| {
-                    servers
-                        .into_iter()
-                        .map(|s| SeenServer {
-                            owner: seen_owner(&s.metadata, &installation),
-                            id: s.id,
-                        })
-                        .collect::<Vec<_>>()
-                });
+                let servers = connection.list_servers().await;
                 let limits = if want_limits {
                     Some(connection.limits().await)
                 } else {
@@ -261,8 +267,19 @@ impl Clouds {
             };
             match servers {
                 Ok(servers) => {
+                    let seen = servers
+                        .iter()
+                        .map(|s| SeenServer {
+                            owner: seen_owner(&s.metadata, &installation),
+                            id: s.id.clone(),
+                        })
+                        .collect();
                     cloud.view.previous = cloud.view.listing.take();
-                    cloud.view.listing = Some(Listing::new(now, servers));
+                    cloud.view.listing = Some(Listing::new(now, seen));
+                    cloud.servers.send_replace(Arc::new(Servers {
+                        at: now,
+                        by_id: servers.into_iter().map(|s| (s.id.clone(), s)).collect(),
+                    }));
                 }
                 Err(error) => failed.push((name.clone(), error)),
             }

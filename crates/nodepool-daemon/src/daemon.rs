@@ -35,6 +35,9 @@ pub struct Options {
     pub config: PathBuf,
     /// The longest wait between two rounds.
     pub tick: Duration,
+    /// The longest wait between two rounds while executors wait on servers: each round's
+    /// listing is what tells them a server is ACTIVE or gone.
+    pub busy_tick: Duration,
     /// How often the config file is read again.
     pub reload_every: Duration,
     /// How long a graceful stop waits for running work.
@@ -42,12 +45,13 @@ pub struct Options {
 }
 
 impl Options {
-    /// The defaults for `config`: a round at least every 5 s, the file read every 10 s, 30 s
-    /// to stop.
+    /// The defaults for `config`: a round at least every 5 s (every second while executors
+    /// wait on servers), the file read every 10 s, 30 s to stop.
     pub fn new(config: impl Into<PathBuf>) -> Options {
         Options {
             config: config.into(),
             tick: Duration::from_secs(5),
+            busy_tick: Duration::from_secs(1),
             reload_every: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(30),
         }
@@ -339,7 +343,15 @@ impl Daemon {
         self.explain(&images, &nodes);
         self.apply_images(&snapshot, &images, now).await;
         self.apply_nodes(&snapshot, &nodes, now).await;
-        let mut next = now.saturating_add(self.options.tick);
+        let busy = !(self.busy_nodes.is_empty()
+            && self.busy_images.is_empty()
+            && self.busy_leaks.is_empty());
+        let tick = if busy {
+            self.options.busy_tick
+        } else {
+            self.options.tick
+        };
+        let mut next = now.saturating_add(tick);
         for at in [images.next_wakeup, nodes.next_wakeup]
             .into_iter()
             .flatten()
@@ -403,7 +415,7 @@ impl Daemon {
                         .clouds
                         .by_name
                         .get(&record.provider)
-                        .map(|c| c.connection.clone());
+                        .map(|c| (c.connection.clone(), c.servers.subscribe()));
                     let ctx = self.context();
                     let (record, reason, id) = (record.clone(), reason.clone(), *upload);
                     let task = self.tasks.spawn(async move {
@@ -487,9 +499,10 @@ impl Daemon {
         info!(image = %upload.id, provider = %provider, name = %image, "building: {}", reason.text);
         let ctx = self.context();
         let (connection, remote) = (cloud.connection.clone(), cloud.remote.clone());
+        let servers = cloud.servers.subscribe();
         let id = upload.id;
         let task = self.tasks.spawn(async move {
-            executor::build(ctx, connection, remote, upload, flavor).await;
+            executor::build(ctx, connection, servers, remote, upload, flavor).await;
             Done::Image(id)
         });
         self.busy_images.insert(id, task);
@@ -556,7 +569,7 @@ impl Daemon {
                         .clouds
                         .by_name
                         .get(&record.provider)
-                        .map(|c| c.connection.clone());
+                        .map(|c| (c.connection.clone(), c.servers.subscribe()));
                     let ctx = self.context();
                     let (record, server, reason, id) =
                         (record.clone(), server.clone(), reason.clone(), *node);
@@ -579,11 +592,12 @@ impl Daemon {
                         continue;
                     };
                     let ctx = self.context();
-                    let connection = cloud.connection.clone();
+                    let (connection, servers) =
+                        (cloud.connection.clone(), cloud.servers.subscribe());
                     let (server, reason) = (server.clone(), reason.clone());
                     let done = key.clone();
                     self.tasks.spawn(async move {
-                        executor::delete_leak(ctx, connection, server, reason).await;
+                        executor::delete_leak(ctx, connection, servers, server, reason).await;
                         Done::Leak(done.0, done.1)
                     });
                     self.busy_leaks.insert(key);
@@ -642,9 +656,10 @@ impl Daemon {
         };
         let ctx = self.context();
         let (connection, remote) = (cloud.connection.clone(), cloud.remote.clone());
+        let servers = cloud.servers.subscribe();
         let (id, upload) = (node.id, upload.clone());
         let task = self.tasks.spawn(async move {
-            executor::launch(ctx, connection, remote, node, upload, flavor).await;
+            executor::launch(ctx, connection, servers, remote, node, upload, flavor).await;
             Done::Node(id)
         });
         self.busy_nodes.insert(id, task);

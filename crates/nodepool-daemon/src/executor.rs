@@ -27,7 +27,7 @@ use nodepool_provider::{
 };
 use tracing::{info, warn};
 
-use crate::clouds::Connection;
+use crate::clouds::{Connection, Servers as Listing};
 use crate::remote::{Remote, RemoteError, Target};
 use crate::store;
 
@@ -51,6 +51,9 @@ pub(crate) struct Context {
 
 /// Why a step failed: a sentence for the event log.
 type Failed = String;
+
+/// A provider's listings as they come.
+pub(crate) type Servers = tokio::sync::watch::Receiver<Arc<Listing>>;
 
 fn cloud(error: ProviderError) -> Failed {
     error.to_string()
@@ -78,19 +81,22 @@ impl Context {
         .to_metadata()
     }
 
-    /// Waits for a server to become ACTIVE, until `timeout` after `since`.
+    /// Waits for a server to become ACTIVE, until `timeout` after `since`, watching the
+    /// provider's listings (the loop lists each provider once per round) instead of asking
+    /// the cloud about this one server.
     async fn until_active(
         &self,
-        connection: &Connection,
+        servers: &mut Servers,
         id: &ExternalId,
         since: Timestamp,
         timeout: Duration,
     ) -> Result<nodepool_provider::Server, Failed> {
         let deadline = since.saturating_add(timeout);
         loop {
-            match connection.get_server(id).await {
-                Ok(server) if server.status == ServerStatus::Active => return Ok(server),
-                Ok(server) if server.status == ServerStatus::Error => {
+            let listing = servers.borrow_and_update().clone();
+            match listing.by_id.get(id) {
+                Some(server) if server.status == ServerStatus::Active => return Ok(server.clone()),
+                Some(server) if server.status == ServerStatus::Error => {
                     return Err(format!(
                         "server {id} went ERROR: {}",
                         server
@@ -99,9 +105,7 @@ impl Context {
                             .unwrap_or("the cloud gave no reason")
                     ));
                 }
-                Ok(_) => {}
-                Err(error) if error.kind.is_retryable() => {}
-                Err(error) => return Err(cloud(error)),
+                _ => {}
             }
             if self.now() >= deadline {
                 return Err(format!(
@@ -109,7 +113,15 @@ impl Context {
                     Human(timeout)
                 ));
             }
-            self.clock.sleep(POLL).await;
+            self.next_listing(servers, deadline).await?;
+        }
+    }
+
+    /// Waits for the next listing of the provider, or the deadline.
+    async fn next_listing(&self, servers: &mut Servers, deadline: Timestamp) -> Result<(), Failed> {
+        tokio::select! {
+            changed = servers.changed() => changed.map_err(|_| "the provider is no longer connected".to_owned()),
+            () = self.clock.sleep_until(deadline) => Ok(()),
         }
     }
 
@@ -213,12 +225,23 @@ impl Context {
 pub(crate) async fn launch(
     ctx: Context,
     connection: Connection,
+    mut servers: Servers,
     remote: Arc<dyn Remote>,
     node: Node,
     upload: Image,
     flavor: String,
 ) {
-    if let Err(why) = try_launch(&ctx, &connection, remote.as_ref(), &node, &upload, flavor).await {
+    if let Err(why) = try_launch(
+        &ctx,
+        &connection,
+        &mut servers,
+        remote.as_ref(),
+        &node,
+        &upload,
+        flavor,
+    )
+    .await
+    {
         ctx.launch_failed(&node, why).await;
     }
 }
@@ -226,6 +249,7 @@ pub(crate) async fn launch(
 async fn try_launch(
     ctx: &Context,
     connection: &Connection,
+    servers: &mut Servers,
     remote: &dyn Remote,
     node: &Node,
     upload: &Image,
@@ -257,7 +281,7 @@ async fn try_launch(
     .await
     .map_err(|e| e.to_string())?;
     let server = ctx
-        .until_active(connection, &server.id, started, provider.launch_timeout)
+        .until_active(servers, &server.id, started, provider.launch_timeout)
         .await?;
     let (public, private) = ctx
         .address(connection, provider, &server, Owner::Node(node.id))
@@ -362,6 +386,7 @@ fn last_lines(output: &str) -> String {
 pub(crate) async fn build(
     ctx: Context,
     connection: Connection,
+    mut servers: Servers,
     remote: Arc<dyn Remote>,
     upload: Image,
     flavor: String,
@@ -370,6 +395,7 @@ pub(crate) async fn build(
     let result = try_build(
         &ctx,
         &connection,
+        &mut servers,
         remote.as_ref(),
         &upload,
         flavor,
@@ -383,7 +409,7 @@ pub(crate) async fn build(
     // The image is READY; the template goes (best effort: a leftover is a tagged leak the
     // node policy finds, or the upload's own deletion removes it).
     if let Some(server) = template
-        && let Err(why) = delete_server(&ctx, &connection, &server).await
+        && let Err(why) = delete_server(&ctx, &connection, &mut servers, &server).await
     {
         warn!(image = %upload.id, "template server {server} not deleted: {why}");
     }
@@ -392,6 +418,7 @@ pub(crate) async fn build(
 async fn try_build(
     ctx: &Context,
     connection: &Connection,
+    servers: &mut Servers,
     remote: &dyn Remote,
     upload: &Image,
     flavor: String,
@@ -435,7 +462,7 @@ async fn try_build(
     .await
     .map_err(|e| e.to_string())?;
     let server = ctx
-        .until_active(connection, &server.id, started, provider.launch_timeout)
+        .until_active(servers, &server.id, started, provider.launch_timeout)
         .await?;
     let (public, private) = ctx.address(connection, provider, &server, owner).await?;
     let host = public.or(private).ok_or("no address to log in at")?;
@@ -642,10 +669,12 @@ fn read_scripts(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, Failed> {
     Ok(files)
 }
 
-/// Deletes a server and waits until the cloud says it is gone; one already gone is fine.
+/// Deletes a server and waits until the cloud says it is gone (a listing asked for after
+/// the deletion no longer shows it); one already gone is fine.
 async fn delete_server(
     ctx: &Context,
     connection: &Connection,
+    servers: &mut Servers,
     id: &ExternalId,
 ) -> Result<(), Failed> {
     // Floating IPs mapped onto it go first, as 2014's cleanupServer did.
@@ -658,20 +687,26 @@ async fn delete_server(
             }
         }
     }
+    let asked = ctx.now();
     match connection.delete_server(id).await {
         Ok(()) => {}
         Err(error) if error.kind == ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(cloud(error)),
     }
-    let deadline = ctx.now().saturating_add(DELETE_TIMEOUT);
+    let deadline = asked.saturating_add(DELETE_TIMEOUT);
+    let mut asked_again = false;
     loop {
-        match connection.get_server(id).await {
-            Err(error) if error.kind == ErrorKind::NotFound => return Ok(()),
-            Ok(server) if server.status == ServerStatus::Error => {
-                // An ERROR server is asked again; some clouds need it.
-                let _ = connection.delete_server(id).await;
+        let listing = servers.borrow_and_update().clone();
+        if listing.at > asked {
+            match listing.by_id.get(id) {
+                None => return Ok(()),
+                // An ERROR server is asked once more; some clouds need it.
+                Some(server) if server.status == ServerStatus::Error && !asked_again => {
+                    asked_again = true;
+                    let _ = connection.delete_server(id).await;
+                }
+                Some(_) => {}
             }
-            _ => {}
         }
         if ctx.now() >= deadline {
             return Err(format!(
@@ -679,7 +714,7 @@ async fn delete_server(
                 Human(DELETE_TIMEOUT)
             ));
         }
-        ctx.clock.sleep(POLL).await;
+        ctx.next_listing(servers, deadline).await?;
     }
 }
 
@@ -687,7 +722,7 @@ async fn delete_server(
 /// cloud says the server is gone.
 pub(crate) async fn delete_node(
     ctx: Context,
-    connection: Option<Connection>,
+    connection: Option<(Connection, Servers)>,
     node: Node,
     server: Option<ExternalId>,
     reason: Reason,
@@ -706,11 +741,11 @@ pub(crate) async fn delete_node(
         }
     }
     if let Some(server) = &server {
-        let Some(connection) = connection else {
+        let Some((connection, mut servers)) = connection else {
             warn!(node = %id, provider = %node.provider, "server {server} kept: the provider is not connected");
             return;
         };
-        if let Err(why) = delete_server(&ctx, &connection, server).await {
+        if let Err(why) = delete_server(&ctx, &connection, &mut servers, server).await {
             warn!(node = %id, provider = %node.provider, "server {server} not deleted yet: {why}");
             return;
         }
@@ -735,10 +770,11 @@ pub(crate) async fn delete_node(
 pub(crate) async fn delete_leak(
     ctx: Context,
     connection: Connection,
+    mut servers: Servers,
     server: ExternalId,
     reason: Reason,
 ) {
-    match delete_server(&ctx, &connection, &server).await {
+    match delete_server(&ctx, &connection, &mut servers, &server).await {
         Ok(()) => {
             info!(provider = %connection.name(), "deleted leaked server {server}: {}", reason.text)
         }
@@ -751,7 +787,7 @@ pub(crate) async fn delete_leak(
 /// Deletes an upload: its template server, its cloud image, then its row.
 pub(crate) async fn delete_upload(
     ctx: Context,
-    connection: Option<Connection>,
+    connection: Option<(Connection, Servers)>,
     upload: Image,
     reason: Reason,
 ) {
@@ -769,12 +805,12 @@ pub(crate) async fn delete_upload(
         }
     }
     if upload.server_external_id.is_some() || upload.external_id.is_some() {
-        let Some(connection) = connection else {
+        let Some((connection, mut servers)) = connection else {
             warn!(image = %id, provider = %upload.provider, "kept: the provider is not connected");
             return;
         };
         if let Some(server) = &upload.server_external_id
-            && let Err(why) = delete_server(&ctx, &connection, server).await
+            && let Err(why) = delete_server(&ctx, &connection, &mut servers, server).await
         {
             warn!(image = %id, "template server {server} not deleted yet: {why}");
             return;

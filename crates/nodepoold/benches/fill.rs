@@ -158,7 +158,11 @@ fn smoke() -> Duration {
         .lines()
         .find(|l| l.contains("server(s) ACTIVE"))
         .unwrap();
-    let seconds = line.split_whitespace().last().unwrap().trim_end_matches('s');
+    let seconds = line
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .trim_end_matches('s');
     Duration::from_secs_f64(seconds.parse().unwrap())
 }
 
@@ -240,7 +244,9 @@ fn main() {
             store
                 .set_node_state(node.id, NodeState::Delete, node.state_time, &why)
                 .unwrap();
-            store.remove_node(node.id, now.max(node.state_time), &why).unwrap();
+            store
+                .remove_node(node.id, now.max(node.state_time), &why)
+                .unwrap();
         }
         let raw = smoke();
         eprintln!(
@@ -256,7 +262,10 @@ fn main() {
     let (fill, raw) = (median(fills), median(smokes));
     println!("| client | {NODES} nodes (median of {RUNS}) | peak RSS |");
     println!("| --- | ---: | ---: |");
-    println!("| nodepoold, start to READY (SSH reached) | {fill:.1} s | {:.1} MB |", median(rss));
+    println!(
+        "| nodepoold, start to READY (SSH reached) | {fill:.1} s | {:.1} MB |",
+        median(rss)
+    );
     println!("| smoke.py (raw HTTP), create to ACTIVE | {raw:.1} s | |");
     println!("| ratio | {:.2}x | |", fill / raw);
 }
