@@ -205,10 +205,10 @@ fn main() {
     let child = nodepoold(&path);
     let uri = DbUri::Sqlite(dir.join("nodepool.sqlite"));
     let store = loop {
-        if let Ok(store) = Store::open(&uri, "bench") {
-            if store.check_schema().is_ok() {
-                break store;
-            }
+        if let Ok(store) = Store::open(&uri, "bench")
+            && store.check_schema().is_ok()
+        {
+            break store;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
