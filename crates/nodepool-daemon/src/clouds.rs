@@ -305,6 +305,16 @@ impl Clouds {
         failed
     }
 
+    /// What an executor needs to act on `provider`: its connection and its listings.
+    pub(crate) fn handle(
+        &self,
+        provider: &ProviderName,
+    ) -> Option<(Connection, watch::Receiver<Arc<Servers>>)> {
+        self.by_name
+            .get(provider)
+            .map(|c| (c.connection.clone(), c.servers.subscribe()))
+    }
+
     /// Each provider's view, for the node policy.
     pub(crate) fn views(&self) -> BTreeMap<ProviderName, CloudView> {
         self.by_name

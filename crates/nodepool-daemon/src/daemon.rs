@@ -411,11 +411,7 @@ impl Daemon {
                         }
                         task.abort();
                     }
-                    let connection = self
-                        .clouds
-                        .by_name
-                        .get(&record.provider)
-                        .map(|c| (c.connection.clone(), c.servers.subscribe()));
+                    let connection = self.clouds.handle(&record.provider);
                     let ctx = self.context();
                     let (record, reason, id) = (record.clone(), reason.clone(), *upload);
                     let task = self.tasks.spawn(async move {
@@ -565,11 +561,7 @@ impl Daemon {
                         }
                         task.abort();
                     }
-                    let connection = self
-                        .clouds
-                        .by_name
-                        .get(&record.provider)
-                        .map(|c| (c.connection.clone(), c.servers.subscribe()));
+                    let connection = self.clouds.handle(&record.provider);
                     let ctx = self.context();
                     let (record, server, reason, id) =
                         (record.clone(), server.clone(), reason.clone(), *node);
@@ -588,12 +580,10 @@ impl Daemon {
                     if self.busy_leaks.contains(&key) {
                         continue;
                     }
-                    let Some(cloud) = self.clouds.by_name.get(provider) else {
+                    let ctx = self.context();
+                    let Some((connection, servers)) = self.clouds.handle(provider) else {
                         continue;
                     };
-                    let ctx = self.context();
-                    let (connection, servers) =
-                        (cloud.connection.clone(), cloud.servers.subscribe());
                     let (server, reason) = (server.clone(), reason.clone());
                     let done = key.clone();
                     self.tasks.spawn(async move {
