@@ -343,7 +343,10 @@ fn costs(cloud: &Cloud) -> BTreeMap<ImageName, Cost> {
         .collect()
 }
 
-fn seen_owner(metadata: &BTreeMap<String, String>, installation: &InstallationId) -> SeenOwner {
+pub(crate) fn seen_owner(
+    metadata: &BTreeMap<String, String>,
+    installation: &InstallationId,
+) -> SeenOwner {
     match classify(metadata, installation) {
         Ownership::Ours {
             owner: Owner::Node(id),

@@ -15,18 +15,18 @@ use nodepool_config::{Config, ConfigErrors};
 use nodepool_db::{NewImage, NewNode, Store};
 use nodepool_image::{ImageAction, ImagePlan};
 use nodepool_model::{
-    BuildRequestState, ExternalId, ImageId, ImageState, NodeId, ProviderName, Reason, Snapshot,
-    Timestamp,
+    BuildRequestState, ExternalId, ImageId, ImageState, NodeId, NodeState, ProviderName, Reason,
+    Snapshot, Timestamp,
 };
 use nodepool_node::{History, NodeAction, NodePlan, World};
 use nodepool_provider::Clock;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{error, info, warn};
 
 use crate::clouds::{Clouds, Connector};
 use crate::executor::{self, Context};
-use crate::{DaemonError, store};
+use crate::{DaemonError, jobs, store};
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]
@@ -67,6 +67,8 @@ enum Done {
     Node(NodeId),
     Image(ImageId),
     Leak(ProviderName, ExternalId),
+    Cleanup(ProviderName),
+    Check(NodeId),
 }
 
 /// The running daemon.
@@ -90,6 +92,13 @@ pub struct Daemon {
     busy_nodes: BTreeMap<NodeId, AbortHandle>,
     busy_images: BTreeMap<ImageId, AbortHandle>,
     busy_leaks: BTreeSet<(ProviderName, ExternalId)>,
+    /// When `cron: cleanup` and `cron: check` fire next.
+    next_cleanup: Option<Timestamp>,
+    next_check: Option<Timestamp>,
+    busy_cleanups: BTreeSet<ProviderName>,
+    busy_checks: BTreeSet<NodeId>,
+    /// Bounds the checks that log in at once.
+    checks: Arc<Semaphore>,
     said: BTreeSet<String>,
 }
 
@@ -144,8 +153,14 @@ impl Daemon {
             busy_nodes: BTreeMap::new(),
             busy_images: BTreeMap::new(),
             busy_leaks: BTreeSet::new(),
+            next_cleanup: None,
+            next_check: None,
+            busy_cleanups: BTreeSet::new(),
+            busy_checks: BTreeSet::new(),
+            checks: Arc::new(Semaphore::new(jobs::CHECKS_AT_ONCE)),
             said: BTreeSet::new(),
         };
+        daemon.schedule_jobs(now);
         daemon.recover().await?;
         Ok(daemon)
     }
@@ -237,6 +252,12 @@ impl Daemon {
             Ok(Done::Leak(provider, server)) => {
                 self.busy_leaks.remove(&(provider, server));
             }
+            Ok(Done::Cleanup(provider)) => {
+                self.busy_cleanups.remove(&provider);
+            }
+            Ok(Done::Check(node)) => {
+                self.busy_checks.remove(&node);
+            }
             Err(join) if join.is_cancelled() => {}
             Err(join) => error!("an executor panicked: {join}"),
         }
@@ -296,6 +317,7 @@ impl Daemon {
                 self.config = Arc::new(config);
                 self.config_bytes = bytes;
                 self.broken_bytes = None;
+                self.schedule_jobs(now);
             }
             Err(errors) => {
                 error!(config = %self.options.config.display(), "the edited config is invalid; keeping the running one:\n{errors}");
@@ -343,6 +365,7 @@ impl Daemon {
         self.explain(&images, &nodes);
         self.apply_images(&snapshot, &images, now).await;
         self.apply_nodes(&snapshot, &nodes, now).await;
+        self.run_jobs(&snapshot, now).await;
         let busy = !(self.busy_nodes.is_empty()
             && self.busy_images.is_empty()
             && self.busy_leaks.is_empty());
@@ -352,13 +375,95 @@ impl Daemon {
             self.options.tick
         };
         let mut next = now.saturating_add(tick);
-        for at in [images.next_wakeup, nodes.next_wakeup]
-            .into_iter()
-            .flatten()
+        for at in [
+            images.next_wakeup,
+            nodes.next_wakeup,
+            self.next_cleanup,
+            self.next_check,
+        ]
+        .into_iter()
+        .flatten()
         {
             next = next.min(at);
         }
         next
+    }
+
+    /// When the periodic jobs fire next, by the running config's schedules. Fires missed
+    /// while the daemon was stopped are not made up: the next one comes on schedule.
+    fn schedule_jobs(&mut self, now: Timestamp) {
+        self.next_cleanup = self.config.cron.cleanup.next_after(now);
+        self.next_check = self.config.cron.check.next_after(now);
+    }
+
+    /// Starts the periodic jobs that are due.
+    async fn run_jobs(&mut self, snapshot: &Snapshot, now: Timestamp) {
+        if self.next_cleanup.is_some_and(|at| now >= at) {
+            self.next_cleanup = self.config.cron.cleanup.next_after(now);
+            for provider in self.clouds.by_name.keys().cloned().collect::<Vec<_>>() {
+                if self.busy_cleanups.contains(&provider) {
+                    continue;
+                }
+                let Some((connection, _)) = self.clouds.handle(&provider) else {
+                    continue;
+                };
+                let ctx = self.context();
+                let done = provider.clone();
+                self.tasks.spawn(async move {
+                    jobs::cleanup(ctx, connection).await;
+                    Done::Cleanup(done)
+                });
+                self.busy_cleanups.insert(provider);
+            }
+            self.prune(now).await;
+        }
+        if self.next_check.is_some_and(|at| now >= at) {
+            self.next_check = self.config.cron.check.next_after(now);
+            let ready = snapshot.nodes.iter().filter(|n| {
+                n.state == NodeState::Ready
+                    && !self.busy_nodes.contains_key(&n.id)
+                    && !self.busy_checks.contains(&n.id)
+            });
+            let mut started = Vec::new();
+            for node in ready {
+                let Some(cloud) = self.clouds.by_name.get(&node.provider) else {
+                    continue;
+                };
+                let (ctx, remote) = (self.context(), cloud.remote.clone());
+                let (node, limit) = (node.clone(), self.checks.clone());
+                let id = node.id;
+                self.tasks.spawn(async move {
+                    jobs::check(ctx, remote, node, limit).await;
+                    Done::Check(id)
+                });
+                started.push(id);
+            }
+            if !started.is_empty() {
+                info!("checking {} ready node(s) over SSH", started.len());
+            }
+            self.busy_checks.extend(started);
+        }
+    }
+
+    /// Forgets old history: events of what no longer exists, and failures the backoff no
+    /// longer looks at.
+    async fn prune(&self, now: Timestamp) {
+        let events_before = now.saturating_sub(jobs::HISTORY_KEPT);
+        let failures_before = now.saturating_sub(jobs::FAILURES_KEPT);
+        match store::call(&self.store, move |s| {
+            Ok((
+                s.prune_events(events_before)?,
+                s.prune_failures(failures_before)?,
+            ))
+        })
+        .await
+        {
+            Ok((0, 0)) => {}
+            Ok((events, failures)) => {
+                info!("pruned {events} old event(s) and {failures} old failure(s)")
+            }
+            Err(e) => warn!("cannot prune old history: {e}"),
+        }
     }
 
     /// Logs what the policies chose not to do, once each while it lasts.

@@ -19,7 +19,7 @@ use nodepool_config::{BaseImage, Config, Label, Provider as ProviderConfig, Prov
 use nodepool_db::Store;
 use nodepool_model::{
     Attempt, ExternalId, Failure, Human, Image, ImageState, InstallationId, Node, NodeState,
-    Reason, Timestamp,
+    ProviderName, Reason, Subject, Timestamp,
 };
 use nodepool_provider::{
     Clock, ErrorKind, ImageStatus, NetworkRef, Owner, Provider, ProviderError, ServerSpec,
@@ -64,7 +64,7 @@ fn remote_failed(error: RemoteError) -> Failed {
 }
 
 impl Context {
-    fn now(&self) -> Timestamp {
+    pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
     }
 
@@ -151,18 +151,19 @@ impl Context {
         Ok((None, private))
     }
 
-    /// Logs in as soon as the server answers, until `timeout` after `since`.
-    async fn reach(
+    /// Logs in as soon as the server answers, until `timeout` after `since`; returns the
+    /// host key the server presented.
+    pub(crate) async fn reach(
         &self,
         remote: &dyn Remote,
         target: &Target,
         since: Timestamp,
         timeout: Duration,
-    ) -> Result<(), RemoteError> {
+    ) -> Result<Option<String>, RemoteError> {
         let deadline = since.saturating_add(timeout);
         loop {
             match remote.run(target, "echo access okay").await {
-                Ok(output) if output.status == 0 => return Ok(()),
+                Ok(output) if output.status == 0 => return Ok(output.host_key),
                 Ok(output) => {
                     return Err(RemoteError::Unreachable {
                         target: target.to_string(),
@@ -183,41 +184,54 @@ impl Context {
     /// Marks `node` for deletion after a failed launch, and remembers the failure.
     async fn launch_failed(&self, node: &Node, why: Failed) {
         warn!(node = %node.id, provider = %node.provider, label = %node.label, "launch failed: {why}");
-        let now = self.now();
-        let failure = Failure {
-            provider: node.provider.clone(),
-            attempt: Attempt::Launch(node.label.clone()),
-            at: now,
-            reason: why.clone(),
-        };
-        let reason = Reason::new("launch-failed", why);
-        let id = node.id;
-        let _ = store::call(&self.store, move |s| {
-            s.record_failure(&failure)?;
-            s.set_node_state(id, NodeState::Delete, now, &reason)
-        })
-        .await
-        .map_err(|e| warn!(node = %id, "cannot record the failed launch: {e}"));
+        let attempt = Attempt::Launch(node.label.clone());
+        self.failed(Subject::Node(node.id), &node.provider, attempt, why)
+            .await;
     }
 
     /// Marks `upload` for deletion after a failed build, and remembers the failure.
     async fn build_failed(&self, upload: &Image, why: Failed) {
         warn!(image = %upload.id, provider = %upload.provider, name = %upload.name, "build failed: {why}");
+        let attempt = Attempt::Build(upload.name.clone());
+        self.failed(Subject::Image(upload.id), &upload.provider, attempt, why)
+            .await;
+    }
+
+    /// Records a failure (the policies back off on it) and marks its subject for deletion:
+    /// the next round deletes it with everything it had in the cloud.
+    async fn failed(
+        &self,
+        subject: Subject,
+        provider: &ProviderName,
+        attempt: Attempt,
+        why: Failed,
+    ) {
         let now = self.now();
-        let failure = Failure {
-            provider: upload.provider.clone(),
-            attempt: Attempt::Build(upload.name.clone()),
-            at: now,
-            reason: why.clone(),
+        let code = match attempt {
+            Attempt::Launch(_) => "launch-failed",
+            Attempt::Build(_) => "build-failed",
         };
-        let reason = Reason::new("build-failed", why);
-        let id = upload.id;
+        let reason = Reason::new(code, why.clone());
+        let failure = Failure {
+            provider: provider.clone(),
+            attempt,
+            at: now,
+            reason: why,
+        };
         let _ = store::call(&self.store, move |s| {
             s.record_failure(&failure)?;
-            s.set_image_state(id, ImageState::Delete, now, &reason)
+            match subject {
+                Subject::Node(id) => s
+                    .set_node_state(id, NodeState::Delete, now, &reason)
+                    .map(drop),
+                Subject::Image(id) => s
+                    .set_image_state(id, ImageState::Delete, now, &reason)
+                    .map(drop),
+                Subject::Request(_) | Subject::Build(_) => Ok(()),
+            }
         })
         .await
-        .map_err(|e| warn!(image = %id, "cannot record the failed build: {e}"));
+        .map_err(|e| warn!(%subject, "cannot record the failure: {e}"));
     }
 }
 
@@ -299,7 +313,8 @@ async fn try_launch(
         user: image.username.clone(),
         key: ctx.key(image),
     };
-    ctx.reach(remote, &target, ctx.now(), provider.boot_timeout)
+    let host_key = ctx
+        .reach(remote, &target, ctx.now(), provider.boot_timeout)
         .await
         .map_err(|e| {
             format!(
@@ -307,6 +322,12 @@ async fn try_launch(
                 Human(provider.boot_timeout)
             )
         })?;
+    if let Some(key) = host_key {
+        let now = ctx.now();
+        store::call(&ctx.store, move |s| s.set_node_host_keys(id, &[key], now))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     if let Some(script) = &label.ready_script {
         let command = format!(
             "cd {} && ./{script} {}",
@@ -373,6 +394,26 @@ fn networks(provider: &ProviderConfig) -> Vec<NetworkRef> {
             nodepool_config::Network::Name(name) => NetworkRef::Name(name.clone()),
         })
         .collect()
+}
+
+/// How much of a setup script's output the image's event log keeps (its end).
+const SETUP_OUTPUT_KEPT: usize = 16 * 1024;
+
+/// The last `limit` bytes of `output` or less, cut at a line start, marked when cut.
+fn tail(output: &str, limit: usize) -> String {
+    if output.len() <= limit {
+        return output.to_owned();
+    }
+    let mut start = output.len() - limit;
+    while !output.is_char_boundary(start) {
+        start += 1;
+    }
+    let cut = &output[start..];
+    let cut = cut.split_once('\n').map_or(cut, |(_, rest)| rest);
+    format!(
+        "[{} bytes before this left out]\n{cut}",
+        output.len() - cut.len()
+    )
 }
 
 /// The end of a long output, for an event log line.
@@ -591,7 +632,7 @@ async fn login(
             key: ctx.key(image),
         };
         match ctx.reach(remote, &target, ctx.now(), timeout).await {
-            Ok(()) => return Ok(target),
+            Ok(_) => return Ok(target),
             Err(error) => last = Some(error),
         }
     }
@@ -628,6 +669,16 @@ async fn setup(
         let output = remote.run(target, &command).await.map_err(remote_failed)?;
         for line in output.output.lines() {
             info!(image = %upload.id, name = %upload.name, "setup: {line}");
+        }
+        let (id, now) = (upload.id, ctx.now());
+        let what = format!("setup {script} exited with {}", output.status);
+        let reason = Reason::new("setup-output", tail(&output.output, SETUP_OUTPUT_KEPT));
+        if let Err(e) = store::call(&ctx.store, move |s| {
+            s.note(Subject::Image(id), &what, &reason, now)
+        })
+        .await
+        {
+            warn!(image = %upload.id, "cannot keep the setup output in the event log: {e}");
         }
         if output.status != 0 {
             return Err(format!(
@@ -833,5 +884,23 @@ pub(crate) async fn delete_upload(
             info!(image = %id, provider = %upload.provider, name = %upload.name, "deleted: {}", reason.text)
         }
         Err(e) => warn!(image = %id, "cannot remove the row: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail;
+
+    #[test]
+    fn a_long_output_keeps_its_last_whole_lines() {
+        assert_eq!(tail("short\n", 100), "short\n");
+        let output = "first line\nsecond line\nthird é line\n";
+        // The cut falls inside "second line": that line goes whole.
+        assert_eq!(
+            tail(output, 20),
+            format!("[{} bytes before this left out]\nthird é line\n", 23)
+        );
+        // A cut inside a multi-byte character moves past it.
+        assert!(tail("ééééé\nok\n", 6).ends_with("ok\n"));
     }
 }

@@ -35,6 +35,7 @@ mod clock;
 mod clouds;
 mod daemon;
 mod executor;
+mod jobs;
 mod remote;
 mod ssh;
 mod store;

@@ -39,6 +39,9 @@ pub struct Output {
     pub status: i32,
     /// Standard output and standard error, interleaved as they came.
     pub output: String,
+    /// The host key the server presented on this connection, as an OpenSSH public key line
+    /// (`ssh-ed25519 AAAA...`), if the transport has one.
+    pub host_key: Option<String>,
 }
 
 /// Why a remote step failed.
@@ -102,12 +105,16 @@ pub enum Recorded {
 #[derive(Debug, Default)]
 struct FakeState {
     log: Vec<Recorded>,
-    /// Commands containing the key exit with the value.
-    failing: BTreeMap<String, i32>,
+    /// Commands containing the key exit with the status and print the output.
+    scripted: BTreeMap<String, (i32, String)>,
+    /// Host keys set by the test, by host; others get one made from their address.
+    host_keys: BTreeMap<IpAddr, String>,
     /// How many more connection attempts are refused.
     refusals: usize,
     /// Users that may not log in.
     refused_users: Vec<String>,
+    /// Hosts that do not answer at all.
+    unplugged: Vec<IpAddr>,
 }
 
 /// A remote for the fake cloud: every server answers at once, every command succeeds unless
@@ -132,12 +139,47 @@ impl FakeRemote {
 
     /// Every command containing `needle` exits with `status`.
     pub fn fail_commands(&self, needle: &str, status: i32) {
-        self.lock().failing.insert(needle.to_owned(), status);
+        let output = format!("{needle}: failed with status {status}\n");
+        self.answer(needle, status, &output);
+    }
+
+    /// Every command containing `needle` prints `output` and exits with `status`.
+    pub fn answer(&self, needle: &str, status: i32, output: &str) {
+        self.lock()
+            .scripted
+            .insert(needle.to_owned(), (status, output.to_owned()));
+    }
+
+    /// The server at `host` presents `key` from now on (as a rebuilt or impostor server
+    /// would).
+    pub fn set_host_key(&self, host: IpAddr, key: &str) {
+        self.lock().host_keys.insert(host, key.to_owned());
+    }
+
+    /// The host key the server at `host` presents.
+    pub fn host_key(&self, host: IpAddr) -> String {
+        Self::key_of(&self.lock(), host)
+    }
+
+    fn key_of(state: &FakeState, host: IpAddr) -> String {
+        state.host_keys.get(&host).cloned().unwrap_or_else(|| {
+            let hex: String = host
+                .to_string()
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("ssh-ed25519 FAKEKEY{hex}")
+        })
     }
 
     /// The next `n` connection attempts find nothing listening (a server still booting).
     pub fn refuse_next(&self, n: usize) {
         self.lock().refusals = n;
+    }
+
+    /// Nothing answers at `host` from now on (a node that died).
+    pub fn unplug(&self, host: IpAddr) {
+        self.lock().unplugged.push(host);
     }
 
     /// Logins as `user` are refused.
@@ -163,6 +205,12 @@ impl FakeRemote {
     }
 
     fn connect(state: &mut FakeState, target: &Target) -> Result<(), RemoteError> {
+        if state.unplugged.contains(&target.host) {
+            return Err(RemoteError::Unreachable {
+                target: target.to_string(),
+                message: "no route to host".into(),
+            });
+        }
         if state.refusals > 0 {
             state.refusals -= 1;
             return Err(RemoteError::Unreachable {
@@ -189,17 +237,17 @@ impl Remote for FakeRemote {
             target: target.clone(),
             command: command.to_owned(),
         });
-        let status = state
-            .failing
+        let (status, output) = state
+            .scripted
             .iter()
             .find(|(needle, _)| command.contains(needle.as_str()))
-            .map_or(0, |(_, status)| *status);
-        let output = if status == 0 {
-            String::new()
-        } else {
-            format!("{command}: failed with status {status}\n")
-        };
-        Ok(Output { status, output })
+            .map_or_else(|| (0, String::new()), |(_, answer)| answer.clone());
+        let host_key = Some(Self::key_of(&state, target.host));
+        Ok(Output {
+            status,
+            output,
+            host_key,
+        })
     }
 
     async fn upload(

@@ -47,7 +47,11 @@ impl SshRemote {
         Ok(key)
     }
 
-    async fn session(&self, target: &Target) -> Result<client::Handle<HostKeys>, RemoteError> {
+    /// Connects and logs in; returns the session and the host key the server presented.
+    async fn session(
+        &self,
+        target: &Target,
+    ) -> Result<(client::Handle<HostKeys>, Option<String>), RemoteError> {
         let key = self.key(&target.key, target)?;
         let unreachable = |message: String| RemoteError::Unreachable {
             target: target.to_string(),
@@ -57,7 +61,11 @@ impl SshRemote {
             inactivity_timeout: Some(Duration::from_secs(600)),
             ..Default::default()
         });
-        let connect = client::connect(config, (target.host, target.port), HostKeys);
+        let presented = Arc::new(Mutex::new(None));
+        let handler = HostKeys {
+            presented: presented.clone(),
+        };
+        let connect = client::connect(config, (target.host, target.port), handler);
         let mut session = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
@@ -77,7 +85,11 @@ impl SshRemote {
                 message: format!("the key {} was not accepted", target.key.display()),
             });
         }
-        Ok(session)
+        let host_key = presented
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        Ok((session, host_key))
     }
 
     /// Runs `command`, feeding it `stdin` if given; returns its status and output.
@@ -87,7 +99,7 @@ impl SshRemote {
         command: &str,
         stdin: Option<&[u8]>,
     ) -> Result<Output, RemoteError> {
-        let session = self.session(target).await?;
+        let (session, host_key) = self.session(target).await?;
         let broken = |e: russh::Error| RemoteError::Unreachable {
             target: target.to_string(),
             message: format!("the session broke: {e}"),
@@ -119,6 +131,7 @@ impl SshRemote {
         Ok(Output {
             status: i32::try_from(status).unwrap_or(i32::MAX),
             output: String::from_utf8_lossy(&output).into_owned(),
+            host_key,
         })
     }
 }
@@ -159,17 +172,29 @@ fn quote(path: &str) -> String {
 }
 
 /// The client side of the handshake: every host key is accepted (nodes are new servers
-/// whose keys nobody knows yet). Recording them on the node is still to come.
-#[derive(Debug, Default, Clone, Copy)]
-struct HostKeys;
+/// whose keys nobody knows yet) and kept, so that the launch records it on the node and the
+/// periodic check can compare it with the recorded one.
+#[derive(Debug)]
+struct HostKeys {
+    presented: Arc<Mutex<Option<String>>>,
+}
 
 impl client::Handler for HostKeys {
     type Error = russh::Error;
 
     async fn check_server_key(
         &mut self,
-        _key: &russh::keys::ssh_key::PublicKey,
+        key: &russh::keys::ssh_key::PublicKey,
     ) -> Result<bool, Self::Error> {
+        let mut line = key.to_openssh().map_err(russh::keys::Error::from)?;
+        // The comment is the server's business; the key is what identifies it.
+        if let Some(comment) = line.splitn(3, ' ').nth(2).map(str::len) {
+            line.truncate(line.len() - comment - 1);
+        }
+        *self
+            .presented
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(line);
         Ok(true)
     }
 }

@@ -340,8 +340,17 @@ impl Connector for SharedClouds {
 
 /// Every server and image of our fake clouds belongs to a row of the store.
 async fn converged(shared: &SharedClouds, snapshot: &Snapshot) -> Result<(), String> {
+    converged_on(shared, &["cloud1", "cloud2"], snapshot).await
+}
+
+/// Every server and image of the fake clouds `names` belongs to a row of the store.
+async fn converged_on(
+    shared: &SharedClouds,
+    names: &[&str],
+    snapshot: &Snapshot,
+) -> Result<(), String> {
     use nodepool_provider::Provider;
-    for name in ["cloud1", "cloud2"] {
+    for &name in names {
         let cloud = shared.cloud(name);
         for server in cloud.list_servers().await.unwrap() {
             let known = snapshot
@@ -592,4 +601,260 @@ async fn a_provider_removed_from_the_config_has_its_nodes_and_images_deleted() {
         "images left on cloud2"
     );
     running.stop().await;
+}
+
+/// `config` with cloud1 only: the fake clouds number their addresses alike, and the shared
+/// fake remote knows servers by address.
+fn one_cloud(dir: &Path, min_ready: i32) -> String {
+    let text = config(dir, min_ready, "").replace(
+        "providers: [{name: cloud1}, {name: cloud2}]",
+        "providers: [{name: cloud1}]",
+    );
+    let i = text.find("  - name: cloud2").unwrap();
+    text[..i].to_owned()
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn host_keys_are_recorded_and_the_check_deletes_dead_and_changed_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Arc::new(FakeRemote::new());
+    remote.answer("prepare.sh", 0, "installing packages\nprepared\n");
+    let clock = Arc::new(TokioClock::starting_at(T0));
+    let connect = Arc::new(Connect::new(clock.clone(), remote.clone(), remote.clone()));
+    let running = start_with(
+        dir.path(),
+        &one_cloud(dir.path(), 3),
+        clock,
+        connect,
+        remote.clone(),
+    )
+    .await;
+    let snapshot = running
+        .until(Duration::from_secs(600), "3 ready", |s| {
+            ready(s, "small") == 3
+        })
+        .await;
+    // The setup script's output is in the image's event log.
+    let store = running.store.clone();
+    let image = snapshot.images[0].id;
+    let events =
+        tokio::task::spawn_blocking(move || store.events(nodepool_model::Subject::Image(image)))
+            .await
+            .unwrap()
+            .unwrap();
+    let setup = events
+        .iter()
+        .find(|e| e.what == "setup prepare.sh exited with 0")
+        .expect("a setup event");
+    assert_eq!(setup.reason.text, "installing packages\nprepared\n");
+    // Each node has the host key its server presented.
+    for node in &snapshot.nodes {
+        let host = node.public_ip.or(node.private_ip).unwrap();
+        assert_eq!(node.host_keys, [remote.host_key(host)], "{node:#?}");
+    }
+    // One node dies, another is replaced behind our back; the third is fine.
+    let (dead, changed, fine) = (&snapshot.nodes[0], &snapshot.nodes[1], &snapshot.nodes[2]);
+    let address = |n: &nodepool_model::Node| n.public_ip.or(n.private_ip).unwrap();
+    remote.unplug(address(dead));
+    remote.set_host_key(address(changed), "ssh-ed25519 AAAAsomeoneelse");
+    // `check` fires at 05:15 by default; the dead node gets its minute to answer.
+    let snapshot = running
+        .until_every(
+            Duration::from_secs(10),
+            Duration::from_secs(1800),
+            "the two bad nodes replaced",
+            |s| {
+                ready(s, "small") == 3
+                    && !s
+                        .nodes
+                        .iter()
+                        .any(|n| n.id == dead.id || n.id == changed.id)
+            },
+        )
+        .await;
+    assert!(snapshot.nodes.iter().any(|n| n.id == fine.id));
+    for (node, code) in [(dead.id, "check-failed"), (changed.id, "host-key-changed")] {
+        let store = running.store.clone();
+        let events =
+            tokio::task::spawn_blocking(move || store.events(nodepool_model::Subject::Node(node)))
+                .await
+                .unwrap()
+                .unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.what == "state delete" && e.reason.code == code),
+            "{node}: {events:#?}"
+        );
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_cleanup_job_deletes_snapshots_and_floating_ips_whose_rows_are_gone() {
+    use nodepool_provider::{Owner, Provider, ServerSpec, Tags};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(TokioClock::starting_at(T0));
+    let remote = Arc::new(FakeRemote::new());
+    let shared = SharedClouds::new(clock.clone(), remote.clone());
+    let running = start_with(
+        dir.path(),
+        &one_cloud(dir.path(), 1),
+        clock,
+        shared.clone(),
+        remote,
+    )
+    .await;
+    running
+        .until(Duration::from_secs(600), "1 ready", |s| {
+            ready(s, "small") == 1
+        })
+        .await;
+    // What a daemon killed at the wrong moment would leave: a server, its snapshot and a
+    // floating IP, tagged for a node and an upload the store does not have.
+    let store = running.store.clone();
+    let installation = tokio::task::spawn_blocking(move || store.installation_id())
+        .await
+        .unwrap()
+        .unwrap();
+    let cloud = shared.cloud("cloud1");
+    let tags = |owner| {
+        Tags {
+            installation: installation.clone(),
+            provider: "cloud1".parse().unwrap(),
+            owner,
+        }
+        .to_metadata()
+    };
+    let base = cloud
+        .list_images()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.name == "Ubuntu 22.04")
+        .unwrap()
+        .id;
+    let mut spec = ServerSpec::new("lost", "2", base.clone());
+    spec.metadata = tags(Owner::Node(nodepool_model::NodeId::new(900)));
+    let server = cloud.create_server(&spec).await.unwrap();
+    while cloud.get_server(&server.id).await.unwrap().status
+        != nodepool_provider::ServerStatus::Active
+    {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let image = cloud
+        .create_image(
+            &server.id,
+            "lost-snapshot",
+            &tags(Owner::Image(nodepool_model::ImageId::new(901))),
+        )
+        .await
+        .unwrap();
+    let ip = cloud
+        .create_floating_ip(
+            &server.id,
+            "public",
+            &tags(Owner::Node(nodepool_model::NodeId::new(900))),
+        )
+        .await
+        .unwrap();
+    // Someone else's snapshot stays.
+    let foreign = cloud
+        .create_image(&server.id, "not-ours", &Default::default())
+        .await
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let images = cloud.list_images().await.unwrap();
+        let ips = cloud.list_floating_ips().await.unwrap();
+        let servers = cloud.list_servers().await.unwrap();
+        if !images.iter().any(|i| i.id == image)
+            && !ips.iter().any(|i| i.id == ip.id)
+            && !servers.iter().any(|s| s.id == server.id)
+        {
+            assert!(
+                images.iter().any(|i| i.id == foreign),
+                "the foreign image stays"
+            );
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the leaks are still there after 5 minutes");
+    assert_eq!(running.snapshot().await.nodes.len(), 1);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_daemon_killed_while_a_snapshot_is_taken_leaves_nothing_behind_once_restarted() {
+    use nodepool_provider::{ImageStatus, Provider};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(TokioClock::starting_at(T0));
+    let remote = Arc::new(FakeRemote::new());
+    let shared = SharedClouds::new(clock.clone(), remote.clone());
+    let text = one_cloud(dir.path(), 1);
+    let first = start_with(
+        dir.path(),
+        &text,
+        clock.clone(),
+        shared.clone(),
+        remote.clone(),
+    )
+    .await;
+    // The first build's snapshot exists in the cloud and is not active yet: the store does
+    // not know its id.
+    let mut taken = None;
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cloud = shared.clouds.lock().unwrap().get("cloud1").cloned();
+        if let Some(cloud) = cloud {
+            let images = cloud.list_images().await.unwrap();
+            taken = images.into_iter().find(|i| {
+                i.properties
+                    .contains_key(nodepool_provider::INSTALLATION_KEY)
+                    && i.status != ImageStatus::Active
+            });
+        }
+        if taken.is_some() {
+            break;
+        }
+    }
+    let taken = taken.expect("a snapshot under way");
+    assert!(
+        first
+            .snapshot()
+            .await
+            .images
+            .iter()
+            .all(|i| i.external_id.is_none())
+    );
+    // kill -9.
+    first.done.abort();
+    let _ = first.done.await;
+    drop(first.stop);
+
+    let second = start_with(dir.path(), &text, clock, shared.clone(), remote).await;
+    let snapshot = second
+        .until(Duration::from_secs(1800), "rebuilt and filled", |s| {
+            ready(s, "small") == 1 && s.images.iter().all(|i| i.state == ImageState::Ready)
+        })
+        .await;
+    assert!(
+        snapshot
+            .images
+            .iter()
+            .all(|i| i.external_id.as_ref() != Some(&taken.id))
+    );
+    // The interrupted build's snapshot goes with the next cleanup (every minute).
+    let mut result = converged_on(&shared, &["cloud1"], &snapshot).await;
+    for _ in 0..30 {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        result = converged_on(&shared, &["cloud1"], &second.snapshot().await).await;
+    }
+    result.unwrap();
+    second.stop().await;
 }

@@ -44,6 +44,10 @@ async fn runs_commands_with_their_status_and_output() {
         (output.status, output.output.as_str()),
         (0, "access okay\n")
     );
+    // The server's host key comes back as it would stand in known_hosts, without comment.
+    let public = std::fs::read_to_string(sshd.dir.path().join("host.pub")).unwrap();
+    let expected: Vec<&str> = public.split_whitespace().take(2).collect();
+    assert_eq!(output.host_key, Some(expected.join(" ")));
 }
 
 #[tokio::test]

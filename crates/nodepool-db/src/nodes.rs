@@ -221,6 +221,7 @@ impl Store {
                     hold_reason: None,
                     hold_by: None,
                     created: now.unix_millis(),
+                    host_keys: None,
                 })
                 .collect();
             // A new node's history starts here: its first event has sequence number 1.
@@ -372,6 +373,39 @@ impl Store {
         })
     }
 
+    /// Records the SSH host keys a node's server presented (OpenSSH public key lines).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] for an unknown node; [`StoreError::Invalid`] for a key that
+    /// is not one line.
+    pub fn set_node_host_keys(&self, id: NodeId, keys: &[String], now: Timestamp) -> Result<Node> {
+        if let Some(bad) = keys.iter().find(|k| k.is_empty() || k.contains('\n')) {
+            return Err(StoreError::Invalid(format!(
+                "node {id}: a host key must be one non-empty line, not {bad:?}"
+            )));
+        }
+        self.write(|conn| {
+            load_node(conn, id)?;
+            diesel::update(n::nodes.find(to_i64(id.get())))
+                .set(n::host_keys.eq((!keys.is_empty()).then(|| keys.join("\n"))))
+                .execute(conn)?;
+            let kinds: Vec<&str> = keys
+                .iter()
+                .map(|k| k.split_whitespace().next().unwrap_or_default())
+                .collect();
+            append_event(
+                conn,
+                Subject::Node(id),
+                now,
+                &format!("host keys {}", kinds.join(" ")),
+                &Reason::new("host-keys", "presented by the server when it was reached"),
+                &self.actor,
+            )?;
+            load_node(conn, id)
+        })
+    }
+
     /// Moves a node to `to`, stamping `state_time` and logging `reason`.
     ///
     /// Use [`Store::hold_node`] to hold and [`Store::claim_ready_nodes`] to hand nodes to a
@@ -398,6 +432,33 @@ impl Store {
             )));
         }
         self.write(|conn| change_state(conn, id, to, now, reason, &self.actor))
+    }
+
+    /// Moves a node from `from` to `to`, and only from there: what a check decided about a
+    /// ready node must not touch it once a consumer has taken it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidTransition`] if the node is no longer `from` (or cannot move).
+    pub fn set_node_state_from(
+        &self,
+        id: NodeId,
+        from: NodeState,
+        to: NodeState,
+        now: Timestamp,
+        reason: &Reason,
+    ) -> Result<Node> {
+        self.write(|conn| {
+            let node = load_node(conn, id)?;
+            if node.state != from {
+                return Err(StoreError::InvalidTransition {
+                    subject: Subject::Node(id),
+                    from: node.state.to_string(),
+                    to: to.to_string(),
+                });
+            }
+            change_state(conn, id, to, now, reason, &self.actor)
+        })
     }
 
     /// Moves several nodes to `to` in one transaction, as [`Store::set_node_state`] does

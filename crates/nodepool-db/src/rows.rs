@@ -31,6 +31,7 @@ pub(crate) struct NodeRow {
     pub(crate) hold_reason: Option<String>,
     pub(crate) hold_by: Option<String>,
     pub(crate) created: i64,
+    pub(crate) host_keys: Option<String>,
 }
 
 #[derive(Queryable, Selectable, Insertable, Debug)]
@@ -147,6 +148,10 @@ impl NodeRow {
             request: self.request_id.map(|r| RequestId::new(to_u64(r))),
             hold,
             created: Timestamp::from_unix_millis(self.created),
+            host_keys: self
+                .host_keys
+                .map(|keys| keys.lines().map(str::to_owned).collect())
+                .unwrap_or_default(),
         })
     }
 }

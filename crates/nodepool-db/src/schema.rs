@@ -33,6 +33,7 @@ diesel::table! {
         hold_reason -> Nullable<Text>,
         hold_by -> Nullable<Text>,
         created -> BigInt,
+        host_keys -> Nullable<Text>,
     }
 }
 

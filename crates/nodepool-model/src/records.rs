@@ -50,6 +50,9 @@ pub struct Node {
     pub hold: Option<HoldNote>,
     /// When the store first recorded it.
     pub created: Timestamp,
+    /// The SSH host keys its server presented when it was reached (OpenSSH public key
+    /// lines); empty until then.
+    pub host_keys: Vec<String>,
 }
 
 impl Node {

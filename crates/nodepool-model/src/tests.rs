@@ -114,6 +114,7 @@ fn nodename_is_the_short_hostname() {
         request: None,
         hold: None,
         created: Timestamp::EPOCH,
+        host_keys: Vec::new(),
     };
     assert_eq!(node.nodename(), Some("fake-label-fake-provider-1"));
 }

@@ -134,6 +134,7 @@ fn snapshot(nodes: usize) -> (Snapshot, World) {
                 request: None,
                 hold: None,
                 created: ago(3_600),
+                host_keys: Vec::new(),
             }
         })
         .collect();

@@ -67,6 +67,7 @@ fn main() {
         request: None,
         hold: None,
         created: ago(minutes + 5),
+        host_keys: Vec::new(),
     };
     let request = |id, who: &str, minutes| NodeRequest {
         id: RequestId::new(id),

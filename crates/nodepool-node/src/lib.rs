@@ -49,6 +49,7 @@
 //! ```
 
 pub mod allocation;
+pub mod cleanup;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;

@@ -46,6 +46,7 @@ on_every_backend!(
     failures_are_kept_for_backoff_and_pruned_by_age,
     concurrent_claims_never_share_a_node,
     an_aborted_transaction_leaves_the_previous_state,
+    host_keys_and_notes_join_a_nodes_history,
 );
 
 #[test]

@@ -88,7 +88,7 @@ pub(crate) fn a_newer_schema_is_refused(db: &TestDb) {
     );
     assert_eq!(
         error.to_string(),
-        "the store's schema is newer than this nodepool: it has migration 29990101000000, this binary knows up to 20261125000002; upgrade nodepool (a downgrade would lose data)"
+        "the store's schema is newer than this nodepool: it has migration 29990101000000, this binary knows up to 20261125000003; upgrade nodepool (a downgrade would lose data)"
     );
     assert!(matches!(
         db.store.check_schema(),
@@ -894,4 +894,53 @@ pub(crate) fn failures_are_kept_for_backoff_and_pruned_by_age(db: &TestDb) {
     );
     assert_eq!(store.prune_failures(at(15)).unwrap(), 1);
     assert_eq!(store.failures().unwrap(), vec![launch]);
+}
+
+pub(crate) fn host_keys_and_notes_join_a_nodes_history(db: &TestDb) {
+    let store = &db.store;
+    let node = ready_nodes(store, "cloud1", "small", 1, at(0)).remove(0);
+    assert!(node.host_keys.is_empty());
+    let keys = vec![
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBiq".to_owned(),
+        "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY".to_owned(),
+    ];
+    let updated = store.set_node_host_keys(node.id, &keys, at(5)).unwrap();
+    assert_eq!(updated.host_keys, keys);
+    assert_eq!(store.node(node.id).unwrap().host_keys, keys);
+    assert!(matches!(
+        store.set_node_host_keys(node.id, &["two\nlines".to_owned()], at(6)),
+        Err(StoreError::Invalid(_))
+    ));
+    store
+        .note(Subject::Node(node.id), "check ok", &why("check"), at(7))
+        .unwrap();
+    let whats = whats(store, Subject::Node(node.id));
+    assert_eq!(
+        &whats[whats.len() - 2..],
+        ["host keys ssh-ed25519 ecdsa-sha2-nistp256", "check ok"]
+    );
+    assert!(matches!(
+        store.note(Subject::Node(NodeId::new(999)), "x", &why("check"), at(8)),
+        Err(StoreError::NotFound { .. })
+    ));
+    // A move only from a given state.
+    assert!(matches!(
+        store.set_node_state_from(
+            node.id,
+            NodeState::Used,
+            NodeState::Delete,
+            at(8),
+            &why("check")
+        ),
+        Err(StoreError::InvalidTransition { .. })
+    ));
+    assert_eq!(store.node(node.id).unwrap().state, NodeState::Ready);
+    // Cleared by an empty list.
+    assert!(
+        store
+            .set_node_host_keys(node.id, &[], at(9))
+            .unwrap()
+            .host_keys
+            .is_empty()
+    );
 }

@@ -2,6 +2,7 @@
 //! a fixed `now`, and property tests over random snapshots.
 
 mod allocator;
+mod cleanup;
 mod props;
 mod rules;
 
@@ -103,6 +104,7 @@ fn node(id: u64, provider: &str, label: &str, state: NodeState, age: Duration) -
         request: None,
         hold: None,
         created: ago(age),
+        host_keys: Vec::new(),
     }
 }
 

@@ -1,0 +1,157 @@
+//! The periodic jobs of `cron: cleanup` and `cron: check`.
+//!
+//! - **cleanup** lists each provider's images and floating IPs and deletes the ones tagged
+//!   by this installation that belong to nothing the store has (servers are checked every
+//!   round from the round's listing already), and prunes old history.
+//! - **check** logs in to every READY node as a launch did and deletes the ones that do not
+//!   answer, or answer with another host key than the one recorded at launch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodepool_model::{Human, InstallationId, Node, NodeState, Reason};
+use nodepool_node::cleanup::{Resource, SeenResource, leaked};
+use nodepool_provider::{ErrorKind, Provider};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::clouds::{Connection, seen_owner};
+use crate::executor::Context;
+use crate::remote::{Remote, Target};
+use crate::store;
+
+/// How long a check keeps trying to log in to a node (2014 `ssh_connect`'s default).
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many nodes are checked at once.
+pub(crate) const CHECKS_AT_ONCE: usize = 16;
+
+/// Events of nodes, images and requests that no longer exist are kept this long.
+pub(crate) const HISTORY_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Failures are kept this long; the backoff they feed looks back at most 30 minutes.
+pub(crate) const FAILURES_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// Lists one provider's images and floating IPs, then deletes those of this installation
+/// that the store (read after the listings) no longer accounts for.
+pub(crate) async fn cleanup(ctx: Context, connection: Connection) {
+    let provider = connection.name().clone();
+    let installation: &InstallationId = &ctx.installation;
+    let mut seen = Vec::new();
+    match connection.list_images().await {
+        Ok(images) => seen.extend(images.into_iter().map(|image| SeenResource {
+            kind: Resource::Image,
+            owner: seen_owner(&image.properties, installation),
+            id: image.id,
+        })),
+        Err(error) => {
+            warn!(provider = %provider, "cleanup: cannot list images: {error}");
+            return;
+        }
+    }
+    match connection.list_floating_ips().await {
+        Ok(ips) => seen.extend(ips.into_iter().map(|ip| SeenResource {
+            kind: Resource::FloatingIp,
+            owner: seen_owner(&ip.metadata, installation),
+            id: ip.id,
+        })),
+        // A cloud without floating IPs has none to leak.
+        Err(error) if error.kind == ErrorKind::NotFound => {}
+        Err(error) => {
+            warn!(provider = %provider, "cleanup: cannot list floating IPs: {error}");
+            return;
+        }
+    }
+    let snapshot = match store::call(&ctx.store, |s| s.snapshot()).await {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            warn!(provider = %provider, "cleanup: cannot read the store: {e}");
+            return;
+        }
+    };
+    for leak in leaked(&snapshot, &provider, &seen) {
+        let deleted = match leak.kind {
+            Resource::Image => connection.delete_image(&leak.id).await,
+            Resource::FloatingIp => connection.delete_floating_ip(&leak.id).await,
+        };
+        match deleted {
+            Ok(()) => {
+                info!(provider = %provider, "deleted leaked {} {}: {}", leak.kind, leak.id, leak.reason.text)
+            }
+            Err(error) if error.kind == ErrorKind::NotFound => {}
+            Err(error) => {
+                warn!(provider = %provider, "leaked {} {} not deleted yet: {error}", leak.kind, leak.id)
+            }
+        }
+    }
+}
+
+/// Logs in to a READY node; marks it for deletion if it does not answer within
+/// [`CHECK_TIMEOUT`] or presents another host key than the one recorded at launch. A node a
+/// consumer took meanwhile is left alone.
+pub(crate) async fn check(
+    ctx: Context,
+    remote: Arc<dyn Remote>,
+    node: Node,
+    limit: Arc<Semaphore>,
+) {
+    let Ok(_permit) = limit.acquire().await else {
+        return;
+    };
+    let Some(target) = target(&ctx, &node) else {
+        return;
+    };
+    let failed = match ctx
+        .reach(remote.as_ref(), &target, ctx.now(), CHECK_TIMEOUT)
+        .await
+    {
+        Ok(Some(key)) if !node.host_keys.is_empty() && !node.host_keys.contains(&key) => {
+            Some(Reason::new(
+                "host-key-changed",
+                format!(
+                    "{target} presented the host key {key}, not the one recorded when it was launched"
+                ),
+            ))
+        }
+        Ok(_) => None,
+        Err(error) => Some(Reason::new(
+            "check-failed",
+            format!("no SSH login within {}: {error}", Human(CHECK_TIMEOUT)),
+        )),
+    };
+    let Some(reason) = failed else {
+        return;
+    };
+    let (id, now) = (node.id, ctx.now());
+    let why = reason.clone();
+    match store::call(&ctx.store, move |s| {
+        s.set_node_state_from(id, NodeState::Ready, NodeState::Delete, now, &why)
+    })
+    .await
+    {
+        Ok(_) => {
+            warn!(node = %node.id, provider = %node.provider, label = %node.label, "check failed; deleting it: {}", reason.text)
+        }
+        Err(nodepool_db::StoreError::InvalidTransition { from, .. }) => {
+            info!(node = %node.id, "check failed, but the node is {from} by now; left alone")
+        }
+        Err(e) => warn!(node = %node.id, "cannot mark the unreachable node for deletion: {e}"),
+    }
+}
+
+/// Where and as whom a node's launch logged in.
+fn target(ctx: &Context, node: &Node) -> Option<Target> {
+    let provider = ctx
+        .config
+        .providers
+        .iter()
+        .find(|p| p.name == node.provider)?;
+    let label = ctx.config.labels.iter().find(|l| l.name == node.label)?;
+    let image = provider.images.iter().find(|i| i.name == label.image)?;
+    Some(Target {
+        host: node.public_ip.or(node.private_ip)?,
+        port: image.connection_port,
+        user: image.username.clone(),
+        key: image.private_key.clone(),
+    })
+}
