@@ -1,13 +1,24 @@
 //! End-to-end tests of the real `nodepoold` binary: the fake cloud, a SQLite store, real
 //! time. The tests follow the daemon's log as it happens instead of sleeping.
 
+// Skipping says so on stderr, as the other suites do.
+#![allow(clippy::print_stderr)]
+
+mod cloud;
+#[path = "../../crates/nodepool-daemon/tests/support/mod.rs"]
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Stdio};
 
 use nodepool_config::DbUri;
+use std::time::Duration;
+
+use nodepool_daemon::SystemClock;
 use nodepool_db::{NodeFilter, Store};
-use nodepool_model::NodeState;
+use nodepool_model::{ImageState, NodeState, Snapshot, Timestamp};
+use nodepool_provider::Clock;
 
 /// A config for the fake cloud with a store in `dir`.
 fn config(dir: &Path) -> String {
@@ -19,18 +30,21 @@ labels:
     min-ready: 2
     providers: [{{name: east}}, {{name: west}}]
 providers:
-  - name: east
+{east}{west}",
+        db = dir.join("nodepool.sqlite").display(),
+        east = provider("east"),
+        west = provider("west"),
+    )
+}
+
+fn provider(name: &str) -> String {
+    format!(
+        "  - name: {name}
     driver: fake
     max-servers: 4
     images:
       - {{name: base, base-image: Ubuntu 22.04, min-ram: 2048}}
-  - name: west
-    driver: fake
-    max-servers: 4
-    images:
-      - {{name: base, base-image: Ubuntu 22.04, min-ram: 2048}}
-",
-        db = dir.join("nodepool.sqlite").display()
+"
     )
 }
 
@@ -51,30 +65,72 @@ fn nodepoold(config: &Path) -> (Child, BufReader<ChildStderr>) {
 /// the daemon exits first.
 fn follow(log: &mut BufReader<ChildStderr>, needle: &str, count: usize) -> String {
     let mut seen = 0;
-    let mut all = String::new();
-    let mut line = String::new();
-    while seen < count {
-        line.clear();
-        let n = log.read_line(&mut line).expect("the log is readable");
-        assert!(
-            n > 0,
-            "nodepoold exited before logging {needle:?} {count} times:\n{all}"
-        );
-        if line.contains(needle) {
-            seen += 1;
-        }
-        all.push_str(&line);
-    }
-    all
+    follow_until(log, &format!("logging {needle:?} {count} times"), |line| {
+        seen += usize::from(line.contains(needle));
+        seen == count
+    })
 }
 
-fn terminate(child: &Child) {
+/// Reads log lines until one satisfies `wanted`; returns everything read. Panics if the
+/// daemon exits first.
+fn follow_until(
+    log: &mut BufReader<ChildStderr>,
+    what: &str,
+    mut wanted: impl FnMut(&str) -> bool,
+) -> String {
+    let mut all = String::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = log.read_line(&mut line).expect("the log is readable");
+        assert!(n > 0, "nodepoold exited before {what}:\n{all}");
+        all.push_str(&line);
+        if wanted(&line) {
+            return all;
+        }
+    }
+}
+
+fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
-        .arg("-TERM")
+        .arg(format!("-{signal}"))
         .arg(child.id().to_string())
         .status()
         .expect("kill runs");
     assert!(status.success());
+}
+
+fn terminate(child: &Child) {
+    signal(child, "TERM");
+}
+
+/// The time between two looks at what another process changes (the store the daemon
+/// writes, the cloud): those can only be polled, each wait with a deadline.
+#[allow(clippy::disallowed_methods)]
+fn pause(duration: Duration) {
+    std::thread::sleep(duration);
+}
+
+/// When `limit` of real time from now is over.
+fn deadline(limit: Duration) -> Timestamp {
+    SystemClock.now().saturating_add(limit)
+}
+
+fn past(deadline: Timestamp) -> bool {
+    SystemClock.now() >= deadline
+}
+
+/// Waits for the store to satisfy `done`, for at most `limit` of real time.
+fn until(store: &Store, limit: Duration, what: &str, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let end = deadline(limit);
+    loop {
+        let snapshot = store.snapshot().unwrap();
+        if done(&snapshot) {
+            return snapshot;
+        }
+        assert!(!past(end), "{what}: not after {limit:?}: {snapshot:#?}");
+        pause(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -112,4 +168,60 @@ fn an_invalid_config_at_start_is_refused_with_its_errors() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("nodepool.yaml:3:5"), "{stderr}");
     assert!(stderr.contains("did you mean"), "{stderr}");
+}
+
+#[test]
+fn config_edits_apply_on_sighup_and_a_broken_edit_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nodepool.yaml");
+    let with_tiny = config(dir.path()).replace(
+        "providers:\n  - name: east",
+        "  - name: tiny\n    image: base\n    min-ready: 1\n    providers: [{name: east}]\nproviders:\n  - name: east",
+    );
+    std::fs::write(&path, &with_tiny).unwrap();
+    let (child, mut log) = nodepoold(&path);
+    let store = Store::open(&DbUri::Sqlite(dir.path().join("nodepool.sqlite")), "test").unwrap();
+    let ready = |s: &Snapshot, label: &str| {
+        s.nodes
+            .iter()
+            .filter(|n| n.label.as_str() == label && n.state == NodeState::Ready)
+            .count()
+    };
+    follow(&mut log, "starting", 1);
+    until(&store, Duration::from_secs(300), "the pool filled", |s| {
+        ready(s, "small") == 2 && ready(s, "tiny") == 1
+    });
+
+    // A broken edit is refused with its errors; the running config stays.
+    std::fs::write(&path, with_tiny.replace("min-ready: 2", "min-ready: lots")).unwrap();
+    signal(&child, "HUP");
+    follow(&mut log, "keeping the running one", 1);
+    // Its errors follow, one per line, naming the key.
+    follow_until(&mut log, "the broken key named", |l| {
+        l.contains("min-ready")
+    });
+
+    // A good edit: a provider added, min-ready raised, a label removed.
+    let edited = format!(
+        "{}{}",
+        config(dir.path())
+            .replace("min-ready: 2", "min-ready: 3")
+            .replace("{name: west}]", "{name: west}, {name: north}]"),
+        provider("north")
+    );
+    std::fs::write(&path, edited).unwrap();
+    signal(&child, "HUP");
+    let changed = follow(&mut log, "config changed", 1);
+    assert!(changed.contains("north"), "{changed}");
+    until(&store, Duration::from_secs(300), "the edit applied", |s| {
+        ready(s, "small") == 3
+            && !s.nodes.iter().any(|n| n.label.as_str() == "tiny")
+            && s.images
+                .iter()
+                .any(|i| i.provider.as_str() == "north" && i.state == ImageState::Ready)
+    });
+    terminate(&child);
+    follow(&mut log, "stopped", 1);
+    let mut child = child;
+    assert!(child.wait().unwrap().success());
 }

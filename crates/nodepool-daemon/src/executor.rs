@@ -294,6 +294,7 @@ async fn try_launch(
     })
     .await
     .map_err(|e| e.to_string())?;
+    info!(node = %node.id, provider = %node.provider, label = %node.label, "server {} created", server.id);
     let server = ctx
         .until_active(servers, &server.id, started, provider.launch_timeout)
         .await?;
@@ -502,6 +503,7 @@ async fn try_build(
     })
     .await
     .map_err(|e| e.to_string())?;
+    info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "template server {} created", server.id);
     let server = ctx
         .until_active(servers, &server.id, started, provider.launch_timeout)
         .await?;
@@ -509,9 +511,11 @@ async fn try_build(
     let host = public.or(private).ok_or("no address to log in at")?;
     let target = login(ctx, remote, host, image).await?;
     setup(ctx, remote, &target, image, upload, &hostname).await?;
+    info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "set up; snapshotting server {}", server.id);
     let snapshot = snapshot(
         ctx,
         connection,
+        upload,
         &server.id,
         &hostname,
         &ctx.tags(provider, owner),
@@ -548,6 +552,7 @@ const SNAPSHOT_ATTEMPTS: u32 = 5;
 async fn snapshot(
     ctx: &Context,
     connection: &Connection,
+    upload: &Image,
     server: &ExternalId,
     name: &str,
     tags: &std::collections::BTreeMap<String, String>,
@@ -556,7 +561,10 @@ async fn snapshot(
     let mut last = String::new();
     for _ in 0..SNAPSHOT_ATTEMPTS {
         let snapshot = match connection.create_image(server, name, tags).await {
-            Ok(id) => id,
+            Ok(id) => {
+                info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "snapshot {id} requested");
+                id
+            }
             Err(error) if error.kind == ErrorKind::BadRequest => {
                 last = cloud(error);
                 ctx.clock.sleep(POLL).await;

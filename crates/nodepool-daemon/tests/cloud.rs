@@ -1,6 +1,7 @@
 //! The daemon against the local OpenStack (`cargo xtask cloud up`), on real time: a snapshot
-//! image built over SSH, min-ready filled with real Nova servers, a used node deleted and
-//! replaced, then everything retired, with nothing of this run left in the cloud.
+//! image built over SSH, min-ready filled with real Nova servers (their host keys recorded),
+//! a used node deleted and replaced, an image rebuilt on request, then everything retired,
+//! with nothing of this run left in the cloud.
 //!
 //! The fake hypervisor gives servers fixed addresses in 127.10.0.0/16, loopback on this
 //! machine, so the sshd this test starts (on a free port, `connection-port`) answers at every
@@ -216,6 +217,10 @@ async fn builds_over_ssh_fills_min_ready_on_nova_and_leaves_nothing() {
             node.id
         );
         assert_eq!(server.metadata[INSTALLATION_KEY], installation.as_str());
+        // The host key the node presented is sshd's, as known_hosts would hold it.
+        let public = std::fs::read_to_string(dir.join("host.pub")).unwrap();
+        let expected: Vec<&str> = public.split_whitespace().take(2).collect();
+        assert_eq!(node.host_keys, [expected.join(" ")], "node {}", node.id);
     }
 
     // A used node is deleted (its server too) and replaced.
@@ -249,8 +254,33 @@ async fn builds_over_ssh_fills_min_ready_on_nova_and_leaves_nothing() {
         ErrorKind::NotFound
     );
 
-    // Retire everything: the label disabled (its nodes go), then the image deleted by the
-    // operator (before the edit is in force, the image would be missing and rebuilt).
+    // An operator asks for a rebuild: a second snapshot, and new nodes boot from it.
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || {
+        s.request_image_build(None, &"base".parse().unwrap(), "test", SystemClock.now())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let rebuilt = until(
+        &store,
+        Duration::from_secs(600),
+        "a second image built",
+        |s| {
+            s.images
+                .iter()
+                .filter(|i| i.state == ImageState::Ready)
+                .count()
+                == 2
+        },
+    )
+    .await;
+    let newest = rebuilt.images.iter().max_by_key(|i| i.version).unwrap();
+    assert_ne!(newest.id, image.id);
+    assert!(newest.external_id.is_some());
+
+    // Retire everything: the label disabled (its nodes go), then the images deleted by the
+    // operator (before the edit is in force, a missing image would be rebuilt).
     std::fs::write(&path, config(dir, sshd.port, -1)).unwrap();
     until(
         &store,
@@ -260,12 +290,15 @@ async fn builds_over_ssh_fills_min_ready_on_nova_and_leaves_nothing() {
     )
     .await;
     let why = nodepool_model::Reason::new("operator", "end of the test");
-    let (upload, s) = (image.id, store.clone());
+    let uploads: Vec<_> = rebuilt.images.iter().map(|i| i.id).collect();
+    let s = store.clone();
     tokio::task::spawn_blocking(move || {
-        s.set_image_state(upload, ImageState::Delete, SystemClock.now(), &why)
+        for upload in uploads {
+            s.set_image_state(upload, ImageState::Delete, SystemClock.now(), &why)
+                .unwrap();
+        }
     })
     .await
-    .unwrap()
     .unwrap();
     until(
         &store,
