@@ -16,7 +16,7 @@ use nodepool_provider::{
     Server, classify, pick_flavor,
 };
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::remote::Remote;
 
@@ -120,7 +120,43 @@ pub(crate) struct Cloud {
     /// Gone from the config; kept only to delete what it still has.
     retired: bool,
     /// The newest listing's servers, for executors waiting on a server's status.
-    pub(crate) servers: watch::Sender<Arc<Servers>>,
+    pub(crate) servers: Listings,
+}
+
+/// A provider's listings as they are made. An executor watches them only while it waits on
+/// a server (to become ACTIVE, or to be gone): the loop lists a provider often only while
+/// someone watches, and is woken when someone starts to.
+#[derive(Clone, Debug)]
+pub(crate) struct Listings {
+    latest: Arc<watch::Sender<Arc<Servers>>>,
+    wanted: Arc<Notify>,
+}
+
+impl Listings {
+    fn new(wanted: Arc<Notify>) -> Listings {
+        Listings {
+            latest: Arc::new(watch::Sender::new(Arc::new(Servers::default()))),
+            wanted,
+        }
+    }
+
+    /// Starts watching: the next listings are made at the busy pace.
+    pub(crate) fn watch(&self) -> watch::Receiver<Arc<Servers>> {
+        let watching = self.latest.subscribe();
+        self.wanted.notify_one();
+        watching
+    }
+
+    /// Whether an executor is waiting on a listing.
+    fn watched(&self) -> bool {
+        self.latest.receiver_count() > 0
+    }
+
+    /// When the newest listing was asked for, if there is one.
+    fn latest_at(&self) -> Option<Timestamp> {
+        let latest = self.latest.borrow();
+        (latest.at != Timestamp::EPOCH).then_some(latest.at)
+    }
 }
 
 /// One listing's servers with their status and addresses: executors wait on these instead of
@@ -144,6 +180,8 @@ impl Cloud {
 #[derive(Debug)]
 pub(crate) struct Clouds {
     pub(crate) by_name: BTreeMap<ProviderName, Cloud>,
+    /// Notified when an executor starts watching a provider's listings.
+    pub(crate) wanted: Arc<Notify>,
     clock: Arc<dyn Clock>,
     installation: InstallationId,
     connector: Arc<dyn Connector>,
@@ -157,6 +195,7 @@ impl Clouds {
     ) -> Self {
         Clouds {
             by_name: BTreeMap::new(),
+            wanted: Arc::new(Notify::new()),
             clock,
             installation,
             connector,
@@ -213,7 +252,7 @@ impl Clouds {
             limits_at: None,
             made_from: provider.clone(),
             retired: false,
-            servers: watch::Sender::new(Arc::new(Servers::default())),
+            servers: Listings::new(self.wanted.clone()),
         })
     }
 
@@ -229,13 +268,32 @@ impl Clouds {
         self.by_name.values().filter(|c| !c.retired).count()
     }
 
-    /// Lists every provider's servers (and, now and then, its limits and flavors), so that
-    /// one listing per provider per round serves every check. A provider whose listing fails
-    /// keeps its last view, and says so.
-    pub(crate) async fn refresh(&mut self, now: Timestamp) -> Vec<(ProviderName, ProviderError)> {
+    /// Lists the servers of every provider whose newest listing is older than `every` (or
+    /// `busy_every` while an executor waits on one), and now and then its limits and flavors,
+    /// so that one listing serves every check of a round, and rounds that come sooner (an
+    /// executor finished) do not list again. A provider whose listing fails keeps its last
+    /// view, and says so.
+    pub(crate) async fn refresh(
+        &mut self,
+        now: Timestamp,
+        every: Duration,
+        busy_every: Duration,
+    ) -> Vec<(ProviderName, ProviderError)> {
         let installation = self.installation.clone();
         let mut tasks = tokio::task::JoinSet::new();
         for (name, cloud) in &self.by_name {
+            let pace = if cloud.servers.watched() {
+                busy_every
+            } else {
+                every
+            };
+            if cloud
+                .servers
+                .latest_at()
+                .is_some_and(|at| now.saturating_since(at) < pace)
+            {
+                continue;
+            }
             let connection = cloud.connection.clone();
             let want_limits = cloud
                 .limits_at
@@ -243,17 +301,23 @@ impl Clouds {
             let want_flavors = cloud.flavors.is_none();
             let name = name.clone();
             tasks.spawn(async move {
-                let servers = connection.list_servers().await;
-                let limits = if want_limits {
-                    Some(connection.limits().await)
-                } else {
-                    None
-                };
-                let flavors = if want_flavors {
-                    Some(connection.list_flavors().await)
-                } else {
-                    None
-                };
+                let (servers, limits, flavors) = tokio::join!(
+                    connection.list_servers(),
+                    async {
+                        if want_limits {
+                            Some(connection.limits().await)
+                        } else {
+                            None
+                        }
+                    },
+                    async {
+                        if want_flavors {
+                            Some(connection.list_flavors().await)
+                        } else {
+                            None
+                        }
+                    },
+                );
                 (name, servers, limits, flavors)
             });
         }
@@ -276,7 +340,7 @@ impl Clouds {
                         .collect();
                     cloud.view.previous = cloud.view.listing.take();
                     cloud.view.listing = Some(Listing::new(now, seen));
-                    cloud.servers.send_replace(Arc::new(Servers {
+                    cloud.servers.latest.send_replace(Arc::new(Servers {
                         at: now,
                         by_id: servers.into_iter().map(|s| (s.id.clone(), s)).collect(),
                     }));
@@ -306,13 +370,15 @@ impl Clouds {
     }
 
     /// What an executor needs to act on `provider`: its connection and its listings.
-    pub(crate) fn handle(
-        &self,
-        provider: &ProviderName,
-    ) -> Option<(Connection, watch::Receiver<Arc<Servers>>)> {
+    pub(crate) fn handle(&self, provider: &ProviderName) -> Option<(Connection, Listings)> {
         self.by_name
             .get(provider)
-            .map(|c| (c.connection.clone(), c.servers.subscribe()))
+            .map(|c| (c.connection.clone(), c.servers.clone()))
+    }
+
+    /// Whether an executor waits on a listing of any provider.
+    pub(crate) fn watched(&self) -> bool {
+        self.by_name.values().any(|c| c.servers.watched())
     }
 
     /// Each provider's view, for the node policy.

@@ -223,9 +223,9 @@ impl Daemon {
         reload: Arc<Notify>,
     ) -> Result<(), DaemonError> {
         tokio::pin!(stop);
+        let (clock, wanted) = (self.clock.clone(), self.clouds.wanted.clone());
+        let mut next = self.round().await;
         loop {
-            let next = self.round().await;
-            let clock = self.clock.clone();
             tokio::select! {
                 () = &mut stop => return self.stop().await,
                 () = reload.notified() => self.config_read_at = Timestamp::EPOCH,
@@ -237,7 +237,14 @@ impl Daemon {
                         self.finished(done);
                     }
                 }
+                // An executor started waiting on a listing: the next round (which lists)
+                // comes at the busy pace; nothing to plan before.
+                () = wanted.notified() => {
+                    next = next.min(clock.now().saturating_add(self.options.busy_tick));
+                    continue;
+                }
             }
+            next = self.round().await;
         }
     }
 
@@ -340,7 +347,8 @@ impl Daemon {
                 );
             }
         }
-        for (provider, error) in self.clouds.refresh(now).await {
+        let (every, busy_every) = (self.options.tick, self.options.busy_tick);
+        for (provider, error) in self.clouds.refresh(now, every, busy_every).await {
             self.say(format!("provider {provider}: {error}"), true);
         }
         let snapshot = match store::call(&self.store, |s| s.snapshot()).await {
@@ -366,10 +374,7 @@ impl Daemon {
         self.apply_images(&snapshot, &images, now).await;
         self.apply_nodes(&snapshot, &nodes, now).await;
         self.run_jobs(&snapshot, now).await;
-        let busy = !(self.busy_nodes.is_empty()
-            && self.busy_images.is_empty()
-            && self.busy_leaks.is_empty());
-        let tick = if busy {
+        let tick = if self.clouds.watched() {
             self.options.busy_tick
         } else {
             self.options.tick
@@ -600,7 +605,7 @@ impl Daemon {
         info!(image = %upload.id, provider = %provider, name = %image, "building: {}", reason.text);
         let ctx = self.context();
         let (connection, remote) = (cloud.connection.clone(), cloud.remote.clone());
-        let servers = cloud.servers.subscribe();
+        let servers = cloud.servers.clone();
         let id = upload.id;
         let task = self.tasks.spawn(async move {
             executor::build(ctx, connection, servers, remote, upload, flavor).await;
@@ -751,7 +756,7 @@ impl Daemon {
         };
         let ctx = self.context();
         let (connection, remote) = (cloud.connection.clone(), cloud.remote.clone());
-        let servers = cloud.servers.subscribe();
+        let servers = cloud.servers.clone();
         let (id, upload) = (node.id, upload.clone());
         let task = self.tasks.spawn(async move {
             executor::launch(ctx, connection, servers, remote, node, upload, flavor).await;

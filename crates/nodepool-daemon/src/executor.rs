@@ -25,9 +25,9 @@ use nodepool_provider::{
     Clock, ErrorKind, ImageStatus, NetworkRef, Owner, Provider, ProviderError, ServerSpec,
     ServerStatus, Tags,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::clouds::{Connection, Servers as Listing};
+use crate::clouds::{Connection, Listings as Servers, Servers as Listing};
 use crate::remote::{Remote, RemoteError, Target};
 use crate::store;
 
@@ -52,8 +52,8 @@ pub(crate) struct Context {
 /// Why a step failed: a sentence for the event log.
 type Failed = String;
 
-/// A provider's listings as they come.
-pub(crate) type Servers = tokio::sync::watch::Receiver<Arc<Listing>>;
+/// Watching a provider's listings.
+type Watching = tokio::sync::watch::Receiver<Arc<Listing>>;
 
 fn cloud(error: ProviderError) -> Failed {
     error.to_string()
@@ -86,14 +86,15 @@ impl Context {
     /// the cloud about this one server.
     async fn until_active(
         &self,
-        servers: &mut Servers,
+        servers: &Servers,
         id: &ExternalId,
         since: Timestamp,
         timeout: Duration,
     ) -> Result<nodepool_provider::Server, Failed> {
         let deadline = since.saturating_add(timeout);
+        let mut watching = servers.watch();
         loop {
-            let listing = servers.borrow_and_update().clone();
+            let listing = watching.borrow_and_update().clone();
             match listing.by_id.get(id) {
                 Some(server) if server.status == ServerStatus::Active => return Ok(server.clone()),
                 Some(server) if server.status == ServerStatus::Error => {
@@ -113,14 +114,18 @@ impl Context {
                     Human(timeout)
                 ));
             }
-            self.next_listing(servers, deadline).await?;
+            self.next_listing(&mut watching, deadline).await?;
         }
     }
 
     /// Waits for the next listing of the provider, or the deadline.
-    async fn next_listing(&self, servers: &mut Servers, deadline: Timestamp) -> Result<(), Failed> {
+    async fn next_listing(
+        &self,
+        watching: &mut Watching,
+        deadline: Timestamp,
+    ) -> Result<(), Failed> {
         tokio::select! {
-            changed = servers.changed() => changed.map_err(|_| "the provider is no longer connected".to_owned()),
+            changed = watching.changed() => changed.map_err(|_| "the provider is no longer connected".to_owned()),
             () = self.clock.sleep_until(deadline) => Ok(()),
         }
     }
@@ -239,7 +244,7 @@ impl Context {
 pub(crate) async fn launch(
     ctx: Context,
     connection: Connection,
-    mut servers: Servers,
+    servers: Servers,
     remote: Arc<dyn Remote>,
     node: Node,
     upload: Image,
@@ -248,7 +253,7 @@ pub(crate) async fn launch(
     if let Err(why) = try_launch(
         &ctx,
         &connection,
-        &mut servers,
+        &servers,
         remote.as_ref(),
         &node,
         &upload,
@@ -263,7 +268,7 @@ pub(crate) async fn launch(
 async fn try_launch(
     ctx: &Context,
     connection: &Connection,
-    servers: &mut Servers,
+    servers: &Servers,
     remote: &dyn Remote,
     node: &Node,
     upload: &Image,
@@ -298,6 +303,7 @@ async fn try_launch(
     let server = ctx
         .until_active(servers, &server.id, started, provider.launch_timeout)
         .await?;
+    debug!(node = %node.id, "server {} ACTIVE", server.id);
     let (public, private) = ctx
         .address(connection, provider, &server, Owner::Node(node.id))
         .await?;
@@ -323,6 +329,7 @@ async fn try_launch(
                 Human(provider.boot_timeout)
             )
         })?;
+    debug!(node = %node.id, "reached as {target}");
     if let Some(key) = host_key {
         let now = ctx.now();
         store::call(&ctx.store, move |s| s.set_node_host_keys(id, &[key], now))
@@ -428,7 +435,7 @@ fn last_lines(output: &str) -> String {
 pub(crate) async fn build(
     ctx: Context,
     connection: Connection,
-    mut servers: Servers,
+    servers: Servers,
     remote: Arc<dyn Remote>,
     upload: Image,
     flavor: String,
@@ -437,7 +444,7 @@ pub(crate) async fn build(
     let result = try_build(
         &ctx,
         &connection,
-        &mut servers,
+        &servers,
         remote.as_ref(),
         &upload,
         flavor,
@@ -451,7 +458,7 @@ pub(crate) async fn build(
     // The image is READY; the template goes (best effort: a leftover is a tagged leak the
     // node policy finds, or the upload's own deletion removes it).
     if let Some(server) = template
-        && let Err(why) = delete_server(&ctx, &connection, &mut servers, &server).await
+        && let Err(why) = delete_server(&ctx, &connection, &servers, &server).await
     {
         warn!(image = %upload.id, "template server {server} not deleted: {why}");
     }
@@ -460,7 +467,7 @@ pub(crate) async fn build(
 async fn try_build(
     ctx: &Context,
     connection: &Connection,
-    servers: &mut Servers,
+    servers: &Servers,
     remote: &dyn Remote,
     upload: &Image,
     flavor: String,
@@ -733,7 +740,7 @@ fn read_scripts(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, Failed> {
 async fn delete_server(
     ctx: &Context,
     connection: &Connection,
-    servers: &mut Servers,
+    servers: &Servers,
     id: &ExternalId,
 ) -> Result<(), Failed> {
     // Floating IPs mapped onto it go first, as 2014's cleanupServer did.
@@ -754,8 +761,9 @@ async fn delete_server(
     }
     let deadline = asked.saturating_add(DELETE_TIMEOUT);
     let mut asked_again = false;
+    let mut watching = servers.watch();
     loop {
-        let listing = servers.borrow_and_update().clone();
+        let listing = watching.borrow_and_update().clone();
         if listing.at > asked {
             match listing.by_id.get(id) {
                 None => return Ok(()),
@@ -773,7 +781,7 @@ async fn delete_server(
                 Human(DELETE_TIMEOUT)
             ));
         }
-        ctx.next_listing(servers, deadline).await?;
+        ctx.next_listing(&mut watching, deadline).await?;
     }
 }
 
@@ -800,11 +808,11 @@ pub(crate) async fn delete_node(
         }
     }
     if let Some(server) = &server {
-        let Some((connection, mut servers)) = connection else {
+        let Some((connection, servers)) = connection else {
             warn!(node = %id, provider = %node.provider, "server {server} kept: the provider is not connected");
             return;
         };
-        if let Err(why) = delete_server(&ctx, &connection, &mut servers, server).await {
+        if let Err(why) = delete_server(&ctx, &connection, &servers, server).await {
             warn!(node = %id, provider = %node.provider, "server {server} not deleted yet: {why}");
             return;
         }
@@ -829,11 +837,11 @@ pub(crate) async fn delete_node(
 pub(crate) async fn delete_leak(
     ctx: Context,
     connection: Connection,
-    mut servers: Servers,
+    servers: Servers,
     server: ExternalId,
     reason: Reason,
 ) {
-    match delete_server(&ctx, &connection, &mut servers, &server).await {
+    match delete_server(&ctx, &connection, &servers, &server).await {
         Ok(()) => {
             info!(provider = %connection.name(), "deleted leaked server {server}: {}", reason.text)
         }
@@ -864,12 +872,12 @@ pub(crate) async fn delete_upload(
         }
     }
     if upload.server_external_id.is_some() || upload.external_id.is_some() {
-        let Some((connection, mut servers)) = connection else {
+        let Some((connection, servers)) = connection else {
             warn!(image = %id, provider = %upload.provider, "kept: the provider is not connected");
             return;
         };
         if let Some(server) = &upload.server_external_id
-            && let Err(why) = delete_server(&ctx, &connection, &mut servers, server).await
+            && let Err(why) = delete_server(&ctx, &connection, &servers, server).await
         {
             warn!(image = %id, "template server {server} not deleted yet: {why}");
             return;

@@ -44,6 +44,9 @@ pub struct OpenStackProvider {
     session: osauth::Session,
     page_size: usize,
     timeout: Duration,
+    /// Network ids by (name, external), looked up once: every launch names its networks.
+    /// Forgotten when a create fails, in case a network was replaced under its name.
+    network_ids: std::sync::Mutex<BTreeMap<(String, bool), String>>,
 }
 
 impl OpenStackProvider {
@@ -84,6 +87,7 @@ impl OpenStackProvider {
             session,
             page_size: DEFAULT_PAGE_SIZE,
             timeout: DEFAULT_TIMEOUT,
+            network_ids: Default::default(),
         }
     }
 
@@ -161,6 +165,22 @@ impl OpenStackProvider {
     }
 
     async fn network_id(&self, op: Op<'_>, name: &str, external: bool) -> Result<String> {
+        let key = (name.to_owned(), external);
+        if let Some(id) = self.known_networks().get(&key) {
+            return Ok(id.clone());
+        }
+        let id = self.look_up_network(op, name, external).await?;
+        self.known_networks().insert(key, id.clone());
+        Ok(id)
+    }
+
+    fn known_networks(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, bool), String>> {
+        self.network_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn look_up_network(&self, op: Op<'_>, name: &str, external: bool) -> Result<String> {
         let mut query = vec![("name", name.to_owned())];
         if external {
             query.push(("router:external", "true".to_owned()));
@@ -241,7 +261,13 @@ impl Provider for OpenStackProvider {
             .api_version((2, 37))
             .json(&json!({"server": server}))
             .timeout(self.timeout);
-        let created: wire::CreatedServerBody = op.json(request).await?;
+        let created: wire::CreatedServerBody = match op.json(request).await {
+            Ok(created) => created,
+            Err(error) => {
+                self.known_networks().clear();
+                return Err(error);
+            }
+        };
         let mut server = Server::new(
             ExternalId::new(created.server.id),
             spec.name.clone(),
@@ -313,7 +339,13 @@ impl Provider for OpenStackProvider {
                 "description": to_description(metadata),
             }}))
             .timeout(self.timeout);
-        let body: wire::FloatingIpBody = op.json(request).await?;
+        let body: wire::FloatingIpBody = match op.json(request).await {
+            Ok(body) => body,
+            Err(error) => {
+                self.known_networks().clear();
+                return Err(error);
+            }
+        };
         body.floatingip
             .into_floating_ip(&ports)
             .ok_or_else(|| op.error(ErrorKind::Fatal, "the floating IP has no valid address"))

@@ -48,6 +48,9 @@ pub struct FakeConfig {
     /// How many entries one page of a listing holds: a listing of more makes one call per
     /// page, each counted (and failing) on its own, as a real cloud's paginated listing does.
     pub page_size: usize,
+    /// How long a create call (server, snapshot, floating IP) takes to answer: the cloud's
+    /// API time, spent on the fake's clock before the call does anything.
+    pub create_latency: Duration,
 }
 
 impl Default for FakeConfig {
@@ -75,6 +78,7 @@ impl Default for FakeConfig {
             base_images: vec!["Ubuntu 22.04".into(), "CentOS Stream 9".into()],
             floating_pool: "public".into(),
             page_size: 100,
+            create_latency: Duration::ZERO,
         }
     }
 }
@@ -149,6 +153,13 @@ pub struct FakeProvider {
 }
 
 impl FakeProvider {
+    /// Waits out `create_latency` on the fake's clock.
+    async fn answer_delay(&self) {
+        if !self.config.create_latency.is_zero() {
+            self.clock.sleep(self.config.create_latency).await;
+        }
+    }
+
     /// A cloud with `config`'s flavors and base images and nothing else.
     pub fn new(name: ProviderName, clock: Arc<dyn Clock>, config: FakeConfig) -> FakeProvider {
         let mut state = State::default();
@@ -288,6 +299,7 @@ impl Provider for FakeProvider {
     }
 
     async fn create_server(&self, spec: &ServerSpec) -> Result<Server> {
+        self.answer_delay().await;
         let mut state = self.lock();
         let nth = self.begin(&mut state, op::CREATE_SERVER)?;
         let flavor = self
@@ -435,6 +447,7 @@ impl Provider for FakeProvider {
         pool: &str,
         metadata: &BTreeMap<String, String>,
     ) -> Result<FloatingIp> {
+        self.answer_delay().await;
         let mut state = self.lock();
         self.begin(&mut state, op::CREATE_FLOATING_IP)?;
         if pool != self.config.floating_pool {
@@ -509,6 +522,7 @@ impl Provider for FakeProvider {
         name: &str,
         metadata: &BTreeMap<String, String>,
     ) -> Result<ExternalId> {
+        self.answer_delay().await;
         let mut state = self.lock();
         self.begin(&mut state, op::CREATE_IMAGE)?;
         match state.servers.get(server) {

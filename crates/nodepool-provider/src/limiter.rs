@@ -2,7 +2,11 @@
 //!
 //! `rate` keeps its 2014 meaning: the least time between the starts of two calls to one
 //! provider (not calls per second). Callers reserve their start times in order, so no caller
-//! waits longer than its place in the queue. When the cloud answers "rate limited" with a
+//! waits longer than its place in the queue. Creates (servers, snapshots, floating IPs) go
+//! one at a time, in the order they were asked for, as every call did behind 2014's task
+//! manager: a cloud accepts a burst of concurrent creates no sooner than the same creates
+//! one after another, but one after another the first servers start booting while the rest
+//! are still being accepted. Reads and deletes run concurrently. When the cloud answers "rate limited" with a
 //! retry-after, nobody calls it before that time. Operations that are safe to repeat (reads
 //! and deletes) are retried on transient failures, a few times with growing waits; creates
 //! are never retried here, since a lost answer may hide a created resource.
@@ -52,6 +56,9 @@ pub struct Limited<P> {
     clock: Arc<dyn Clock>,
     rate: Mutex<Duration>,
     state: Mutex<State>,
+    /// Held by the create call under way; tokio's mutex serves waiters first come, first
+    /// served.
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl<P: Provider> Limited<P> {
@@ -62,6 +69,7 @@ impl<P: Provider> Limited<P> {
             clock,
             rate: Mutex::new(rate),
             state: Mutex::new(State::default()),
+            creating: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -165,6 +173,7 @@ impl<P: Provider> Provider for Limited<P> {
     }
 
     async fn create_server(&self, spec: &ServerSpec) -> Result<Server> {
+        let _turn = self.creating.lock().await;
         self.call(op::CREATE_SERVER, false, || self.inner.create_server(spec))
             .await
     }
@@ -190,6 +199,7 @@ impl<P: Provider> Provider for Limited<P> {
         pool: &str,
         metadata: &BTreeMap<String, String>,
     ) -> Result<FloatingIp> {
+        let _turn = self.creating.lock().await;
         self.call(op::CREATE_FLOATING_IP, false, || {
             self.inner.create_floating_ip(server, pool, metadata)
         })
@@ -216,6 +226,7 @@ impl<P: Provider> Provider for Limited<P> {
         name: &str,
         metadata: &BTreeMap<String, String>,
     ) -> Result<ExternalId> {
+        let _turn = self.creating.lock().await;
         self.call(op::CREATE_IMAGE, false, || {
             self.inner.create_image(server, name, metadata)
         })

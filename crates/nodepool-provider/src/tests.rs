@@ -95,6 +95,44 @@ fn calls_are_spaced_by_the_rate() {
 }
 
 #[test]
+fn creates_go_one_at_a_time_in_order_while_reads_do_not_wait() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let slow = FakeConfig {
+        create_latency: Duration::from_secs(3),
+        ..FakeConfig::default()
+    };
+    let limited = Limited::new(fake(&clock, slow), clock.clone(), Duration::ZERO);
+    let image = runtime()
+        .block_on(limited.list_images())
+        .unwrap()
+        .into_iter()
+        .find(|i| i.name == "Ubuntu 22.04")
+        .unwrap()
+        .id;
+    let create = |name: &'static str| {
+        let (limited, clock) = (&limited, clock.clone());
+        let spec = ServerSpec::new(name, "2", image.clone());
+        async move {
+            let server = limited.create_server(&spec).await.unwrap();
+            (server.name, clock.now().saturating_since(T0).as_secs())
+        }
+    };
+    let list = async {
+        limited.list_servers().await.unwrap();
+        clock.now().saturating_since(T0).as_secs()
+    };
+    let (a, b, c, listed) = runtime().block_on(drive(&clock, async {
+        tokio::join!(create("a"), create("b"), create("c"), list)
+    }));
+    // Each create answers 3 s after it started, and starts when the one before answered.
+    assert_eq!(
+        [a, b, c],
+        [("a".into(), 3), ("b".into(), 6), ("c".into(), 9)]
+    );
+    assert_eq!(listed, 0, "a listing does not wait behind creates");
+}
+
+#[test]
 fn retry_after_is_honoured_and_safe_calls_retried() {
     let clock = Arc::new(ManualClock::new(T0));
     let cloud = fake(&clock, FakeConfig::default());

@@ -30,7 +30,13 @@ use nodepool_openstack::OpenStackProvider;
 use nodepool_provider::{PROVIDER_KEY, Provider};
 
 const NODES: usize = 40;
-const RUNS: usize = 3;
+/// Runs of each client; `FILL_RUNS` overrides it for a quick look.
+fn runs() -> usize {
+    std::env::var("FILL_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+}
 const PROVIDER: &str = "bench-fill";
 
 fn config(dir: &Path, port: u16, min_ready: i32) -> String {
@@ -73,7 +79,11 @@ fn nodepoold(config: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_nodepoold"))
         .arg("-c")
         .arg(config)
-        .env("RUST_LOG", "warn")
+        // FILL_LOG=info shows where the time goes (every launch step is logged with its time).
+        .env(
+            "RUST_LOG",
+            std::env::var("FILL_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -87,6 +97,21 @@ fn stop(mut child: Child) {
         .status()
         .unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+/// The CPU time (user and system) a running process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) start with the state.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // Linux reports in USER_HZ, 100 per second on every architecture it runs on.
+    ticks / 100.0
 }
 
 /// The peak resident memory of a running process, from /proc.
@@ -220,8 +245,9 @@ fn main() {
     });
     stop(child);
 
-    let (mut fills, mut rss, mut smokes) = (Vec::new(), Vec::new(), Vec::new());
-    for run in 1..=RUNS {
+    let (mut fills, mut rss, mut cpu, mut smokes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=runs() {
         std::fs::write(&path, config(dir, sshd.port, 10)).unwrap();
         let start = Instant::now();
         let child = nodepoold(&path);
@@ -235,6 +261,7 @@ fn main() {
         });
         let fill = start.elapsed();
         let peak = peak_rss_mb(child.id());
+        let used = cpu_seconds(child.id());
         stop(child);
         // Back to an empty pool for the next run: servers deleted, rows removed.
         clear(&runtime, &cloud, false);
@@ -250,22 +277,25 @@ fn main() {
         }
         let raw = smoke();
         eprintln!(
-            "run {run}: nodepoold {:.1} s to {NODES} READY (peak RSS {peak:.1} MB); smoke.py {:.1} s to {NODES} ACTIVE",
+            "run {run}: nodepoold {:.1} s to {NODES} READY (peak RSS {peak:.1} MB, CPU {used:.2} s); smoke.py {:.1} s to {NODES} ACTIVE",
             fill.as_secs_f64(),
             raw.as_secs_f64()
         );
         fills.push(fill.as_secs_f64());
         rss.push(peak);
+        cpu.push(used);
         smokes.push(raw.as_secs_f64());
     }
     clear(&runtime, &cloud, true);
+    let runs = fills.len();
     let (fill, raw) = (median(fills), median(smokes));
-    println!("| client | {NODES} nodes (median of {RUNS}) | peak RSS |");
-    println!("| --- | ---: | ---: |");
+    println!("| client | {NODES} nodes (median of {runs}) | peak RSS | CPU |");
+    println!("| --- | ---: | ---: | ---: |");
     println!(
-        "| nodepoold, start to READY (SSH reached) | {fill:.1} s | {:.1} MB |",
-        median(rss)
+        "| nodepoold, start to READY (SSH reached) | {fill:.1} s | {:.1} MB | {:.2} s |",
+        median(rss),
+        median(cpu)
     );
-    println!("| smoke.py (raw HTTP), create to ACTIVE | {raw:.1} s | |");
-    println!("| ratio | {:.2}x | |", fill / raw);
+    println!("| smoke.py (raw HTTP), create to ACTIVE | {raw:.1} s | | |");
+    println!("| ratio | {:.2}x | | |", fill / raw);
 }
