@@ -336,6 +336,7 @@ impl Clouds {
                         .map(|s| SeenServer {
                             owner: seen_owner(&s.metadata, &installation),
                             id: s.id.clone(),
+                            busy: s.task.is_some(),
                         })
                         .collect();
                     cloud.view.previous = cloud.view.listing.take();

@@ -33,6 +33,8 @@ use crate::store;
 
 /// How often a wait asks the cloud again (2014 `ITERATE_INTERVAL`).
 const POLL: Duration = Duration::from_secs(2);
+/// How long a template's snapshot task may go on after its image is active.
+const TASK_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a deleted server may take to go (2014 `waitForServerDeletion`).
 const DELETE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the first login to a template server may take (2014 `CONNECT_TIMEOUT`).
@@ -112,6 +114,27 @@ impl Context {
                 return Err(format!(
                     "server {id} was not ACTIVE after {}",
                     Human(timeout)
+                ));
+            }
+            self.next_listing(&mut watching, deadline).await?;
+        }
+    }
+
+    /// Waits, watching the listings, until the cloud has no task under way on a server (or
+    /// the server is gone), for at most [`TASK_TIMEOUT`].
+    async fn until_idle(&self, servers: &Servers, id: &ExternalId) -> Result<(), Failed> {
+        let asked = self.now();
+        let deadline = asked.saturating_add(TASK_TIMEOUT);
+        let mut watching = servers.watch();
+        loop {
+            let listing = watching.borrow_and_update().clone();
+            if listing.at > asked && listing.by_id.get(id).is_none_or(|s| s.task.is_none()) {
+                return Ok(());
+            }
+            if self.now() >= deadline {
+                return Err(format!(
+                    "the cloud's task on it is still under way after {}",
+                    Human(TASK_TIMEOUT)
                 ));
             }
             self.next_listing(&mut watching, deadline).await?;
@@ -455,11 +478,15 @@ pub(crate) async fn build(
         ctx.build_failed(&upload, why).await;
         return;
     }
-    // The image is READY; the template goes (best effort: a leftover is a tagged leak the
-    // node policy finds, or the upload's own deletion removes it).
-    if let Some(server) = template
-        && let Err(why) = delete_server(&ctx, &connection, &servers, &server).await
-    {
+    // The image is READY; the template goes once the cloud has ended its snapshot task
+    // (deleted before, Nova drops the image it just made). Best effort: a template left
+    // here goes with the upload's own deletion.
+    let Some(server) = template else { return };
+    if let Err(why) = ctx.until_idle(&servers, &server).await {
+        warn!(image = %upload.id, "template server {server} kept for now: {why}");
+        return;
+    }
+    if let Err(why) = delete_server(&ctx, &connection, &servers, &server).await {
         warn!(image = %upload.id, "template server {server} not deleted: {why}");
     }
 }

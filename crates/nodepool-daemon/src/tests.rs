@@ -327,10 +327,14 @@ impl Connector for SharedClouds {
             .unwrap()
             .entry(provider.name.to_string())
             .or_insert_with(|| {
+                let mut config = nodepool_provider::FakeConfig::default();
+                // A cloud slow to end its snapshot task: a template deleted before takes the
+                // new image with it.
+                config.snapshot_task_tail = Duration::from_secs(60);
                 Arc::new(nodepool_provider::FakeProvider::new(
                     provider.name.clone(),
                     self.clock.clone(),
-                    nodepool_provider::FakeConfig::default(),
+                    config,
                 ))
             })
             .clone();
@@ -377,6 +381,24 @@ async fn converged_on(
                 .any(|i| i.external_id.as_ref() == Some(&image.id));
             if !known {
                 return Err(format!("{name}: image {} belongs to no upload", image.id));
+            }
+        }
+        // And the other way round: every READY upload's image is in the cloud.
+        let images = cloud.list_images().await.unwrap();
+        for upload in snapshot
+            .images
+            .iter()
+            .filter(|i| i.provider.as_str() == name && i.state == ImageState::Ready)
+        {
+            let there = images.iter().any(|i| {
+                Some(&i.id) == upload.external_id.as_ref()
+                    && i.status == nodepool_provider::ImageStatus::Active
+            });
+            if !there {
+                return Err(format!(
+                    "{name}: upload {} is READY but its image is not in the cloud",
+                    upload.id
+                ));
             }
         }
     }
@@ -742,14 +764,6 @@ async fn the_cleanup_job_deletes_snapshots_and_floating_ips_whose_rows_are_gone(
     {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let image = cloud
-        .create_image(
-            &server.id,
-            "lost-snapshot",
-            &tags(Owner::Image(nodepool_model::ImageId::new(901))),
-        )
-        .await
-        .unwrap();
     let ip = cloud
         .create_floating_ip(
             &server.id,
@@ -758,11 +772,29 @@ async fn the_cleanup_job_deletes_snapshots_and_floating_ips_whose_rows_are_gone(
         )
         .await
         .unwrap();
-    // Someone else's snapshot stays.
-    let foreign = cloud
-        .create_image(&server.id, "not-ours", &Default::default())
-        .await
+    // Snapshots of the ready node's server (the daemon keeps it): one tagged for an upload
+    // the store does not have, one of someone else's.
+    let node = running.snapshot().await.nodes[0]
+        .external_id
+        .clone()
         .unwrap();
+    let snapshot_of_node = |name: &'static str, metadata| {
+        let cloud = cloud.clone();
+        let node = node.clone();
+        async move {
+            let image = cloud.create_image(&node, name, &metadata).await.unwrap();
+            while cloud.get_server(&node).await.unwrap().task.is_some() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            image
+        }
+    };
+    let image = snapshot_of_node(
+        "lost-snapshot",
+        tags(Owner::Image(nodepool_model::ImageId::new(901))),
+    )
+    .await;
+    let foreign = snapshot_of_node("not-ours", Default::default()).await;
     let mut gone = false;
     for _ in 0..300 {
         tokio::time::sleep(Duration::from_secs(1)).await;

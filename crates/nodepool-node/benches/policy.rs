@@ -118,6 +118,7 @@ fn snapshot(nodes: usize) -> (Snapshot, World) {
             listings[provider].push(SeenServer {
                 id: server.clone(),
                 owner: SeenOwner::Node(id),
+                busy: false,
             });
             Node {
                 id,

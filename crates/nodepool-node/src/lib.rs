@@ -56,8 +56,8 @@ use std::time::Duration;
 
 use nodepool_config::{Config, Label};
 use nodepool_model::{
-    Attempt, ExternalId, Human, ImageId, ImageName, LabelName, Node, NodeId, NodeRequest,
-    NodeState, ProviderName, Reason, RequestId, Snapshot, Timestamp,
+    Attempt, ExternalId, Human, ImageId, ImageName, ImageState, LabelName, Node, NodeId,
+    NodeRequest, NodeState, ProviderName, Reason, RequestId, Snapshot, Timestamp,
 };
 
 use allocation::Allocator;
@@ -106,6 +106,9 @@ pub mod codes {
     pub const NODE_CLEANUP: &str = "node-cleanup";
     /// A server tagged by this installation that the store does not know.
     pub const LEAKED: &str = "leaked";
+    /// A template server left over after its build, still busy with the cloud's snapshot
+    /// task.
+    pub const TEMPLATE_BUSY: &str = "template-busy";
     /// A leak seen once, to be deleted if the next listing shows it again.
     pub const SUSPECTED_LEAK: &str = "suspected-leak";
     /// A held node whose provider or label is gone: kept, as holds are.
@@ -231,6 +234,9 @@ pub struct SeenServer {
     pub id: ExternalId,
     /// Whose it is.
     pub owner: SeenOwner,
+    /// The cloud has a task under way on it (a snapshot being taken): deleting it now
+    /// would drop the image.
+    pub busy: bool,
 }
 
 /// One complete server listing of a provider, indexed when it is made: a listing serves two
@@ -395,7 +401,7 @@ impl<'a> Planner<'a> {
         let mut current: Map<(&'a ProviderName, &'a ImageName), &'a nodepool_model::Image> =
             Map::default();
         for image in &snapshot.images {
-            if image.state == nodepool_model::ImageState::Ready {
+            if image.state == ImageState::Ready {
                 let best = current
                     .entry((&image.provider, &image.name))
                     .or_insert(image);
@@ -708,11 +714,35 @@ impl<'a> Planner<'a> {
                         // The create call has not answered yet, or the orphan delete takes it.
                         None => true,
                     }),
-                    SeenOwner::Image(id) => images.get(id).is_some_and(|i| {
-                        i.server_external_id
-                            .as_ref()
-                            .is_none_or(|ext| ext == &server.id)
-                    }),
+                    SeenOwner::Image(id) => match images.get(id) {
+                        None => false,
+                        // Its build is under way, or its deletion takes the template too.
+                        Some(upload)
+                            if matches!(
+                                upload.state,
+                                ImageState::Building | ImageState::Delete
+                            ) =>
+                        {
+                            upload
+                                .server_external_id
+                                .as_ref()
+                                .is_none_or(|ext| ext == &server.id)
+                        }
+                        // The build is over: its template is left over (a daemon stopped
+                        // before deleting it), once the cloud has ended its snapshot task.
+                        Some(_) if server.busy => {
+                            self.note(
+                                About::Server(provider.clone(), server.id.clone()),
+                                codes::TEMPLATE_BUSY,
+                                format!(
+                                    "template server {} of image upload {id} is left over; deleted once the cloud ends its task on it",
+                                    server.id
+                                ),
+                            );
+                            true
+                        }
+                        Some(_) => false,
+                    },
                     SeenOwner::Unreadable => {
                         self.note(
                             About::Server(provider.clone(), server.id.clone()),
@@ -734,8 +764,13 @@ impl<'a> Planner<'a> {
                     .as_ref()
                     .is_some_and(|p| p.contains(&server.id));
                 let whose = match &server.owner {
-                    SeenOwner::Node(id) => format!("node {id}"),
-                    SeenOwner::Image(id) => format!("image upload {id}"),
+                    SeenOwner::Node(id) => format!("node {id}, which the store does not have"),
+                    SeenOwner::Image(id) if images.contains_key(id) => {
+                        format!("image upload {id}, whose build is over")
+                    }
+                    SeenOwner::Image(id) => {
+                        format!("image upload {id}, which the store does not have")
+                    }
                     _ => String::new(),
                 };
                 if seen_before {
@@ -745,7 +780,7 @@ impl<'a> Planner<'a> {
                         reason: Reason::new(
                             codes::LEAKED,
                             format!(
-                                "server {} is tagged for {whose}, which the store does not have, in two listings in a row",
+                                "server {} is tagged for {whose}, in two listings in a row",
                                 server.id
                             ),
                         ),
@@ -755,7 +790,7 @@ impl<'a> Planner<'a> {
                         About::Server(provider.clone(), server.id.clone()),
                         codes::SUSPECTED_LEAK,
                         format!(
-                            "server {} is tagged for {whose}, which the store does not have; deleted if the next listing shows it again",
+                            "server {} is tagged for {whose}; deleted if the next listing shows it again",
                             server.id
                         ),
                     );

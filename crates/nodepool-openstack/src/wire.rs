@@ -79,6 +79,7 @@ impl WireServer {
             (other, _) => ServerStatus::Other(other.to_owned()),
         };
         let mut server = Server::new(ExternalId::new(self.id), self.name, status);
+        server.task = self.task_state;
         for (network, addresses) in self.addresses {
             for address in addresses {
                 let Ok(ip) = address.addr.parse::<IpAddr>() else {

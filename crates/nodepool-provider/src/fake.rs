@@ -48,6 +48,10 @@ pub struct FakeConfig {
     /// How many entries one page of a listing holds: a listing of more makes one call per
     /// page, each counted (and failing) on its own, as a real cloud's paginated listing does.
     pub page_size: usize,
+    /// How long a snapshot's task stays on its server after the image is active (Nova ends
+    /// its bookkeeping after the upload). Deleting the server before drops the image, as
+    /// Nova does.
+    pub snapshot_task_tail: Duration,
     /// How long a create call (server, snapshot, floating IP) takes to answer: the cloud's
     /// API time, spent on the fake's clock before the call does anything.
     pub create_latency: Duration,
@@ -79,6 +83,7 @@ impl Default for FakeConfig {
             floating_pool: "public".into(),
             page_size: 100,
             create_latency: Duration::ZERO,
+            snapshot_task_tail: Duration::from_secs(2),
         }
     }
 }
@@ -123,6 +128,8 @@ struct FakeServer {
     fails_with: Option<String>,
     vcpus: u64,
     ram_mb: u64,
+    /// The snapshot being taken of it, and when its task ends (`None`: never).
+    snapshotting: Option<(ExternalId, Option<Timestamp>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +256,13 @@ impl FakeProvider {
                 .is_none_or(|at| at.saturating_add(delete_time) > now)
         });
         for s in state.servers.values_mut() {
+            if s.snapshotting
+                .as_ref()
+                .is_some_and(|(_, until)| until.is_some_and(|at| at <= now))
+            {
+                s.snapshotting = None;
+                s.server.task = None;
+            }
             if s.deleted.is_some() {
                 s.server.status = ServerStatus::Deleting;
             } else if s.server.status == ServerStatus::Building
@@ -376,6 +390,7 @@ impl Provider for FakeProvider {
             fails_with,
             vcpus: flavor.vcpus,
             ram_mb: flavor.ram_mb,
+            snapshotting: None,
         };
         state.servers.insert(id, record);
         if Self::take_fault(
@@ -429,6 +444,11 @@ impl Provider for FakeProvider {
         })?;
         server.deleted.get_or_insert(now);
         server.server.status = ServerStatus::Deleting;
+        // Deleted while it snapshots: the snapshot fails and its image goes.
+        if let Some((image, _)) = server.snapshotting.take() {
+            server.server.task = Some("deleting".into());
+            state.images.remove(&image);
+        }
         // Floating IPs stay allocated but are unmapped, as on a real cloud.
         for ip in state
             .floating
@@ -526,6 +546,10 @@ impl Provider for FakeProvider {
         let mut state = self.lock();
         self.begin(&mut state, op::CREATE_IMAGE)?;
         match state.servers.get(server) {
+            Some(s) if s.snapshotting.is_some() => {
+                let message = format!("server {server} is already being snapshotted");
+                return Err(self.error(ErrorKind::BadRequest, op::CREATE_IMAGE, message));
+            }
             Some(s) if s.server.status == ServerStatus::Active => {}
             Some(s) => {
                 let message = format!(
@@ -556,6 +580,11 @@ impl Provider for FakeProvider {
             .properties
             .insert("image_type".into(), "snapshot".into());
         let ready_at = (!never).then(|| self.clock.now().saturating_add(self.config.snapshot_time));
+        if let Some(s) = state.servers.get_mut(server) {
+            let task_ends = ready_at.map(|at| at.saturating_add(self.config.snapshot_task_tail));
+            s.snapshotting = Some((id.clone(), task_ends));
+            s.server.task = Some("image_uploading".into());
+        }
         state
             .images
             .insert(id.clone(), FakeImage { image, ready_at });

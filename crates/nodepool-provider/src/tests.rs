@@ -133,6 +133,71 @@ fn creates_go_one_at_a_time_in_order_while_reads_do_not_wait() {
 }
 
 #[test]
+fn a_server_deleted_while_it_snapshots_takes_the_image_with_it() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let cloud = fake(&clock, FakeConfig::default());
+    runtime().block_on(drive(&clock, async {
+        let base = cloud
+            .list_images()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|i| i.name == "Ubuntu 22.04")
+            .unwrap()
+            .id;
+        let mut servers = Vec::new();
+        for name in ["early", "late"] {
+            let server = cloud
+                .create_server(&ServerSpec::new(name, "2", base.clone()))
+                .await
+                .unwrap();
+            servers.push(server.id);
+        }
+        while cloud.get_server(&servers[1]).await.unwrap().status != ServerStatus::Active {
+            tokio::task::yield_now().await;
+        }
+        let early = cloud
+            .create_image(&servers[0], "early", &BTreeMap::new())
+            .await
+            .unwrap();
+        let late = cloud
+            .create_image(&servers[1], "late", &BTreeMap::new())
+            .await
+            .unwrap();
+        let busy = cloud.get_server(&servers[1]).await.unwrap();
+        assert_eq!(busy.task.as_deref(), Some("image_uploading"));
+        assert_eq!(
+            cloud
+                .create_image(&servers[1], "again", &BTreeMap::new())
+                .await
+                .unwrap_err()
+                .kind,
+            ErrorKind::BadRequest,
+            "one snapshot at a time"
+        );
+        // The image is active before the task ends.
+        while cloud.get_image(&early).await.unwrap().status != ImageStatus::Active {
+            tokio::task::yield_now().await;
+        }
+        assert!(cloud.get_server(&servers[0]).await.unwrap().task.is_some());
+        cloud.delete_server(&servers[0]).await.unwrap();
+        assert_eq!(
+            cloud.get_image(&early).await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        // Once the task has ended, the server goes and the image stays.
+        while cloud.get_server(&servers[1]).await.unwrap().task.is_some() {
+            tokio::task::yield_now().await;
+        }
+        cloud.delete_server(&servers[1]).await.unwrap();
+        assert_eq!(
+            cloud.get_image(&late).await.unwrap().status,
+            ImageStatus::Active
+        );
+    }));
+}
+
+#[test]
 fn retry_after_is_honoured_and_safe_calls_retried() {
     let clock = Arc::new(ManualClock::new(T0));
     let cloud = fake(&clock, FakeConfig::default());

@@ -141,6 +141,9 @@ pub struct Server {
     pub flavor: Option<String>,
     /// Its availability zone.
     pub availability_zone: Option<String>,
+    /// The cloud's task under way on it (`image_uploading` while a snapshot is taken), if
+    /// any. A server must not be deleted while it snapshots: the cloud drops the image.
+    pub task: Option<String>,
 }
 
 impl Server {
@@ -156,6 +159,7 @@ impl Server {
             image: None,
             flavor: None,
             availability_zone: None,
+            task: None,
         }
     }
 

@@ -19,6 +19,7 @@ fn listing(age: Duration, servers: &[(&str, SeenOwner)]) -> Listing {
             .map(|(id, owner)| SeenServer {
                 id: ExternalId::new(*id),
                 owner: owner.clone(),
+                busy: false,
             })
             .collect(),
     )
@@ -539,4 +540,40 @@ fn the_next_wakeup_is_the_nearest_deadline() {
         plan.next_wakeup,
         Some(ago(secs(60)).saturating_add(crate::TEST_CLEANUP + Duration::from_millis(1)))
     );
+}
+
+#[test]
+fn a_template_left_after_its_build_goes_once_the_clouds_task_on_it_ends() {
+    let template = |busy| SeenServer {
+        id: ExternalId::new("template"),
+        owner: SeenOwner::Image(ImageId::new(1)),
+        busy,
+    };
+    let plan_with = |state: ImageState, busy: bool| {
+        let mut snapshot = snapshot(vec![]);
+        snapshot.images[0].state = state;
+        snapshot.images[0].server_external_id = Some(ExternalId::new("template"));
+        let cloud = CloudView {
+            listing: Some(Listing::new(ago(secs(10)), vec![template(busy)])),
+            previous: Some(Listing::new(ago(secs(20)), vec![template(busy)])),
+            ..CloudView::default()
+        };
+        run(&snapshot, &config(), &world_with("cloud1", cloud))
+    };
+    let deletes = |plan: &NodePlan| {
+        summary(plan)
+            .into_iter()
+            .filter(|s| s.starts_with("delete leak"))
+            .collect::<Vec<_>>()
+    };
+    // Upload 1 is READY: its template is a leftover.
+    let plan = plan_with(ImageState::Ready, false);
+    assert_eq!(deletes(&plan), ["delete leak template@cloud1"]);
+    let plan = plan_with(ImageState::Ready, true);
+    assert!(deletes(&plan).is_empty());
+    assert!(plan.notes.iter().any(|n| n.reason.code == codes::TEMPLATE_BUSY));
+    // Building, its build uses it; being deleted, the upload's deletion takes it.
+    for state in [ImageState::Building, ImageState::Delete] {
+        assert!(deletes(&plan_with(state, false)).is_empty(), "{state}");
+    }
 }
