@@ -60,7 +60,6 @@ labels:
     region-name: RegionOne
     max-servers: {NODES}
     rate: 0.001
-    networks: [{{net-label: private}}]
     images:
       - name: base
         base-image: base-image

@@ -571,7 +571,11 @@ fn a_template_left_after_its_build_goes_once_the_clouds_task_on_it_ends() {
     assert_eq!(deletes(&plan), ["delete leak template@cloud1"]);
     let plan = plan_with(ImageState::Ready, true);
     assert!(deletes(&plan).is_empty());
-    assert!(plan.notes.iter().any(|n| n.reason.code == codes::TEMPLATE_BUSY));
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.reason.code == codes::TEMPLATE_BUSY)
+    );
     // Building, its build uses it; being deleted, the upload's deletion takes it.
     for state in [ImageState::Building, ImageState::Delete] {
         assert!(deletes(&plan_with(state, false)).is_empty(), "{state}");
