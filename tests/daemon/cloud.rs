@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use nodepool_config::{DbUri, Environment, OpenStackSettings, Project, Secret};
+use nodepool_config::DbUri;
 use nodepool_db::Store;
 use nodepool_model::{ImageState, NodeState, Snapshot};
 use nodepool_openstack::OpenStackProvider;
@@ -26,32 +26,8 @@ use crate::{deadline, follow_until, nodepoold, past, pause, terminate, until};
 /// This test's provider name: what an interrupted run left is found by it.
 const PROVIDER: &str = "daemon-kill";
 
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
 fn connect(rt: &tokio::runtime::Runtime) -> Option<OpenStackProvider> {
-    let mut settings = OpenStackSettings::default();
-    settings.auth_url = Some(env("OS_AUTH_URL", "http://127.0.0.1:5000/v3"));
-    settings.username = Some(env("OS_USERNAME", "admin"));
-    settings.password = Some(Secret::new(env("OS_PASSWORD", "admin")));
-    settings.project = Some(Project::Name(env("OS_PROJECT_NAME", "admin")));
-    settings.region_name = Some(env("OS_REGION_NAME", "RegionOne"));
-    let connected = rt.block_on(OpenStackProvider::connect(
-        "local".parse().unwrap(),
-        &settings,
-        &Environment::default(),
-    ));
-    match connected {
-        Ok(provider) => Some(provider),
-        Err(error) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("the kill -9 test needs the local OpenStack in CI: {error}")
-        }
-        Err(error) => {
-            eprintln!("skipped: no local OpenStack ({error}); run `cargo xtask cloud up`");
-            None
-        }
-    }
+    rt.block_on(support::local_cloud("the kill -9 test"))
 }
 
 fn config(dir: &Path, port: u16, min_ready: i32) -> String {
@@ -64,31 +40,14 @@ labels:
     min-ready: {min_ready}
     providers: [{{name: {PROVIDER}}}]
 providers:
-  - name: {PROVIDER}
-    auth-url: {auth}
-    username: {user}
-    password: {password}
-    project-name: {project}
-    region-name: {region}
-    max-servers: 3
-    rate: 0.01
-    networks: [{{net-label: private}}]
-    images:
-      - name: base
-        base-image: base-image
-        min-ram: 64
-        setup: prepare.sh
-        username: {me}
-        private-key: {dir}/client
-        connection-port: {port}
-",
+{provider}",
         dir = dir.display(),
-        auth = env("OS_AUTH_URL", "http://127.0.0.1:5000/v3"),
-        user = env("OS_USERNAME", "admin"),
-        password = env("OS_PASSWORD", "admin"),
-        project = env("OS_PROJECT_NAME", "admin"),
-        region = env("OS_REGION_NAME", "RegionOne"),
-        me = support::whoami(),
+        provider = support::cloud_provider(
+            PROVIDER,
+            dir,
+            port,
+            "    max-servers: 3\n    rate: 0.01\n    networks: [{net-label: private}]\n",
+        ),
     )
 }
 

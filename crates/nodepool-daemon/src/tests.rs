@@ -298,6 +298,15 @@ struct SharedClouds {
         std::sync::Mutex<std::collections::BTreeMap<String, Arc<nodepool_provider::FakeProvider>>>,
 }
 
+/// Fake clouds that outlive daemons, on a virtual clock starting at `T0`, and the remote
+/// that reaches their servers.
+fn shared_clouds() -> (Arc<TokioClock>, Arc<FakeRemote>, Arc<SharedClouds>) {
+    let clock = Arc::new(TokioClock::starting_at(T0));
+    let remote = Arc::new(FakeRemote::new());
+    let shared = SharedClouds::new(clock.clone(), remote.clone());
+    (clock, remote, shared)
+}
+
 impl SharedClouds {
     fn new(clock: Arc<TokioClock>, remote: Arc<FakeRemote>) -> Arc<SharedClouds> {
         Arc::new(SharedClouds {
@@ -408,9 +417,7 @@ async fn converged_on(
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_daemon_killed_mid_launch_and_mid_build_leaves_nothing_behind_once_restarted() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(TokioClock::starting_at(T0));
-    let remote = Arc::new(FakeRemote::new());
-    let shared = SharedClouds::new(clock.clone(), remote.clone());
+    let (clock, remote, shared) = shared_clouds();
     let first = start_with(
         dir.path(),
         &config(dir.path(), 2, ""),
@@ -572,9 +579,7 @@ async fn images_are_rebuilt_on_schedule_and_the_third_newest_retired_after_eight
 async fn a_provider_removed_from_the_config_has_its_nodes_and_images_deleted() {
     use nodepool_provider::Provider;
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(TokioClock::starting_at(T0));
-    let remote = Arc::new(FakeRemote::new());
-    let shared = SharedClouds::new(clock.clone(), remote.clone());
+    let (clock, remote, shared) = shared_clouds();
     let running = start_with(
         dir.path(),
         &config(dir.path(), 4, ""),
@@ -716,9 +721,7 @@ async fn host_keys_are_recorded_and_the_check_deletes_dead_and_changed_nodes() {
 async fn the_cleanup_job_deletes_snapshots_and_floating_ips_whose_rows_are_gone() {
     use nodepool_provider::{Owner, Provider, ServerSpec, Tags};
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(TokioClock::starting_at(T0));
-    let remote = Arc::new(FakeRemote::new());
-    let shared = SharedClouds::new(clock.clone(), remote.clone());
+    let (clock, remote, shared) = shared_clouds();
     let running = start_with(
         dir.path(),
         &one_cloud(dir.path(), 1),
@@ -822,9 +825,7 @@ async fn the_cleanup_job_deletes_snapshots_and_floating_ips_whose_rows_are_gone(
 async fn a_daemon_killed_while_a_snapshot_is_taken_leaves_nothing_behind_once_restarted() {
     use nodepool_provider::{ImageStatus, Provider};
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(TokioClock::starting_at(T0));
-    let remote = Arc::new(FakeRemote::new());
-    let shared = SharedClouds::new(clock.clone(), remote.clone());
+    let (clock, remote, shared) = shared_clouds();
     let text = one_cloud(dir.path(), 1);
     let first = start_with(
         dir.path(),

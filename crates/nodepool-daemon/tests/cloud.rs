@@ -17,37 +17,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodepool_config::{Environment, OpenStackSettings, Project, Secret};
 use nodepool_daemon::{Connect, Daemon, FakeRemote, Options, SshRemote, SystemClock};
 use nodepool_db::Store;
 use nodepool_model::{ImageState, NodeState, Snapshot};
 use nodepool_openstack::OpenStackProvider;
 use nodepool_provider::{Clock, ErrorKind, INSTALLATION_KEY, Provider};
-
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-async fn cloud() -> Option<OpenStackProvider> {
-    let mut settings = OpenStackSettings::default();
-    settings.auth_url = Some(env("OS_AUTH_URL", "http://127.0.0.1:5000/v3"));
-    settings.username = Some(env("OS_USERNAME", "admin"));
-    settings.password = Some(Secret::new(env("OS_PASSWORD", "admin")));
-    settings.project = Some(Project::Name(env("OS_PROJECT_NAME", "admin")));
-    settings.region_name = Some(env("OS_REGION_NAME", "RegionOne"));
-    match OpenStackProvider::connect("local".parse().unwrap(), &settings, &Environment::default())
-        .await
-    {
-        Ok(provider) => Some(provider),
-        Err(error) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("the daemon's cloud test needs the local OpenStack in CI: {error}")
-        }
-        Err(error) => {
-            eprintln!("skipped: no local OpenStack ({error}); run `cargo xtask cloud up`");
-            None
-        }
-    }
-}
 
 /// Deletes what an interrupted run of this test left (its provider name is its own).
 async fn clear_leftovers(cloud: &OpenStackProvider) {
@@ -77,31 +51,14 @@ labels:
     min-ready: {min_ready}
     providers: [{{name: daemon-e2e}}]
 providers:
-  - name: daemon-e2e
-    auth-url: {auth}
-    username: {user}
-    password: {password}
-    project-name: {project}
-    region-name: {region}
-    max-servers: 3
-    rate: 0.01
-    networks: [{{net-label: private}}]
-    images:
-      - name: base
-        base-image: base-image
-        min-ram: 64
-        setup: prepare.sh
-        username: {me}
-        private-key: {dir}/client
-        connection-port: {port}
-",
+{provider}",
         dir = dir.display(),
-        auth = env("OS_AUTH_URL", "http://127.0.0.1:5000/v3"),
-        user = env("OS_USERNAME", "admin"),
-        password = env("OS_PASSWORD", "admin"),
-        project = env("OS_PROJECT_NAME", "admin"),
-        region = env("OS_REGION_NAME", "RegionOne"),
-        me = support::whoami(),
+        provider = support::cloud_provider(
+            "daemon-e2e",
+            dir,
+            port,
+            "    max-servers: 3\n    rate: 0.01\n    networks: [{net-label: private}]\n",
+        ),
     )
 }
 
@@ -147,7 +104,9 @@ fn ready(snapshot: &Snapshot) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_over_ssh_fills_min_ready_on_nova_and_leaves_nothing() {
     let Some(sshd) = support::sshd() else { return };
-    let Some(cloud) = cloud().await else { return };
+    let Some(cloud) = support::local_cloud("the daemon's cloud test").await else {
+        return;
+    };
     clear_leftovers(&cloud).await;
     let dir = sshd.dir.path();
     std::fs::create_dir_all(dir.join("scripts")).unwrap();

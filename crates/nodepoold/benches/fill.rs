@@ -23,7 +23,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nodepool_config::{DbUri, Environment, OpenStackSettings, Project, Secret};
+use nodepool_config::DbUri;
 use nodepool_db::{ImageFilter, NodeFilter, Store};
 use nodepool_model::{ImageState, NodeState, Reason, Timestamp};
 use nodepool_openstack::OpenStackProvider;
@@ -47,30 +47,20 @@ fn config(dir: &Path, port: u16, min_ready: i32) -> String {
             )
         })
         .collect();
+    // No `networks`: Nova picks the network, as it does for smoke.py.
     format!(
         "script-dir: {dir}/scripts
 dburi: sqlite://{dir}/nodepool.sqlite
 labels:
 {labels}providers:
-  - name: {PROVIDER}
-    auth-url: http://127.0.0.1:5000/v3
-    username: admin
-    password: admin
-    project-name: admin
-    region-name: RegionOne
-    max-servers: {NODES}
-    rate: 0.001
-    images:
-      - name: base
-        base-image: base-image
-        min-ram: 64
-        setup: prepare.sh
-        username: {me}
-        private-key: {dir}/client
-        connection-port: {port}
-",
+{provider}",
         dir = dir.display(),
-        me = support::whoami(),
+        provider = support::cloud_provider(
+            PROVIDER,
+            dir,
+            port,
+            &format!("    max-servers: {NODES}\n    rate: 0.001\n"),
+        ),
     )
 }
 
@@ -197,22 +187,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut settings = OpenStackSettings::default();
-    settings.auth_url = Some("http://127.0.0.1:5000/v3".into());
-    settings.username = Some("admin".into());
-    settings.password = Some(Secret::new("admin"));
-    settings.project = Some(Project::Name("admin".into()));
-    settings.region_name = Some("RegionOne".into());
-    let cloud = match runtime.block_on(OpenStackProvider::connect(
-        "bench".parse().unwrap(),
-        &settings,
-        &Environment::default(),
-    )) {
-        Ok(cloud) => cloud,
-        Err(error) => {
-            eprintln!("no local cloud ({error}): run `cargo xtask cloud up` first");
-            std::process::exit(1);
-        }
+    let Some(cloud) = runtime.block_on(support::local_cloud("the fill benchmark")) else {
+        std::process::exit(1);
     };
     let Some(sshd) = support::sshd() else {
         eprintln!("no sshd: install openssh-server");

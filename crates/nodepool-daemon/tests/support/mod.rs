@@ -99,3 +99,71 @@ pub(crate) fn whoami() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// A setting of the local cloud (`cargo xtask cloud env` exports them), or its default.
+pub(crate) fn cloud_env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Logs in to the local OpenStack (`cargo xtask cloud up`) as its admin; `None` (after
+/// saying why) when it is not running and this is not CI, where `needed_by` fails loudly.
+pub(crate) async fn local_cloud(needed_by: &str) -> Option<nodepool_openstack::OpenStackProvider> {
+    let mut settings = nodepool_config::OpenStackSettings::default();
+    settings.auth_url = Some(cloud_env("OS_AUTH_URL", "http://127.0.0.1:5000/v3"));
+    settings.username = Some(cloud_env("OS_USERNAME", "admin"));
+    settings.password = Some(nodepool_config::Secret::new(cloud_env(
+        "OS_PASSWORD",
+        "admin",
+    )));
+    settings.project = Some(nodepool_config::Project::Name(cloud_env(
+        "OS_PROJECT_NAME",
+        "admin",
+    )));
+    settings.region_name = Some(cloud_env("OS_REGION_NAME", "RegionOne"));
+    let connected = nodepool_openstack::OpenStackProvider::connect(
+        "local".parse().unwrap(),
+        &settings,
+        &nodepool_config::Environment::default(),
+    )
+    .await;
+    match connected {
+        Ok(provider) => Some(provider),
+        Err(error) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{needed_by} needs the local OpenStack in CI: {error}")
+        }
+        Err(error) => {
+            eprintln!("skipped: no local OpenStack ({error}); run `cargo xtask cloud up`");
+            None
+        }
+    }
+}
+
+/// A `providers:` entry for the local cloud named `name`, whose image `base` is built from
+/// the cloud's `base-image` and reached through this sshd (keys and scripts in `dir`).
+/// `extra` holds more provider keys, each line indented by four spaces.
+pub(crate) fn cloud_provider(name: &str, dir: &Path, port: u16, extra: &str) -> String {
+    format!(
+        "  - name: {name}
+    auth-url: {auth}
+    username: {user}
+    password: {password}
+    project-name: {project}
+    region-name: {region}
+{extra}    images:
+      - name: base
+        base-image: base-image
+        min-ram: 64
+        setup: prepare.sh
+        username: {me}
+        private-key: {dir}/client
+        connection-port: {port}
+",
+        dir = dir.display(),
+        auth = cloud_env("OS_AUTH_URL", "http://127.0.0.1:5000/v3"),
+        user = cloud_env("OS_USERNAME", "admin"),
+        password = cloud_env("OS_PASSWORD", "admin"),
+        project = cloud_env("OS_PROJECT_NAME", "admin"),
+        region = cloud_env("OS_REGION_NAME", "RegionOne"),
+        me = whoami(),
+    )
+}
