@@ -340,7 +340,7 @@ impl Clouds {
                         })
                         .collect();
                     cloud.view.previous = cloud.view.listing.take();
-                    cloud.view.listing = Some(Listing::new(now, seen));
+                    cloud.view.listing = Some(Arc::new(Listing::new(now, seen)));
                     cloud.servers.latest.send_replace(Arc::new(Servers {
                         at: now,
                         by_id: servers.into_iter().map(|s| (s.id.clone(), s)).collect(),

@@ -523,6 +523,16 @@ impl Daemon {
                         task.abort();
                     }
                     let connection = self.clouds.handle(&record.provider);
+                    let in_cloud =
+                        record.server_external_id.is_some() || record.external_id.is_some();
+                    // Marked for deletion already: nothing to do until the provider connects.
+                    if connection.is_none() && in_cloud && record.state == ImageState::Delete {
+                        self.say(
+                            format!("image upload {upload} waits for its deletion: provider {} is not connected", record.provider),
+                            true,
+                        );
+                        continue;
+                    }
                     let ctx = self.context();
                     let (record, reason, id) = (record.clone(), reason.clone(), *upload);
                     let task = self.tasks.spawn(async move {
@@ -673,6 +683,18 @@ impl Daemon {
                         task.abort();
                     }
                     let connection = self.clouds.handle(&record.provider);
+                    // Marked for deletion already: nothing to do until the provider connects.
+                    if connection.is_none() && server.is_some() && record.state == NodeState::Delete
+                    {
+                        self.say(
+                            format!(
+                                "node {node} waits for its deletion: provider {} is not connected",
+                                record.provider
+                            ),
+                            true,
+                        );
+                        continue;
+                    }
                     let ctx = self.context();
                     let (record, server, reason, id) =
                         (record.clone(), server.clone(), reason.clone(), *node);

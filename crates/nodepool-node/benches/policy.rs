@@ -143,8 +143,8 @@ fn snapshot(nodes: usize) -> (Snapshot, World) {
         world.clouds.insert(
             format!("p{p}").parse().unwrap(),
             CloudView {
-                listing: Some(Listing::new(ago(5), servers.clone())),
-                previous: Some(Listing::new(ago(15), servers)),
+                listing: Some(std::sync::Arc::new(Listing::new(ago(5), servers.clone()))),
+                previous: Some(std::sync::Arc::new(Listing::new(ago(15), servers))),
                 ..CloudView::default()
             },
         );

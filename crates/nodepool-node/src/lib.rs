@@ -52,6 +52,7 @@ pub mod allocation;
 pub mod cleanup;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_config::{Config, Label};
@@ -320,9 +321,9 @@ pub struct Cost {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CloudView {
     /// The newest complete listing, if one succeeded.
-    pub listing: Option<Listing>,
+    pub listing: Option<Arc<Listing>>,
     /// The one before it.
-    pub previous: Option<Listing>,
+    pub previous: Option<Arc<Listing>>,
     /// The cloud's remaining capacity, if known.
     pub headroom: Headroom,
     /// The flavor each image launches with, if known.

@@ -2,6 +2,8 @@
 
 use nodepool_model::{Attempt, Failure};
 
+use std::sync::Arc;
+
 use super::*;
 use crate::{CloudView, Cost, Headroom, Listing, SeenOwner, SeenServer, codes};
 
@@ -11,8 +13,8 @@ fn world_with(provider: &str, cloud: CloudView) -> World {
     world
 }
 
-fn listing(age: Duration, servers: &[(&str, SeenOwner)]) -> Listing {
-    Listing::new(
+fn listing(age: Duration, servers: &[(&str, SeenOwner)]) -> Arc<Listing> {
+    Arc::new(Listing::new(
         ago(age),
         servers
             .iter()
@@ -22,7 +24,7 @@ fn listing(age: Duration, servers: &[(&str, SeenOwner)]) -> Listing {
                 busy: false,
             })
             .collect(),
-    )
+    ))
 }
 
 #[test]
@@ -554,8 +556,8 @@ fn a_template_left_after_its_build_goes_once_the_clouds_task_on_it_ends() {
         snapshot.images[0].state = state;
         snapshot.images[0].server_external_id = Some(ExternalId::new("template"));
         let cloud = CloudView {
-            listing: Some(Listing::new(ago(secs(10)), vec![template(busy)])),
-            previous: Some(Listing::new(ago(secs(20)), vec![template(busy)])),
+            listing: Some(Arc::new(Listing::new(ago(secs(10)), vec![template(busy)]))),
+            previous: Some(Arc::new(Listing::new(ago(secs(20)), vec![template(busy)]))),
             ..CloudView::default()
         };
         run(&snapshot, &config(), &world_with("cloud1", cloud))
