@@ -37,6 +37,7 @@ pub(crate) const FAILURES_KEPT: Duration = Duration::from_secs(24 * 3600);
 pub(crate) async fn cleanup(ctx: Context, connection: Connection) {
     let provider = connection.name().clone();
     let installation: &InstallationId = &ctx.installation;
+    // Each listing stands on its own: one that fails leaves the other's leaks to delete.
     let mut seen = Vec::new();
     match connection.list_images().await {
         Ok(images) => seen.extend(images.into_iter().map(|image| SeenResource {
@@ -44,10 +45,7 @@ pub(crate) async fn cleanup(ctx: Context, connection: Connection) {
             owner: seen_owner(&image.properties, installation),
             id: image.id,
         })),
-        Err(error) => {
-            warn!(provider = %provider, "cleanup: cannot list images: {error}");
-            return;
-        }
+        Err(error) => warn!(provider = %provider, "cleanup: cannot list images: {error}"),
     }
     match connection.list_floating_ips().await {
         Ok(ips) => seen.extend(ips.into_iter().map(|ip| SeenResource {
@@ -57,10 +55,10 @@ pub(crate) async fn cleanup(ctx: Context, connection: Connection) {
         })),
         // A cloud without floating IPs has none to leak.
         Err(error) if error.kind == ErrorKind::NotFound => {}
-        Err(error) => {
-            warn!(provider = %provider, "cleanup: cannot list floating IPs: {error}");
-            return;
-        }
+        Err(error) => warn!(provider = %provider, "cleanup: cannot list floating IPs: {error}"),
+    }
+    if seen.is_empty() {
+        return;
     }
     let snapshot = match store::call(&ctx.store, |s| s.snapshot()).await {
         Ok(snapshot) => snapshot,
