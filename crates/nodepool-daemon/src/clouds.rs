@@ -215,7 +215,7 @@ impl Clouds {
         for (name, cloud) in &mut self.by_name {
             cloud.retired = !wanted.iter().any(|p| &p.name == name);
         }
-        let mut failed = Vec::new();
+        let mut to_connect = Vec::new();
         for provider in wanted {
             if let Some(cloud) = self.by_name.get_mut(&provider.name) {
                 if cloud.made_from == *provider {
@@ -232,28 +232,46 @@ impl Clouds {
                     continue;
                 }
             }
-            match self.connect(provider).await {
-                Ok(cloud) => {
+            to_connect.push(provider.clone());
+        }
+        // Every provider logs in at once: a site with many clouds starts in one login's time.
+        let mut logins = tokio::task::JoinSet::new();
+        for provider in to_connect {
+            let connector = self.connector.clone();
+            logins.spawn(async move {
+                let connected = connector.connect(&provider).await;
+                (provider, connected)
+            });
+        }
+        let mut failed = Vec::new();
+        while let Some(joined) = logins.join_next().await {
+            let Ok((provider, connected)) = joined else {
+                continue;
+            };
+            match connected {
+                Ok((inner, remote)) => {
+                    tracing::debug!(provider = %provider.name, "connected");
+                    let cloud = Cloud {
+                        connection: Arc::new(Limited::new(
+                            inner,
+                            self.clock.clone(),
+                            provider.rate,
+                        )),
+                        remote,
+                        view: CloudView::default(),
+                        flavors: None,
+                        limits_at: None,
+                        made_from: provider.clone(),
+                        retired: false,
+                        servers: Listings::new(self.wanted.clone()),
+                    };
                     self.by_name.insert(provider.name.clone(), cloud);
                 }
                 Err(error) => failed.push((provider.name.clone(), error)),
             }
         }
+        failed.sort_by(|a, b| a.0.cmp(&b.0));
         failed
-    }
-
-    async fn connect(&self, provider: &ProviderConfig) -> Result<Cloud, ProviderError> {
-        let (inner, remote) = self.connector.connect(provider).await?;
-        Ok(Cloud {
-            connection: Arc::new(Limited::new(inner, self.clock.clone(), provider.rate)),
-            remote,
-            view: CloudView::default(),
-            flavors: None,
-            limits_at: None,
-            made_from: provider.clone(),
-            retired: false,
-            servers: Listings::new(self.wanted.clone()),
-        })
     }
 
     /// Drops the connections of providers gone from the config once `still_used` says
@@ -331,6 +349,7 @@ impl Clouds {
             };
             match servers {
                 Ok(servers) => {
+                    tracing::debug!(provider = %name, servers = servers.len(), "listed");
                     let seen = servers
                         .iter()
                         .map(|s| SeenServer {

@@ -294,6 +294,24 @@ impl Daemon {
                 Some(done) = self.tasks.join_next() => self.finished(done),
             }
         }
+        for (name, cloud) in &self.clouds.by_name {
+            let calls: Vec<String> = cloud
+                .connection
+                .stats()
+                .into_iter()
+                .map(|(operation, stats)| {
+                    let mean =
+                        stats.latency / u32::try_from(stats.calls.max(1)).unwrap_or(u32::MAX);
+                    format!(
+                        "{operation} {} calls ({} failed, mean {} ms)",
+                        stats.calls,
+                        stats.errors,
+                        mean.as_millis()
+                    )
+                })
+                .collect();
+            info!(provider = %name, "cloud calls: {}", calls.join(", "));
+        }
         info!("stopped");
         Ok(())
     }
