@@ -68,7 +68,7 @@ enum Done {
     Node(NodeId),
     Image(ImageId),
     Leak(ProviderName, ExternalId),
-    Cleanup(ProviderName),
+    Cleanup,
     Check(NodeId),
 }
 
@@ -96,7 +96,8 @@ pub struct Daemon {
     /// When `cron: cleanup` and `cron: check` fire next.
     next_cleanup: Option<Timestamp>,
     next_check: Option<Timestamp>,
-    busy_cleanups: BTreeSet<ProviderName>,
+    /// A cleanup job is under way.
+    cleaning: bool,
     busy_checks: BTreeSet<NodeId>,
     /// Bounds the checks that log in at once.
     checks: Arc<Semaphore>,
@@ -156,7 +157,7 @@ impl Daemon {
             busy_leaks: BTreeSet::new(),
             next_cleanup: None,
             next_check: None,
-            busy_cleanups: BTreeSet::new(),
+            cleaning: false,
             busy_checks: BTreeSet::new(),
             checks: Arc::new(Semaphore::new(jobs::CHECKS_AT_ONCE)),
             said: BTreeSet::new(),
@@ -260,9 +261,7 @@ impl Daemon {
             Ok(Done::Leak(provider, server)) => {
                 self.busy_leaks.remove(&(provider, server));
             }
-            Ok(Done::Cleanup(provider)) => {
-                self.busy_cleanups.remove(&provider);
-            }
+            Ok(Done::Cleanup) => self.cleaning = false,
             Ok(Done::Check(node)) => {
                 self.busy_checks.remove(&node);
             }
@@ -424,20 +423,19 @@ impl Daemon {
     async fn run_jobs(&mut self, snapshot: &Snapshot, now: Timestamp) {
         if self.next_cleanup.is_some_and(|at| now >= at) {
             self.next_cleanup = self.config.cron.cleanup.next_after(now);
-            for provider in self.clouds.by_name.keys().cloned().collect::<Vec<_>>() {
-                if self.busy_cleanups.contains(&provider) {
-                    continue;
-                }
-                let Some((connection, _)) = self.clouds.handle(&provider) else {
-                    continue;
-                };
+            if !self.cleaning {
+                let connections = self
+                    .clouds
+                    .by_name
+                    .values()
+                    .map(|c| c.connection.clone())
+                    .collect();
                 let ctx = self.context();
-                let done = provider.clone();
                 self.tasks.spawn(async move {
-                    jobs::cleanup(ctx, connection).await;
-                    Done::Cleanup(done)
+                    jobs::cleanup(ctx, connections).await;
+                    Done::Cleanup
                 });
-                self.busy_cleanups.insert(provider);
+                self.cleaning = true;
             }
             self.prune(now).await;
         }

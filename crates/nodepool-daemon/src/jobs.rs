@@ -32,12 +32,60 @@ pub(crate) const HISTORY_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Failures are kept this long; the backoff they feed looks back at most 30 minutes.
 pub(crate) const FAILURES_KEPT: Duration = Duration::from_secs(24 * 3600);
 
-/// Lists one provider's images and floating IPs, then deletes those of this installation
-/// that the store (read after the listings) no longer accounts for.
-pub(crate) async fn cleanup(ctx: Context, connection: Connection) {
-    let provider = connection.name().clone();
-    let installation: &InstallationId = &ctx.installation;
-    // Each listing stands on its own: one that fails leaves the other's leaks to delete.
+/// Lists every provider's images and floating IPs (concurrently), reads the store once
+/// after all the listings, and deletes what this installation tagged that the store no
+/// longer accounts for.
+pub(crate) async fn cleanup(ctx: Context, connections: Vec<Connection>) {
+    let mut listings = tokio::task::JoinSet::new();
+    for connection in connections {
+        let installation = ctx.installation.clone();
+        listings.spawn(async move {
+            let seen = list_tagged(&connection, &installation).await;
+            (connection, seen)
+        });
+    }
+    let mut listed = Vec::new();
+    while let Some(joined) = listings.join_next().await {
+        if let Ok((connection, seen)) = joined
+            && !seen.is_empty()
+        {
+            listed.push((connection, seen));
+        }
+    }
+    if listed.is_empty() {
+        return;
+    }
+    let snapshot = match store::call(&ctx.store, |s| s.snapshot()).await {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            warn!("cleanup: cannot read the store: {e}");
+            return;
+        }
+    };
+    for (connection, seen) in listed {
+        let provider = connection.name();
+        for leak in leaked(&snapshot, provider, &seen) {
+            let deleted = match leak.kind {
+                Resource::Image => connection.delete_image(&leak.id).await,
+                Resource::FloatingIp => connection.delete_floating_ip(&leak.id).await,
+            };
+            match deleted {
+                Ok(()) => {
+                    info!(provider = %provider, "deleted leaked {} {}: {}", leak.kind, leak.id, leak.reason.text)
+                }
+                Err(error) if error.kind == ErrorKind::NotFound => {}
+                Err(error) => {
+                    warn!(provider = %provider, "leaked {} {} not deleted yet: {error}", leak.kind, leak.id)
+                }
+            }
+        }
+    }
+}
+
+/// A provider's images and floating IPs with their owners. Each listing stands on its own:
+/// one that fails leaves the other's leaks to delete.
+async fn list_tagged(connection: &Connection, installation: &InstallationId) -> Vec<SeenResource> {
+    let provider = connection.name();
     let mut seen = Vec::new();
     match connection.list_images().await {
         Ok(images) => seen.extend(images.into_iter().map(|image| SeenResource {
@@ -57,31 +105,7 @@ pub(crate) async fn cleanup(ctx: Context, connection: Connection) {
         Err(error) if error.kind == ErrorKind::NotFound => {}
         Err(error) => warn!(provider = %provider, "cleanup: cannot list floating IPs: {error}"),
     }
-    if seen.is_empty() {
-        return;
-    }
-    let snapshot = match store::call(&ctx.store, |s| s.snapshot()).await {
-        Ok(snapshot) => snapshot,
-        Err(e) => {
-            warn!(provider = %provider, "cleanup: cannot read the store: {e}");
-            return;
-        }
-    };
-    for leak in leaked(&snapshot, &provider, &seen) {
-        let deleted = match leak.kind {
-            Resource::Image => connection.delete_image(&leak.id).await,
-            Resource::FloatingIp => connection.delete_floating_ip(&leak.id).await,
-        };
-        match deleted {
-            Ok(()) => {
-                info!(provider = %provider, "deleted leaked {} {}: {}", leak.kind, leak.id, leak.reason.text)
-            }
-            Err(error) if error.kind == ErrorKind::NotFound => {}
-            Err(error) => {
-                warn!(provider = %provider, "leaked {} {} not deleted yet: {error}", leak.kind, leak.id)
-            }
-        }
-    }
+    seen
 }
 
 /// Logs in to a READY node; marks it for deletion if it does not answer within
