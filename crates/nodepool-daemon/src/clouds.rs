@@ -13,7 +13,7 @@ use nodepool_node::{CloudView, Cost, Headroom, Listing, SeenOwner, SeenServer};
 use nodepool_openstack::OpenStackProvider;
 use nodepool_provider::{
     Clock, FakeConfig, FakeProvider, Flavor, Limited, Owner, Ownership, Provider, ProviderError,
-    Server, classify, pick_flavor,
+    Server, ServerStatus, classify, pick_flavor,
 };
 
 use tokio::sync::{Notify, watch};
@@ -25,6 +25,10 @@ pub(crate) type Connection = Arc<Limited<Arc<dyn Provider>>>;
 
 /// How often the cloud's absolute limits are read again.
 const LIMITS_EVERY: Duration = Duration::from_secs(60);
+
+/// How far before the newest change seen a listing of changes starts: a change the cloud
+/// stamped a little before another it had already shown (two API workers) is not missed.
+const CHANGES_OVERLAP: Duration = Duration::from_secs(5);
 
 /// Makes the connection to a provider of the config, and the remote that reaches its
 /// servers. [`Connect`] is the real one; tests bring their own to keep a fake cloud across
@@ -115,6 +119,14 @@ pub(crate) struct Cloud {
     pub(crate) view: CloudView,
     flavors: Option<Vec<Flavor>>,
     limits_at: Option<Timestamp>,
+    /// When its servers were last listed, in full or only the changes (whether or not the
+    /// cloud answered).
+    listed_at: Option<Timestamp>,
+    /// When all its servers were last listed.
+    listed_all_at: Option<Timestamp>,
+    /// The newest change a listing showed, by the cloud's clock: listings of changes start
+    /// there.
+    newest_change: Option<Timestamp>,
     /// The settings it was made from; a change means a new connection.
     made_from: ProviderConfig,
     /// Gone from the config; kept only to delete what it still has.
@@ -151,12 +163,6 @@ impl Listings {
     fn watched(&self) -> bool {
         self.latest.receiver_count() > 0
     }
-
-    /// When the newest listing was asked for, if there is one.
-    fn latest_at(&self) -> Option<Timestamp> {
-        let latest = self.latest.borrow();
-        (latest.at != Timestamp::EPOCH).then_some(latest.at)
-    }
 }
 
 /// One listing's servers with their status and addresses: executors wait on these instead of
@@ -165,11 +171,68 @@ impl Listings {
 pub(crate) struct Servers {
     /// When the listing was asked for.
     pub(crate) at: Timestamp,
-    /// Every server it returned.
+    /// Every server of the provider, as of then.
     pub(crate) by_id: BTreeMap<ExternalId, Server>,
 }
 
+impl Servers {
+    /// The servers after `changes` (a listing of changes, asked for `at`): changed and new
+    /// servers replace what was seen, deleted ones go.
+    fn changed(&self, at: Timestamp, changes: Vec<Server>) -> Servers {
+        let mut by_id = self.by_id.clone();
+        for server in changes {
+            if server.status == ServerStatus::Deleted {
+                by_id.remove(&server.id);
+            } else {
+                by_id.insert(server.id.clone(), server);
+            }
+        }
+        Servers { at, by_id }
+    }
+}
+
+/// A listing to ask a provider for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    /// Every server.
+    All,
+    /// The servers changed since then, by the cloud's clock.
+    Changes(Timestamp),
+}
+
 impl Cloud {
+    /// When this provider's next listing is due: `every` after the last full one, and while
+    /// an executor waits on it, `busy_every` after the last of any kind; `None` before the
+    /// first.
+    fn listing_due(&self, every: Duration, busy_every: Duration) -> Option<Timestamp> {
+        let all = self.listed_all_at?.saturating_add(every);
+        if self.servers.watched() {
+            Some(all.min(self.listed_at?.saturating_add(busy_every)))
+        } else {
+            Some(all)
+        }
+    }
+
+    /// What to list now: everything when a full listing is due (or no change was ever seen
+    /// to start from), else the changes; `None` when no listing is due.
+    fn listing_now(&self, now: Timestamp, every: Duration, busy_every: Duration) -> Option<Ask> {
+        let all_due = self
+            .listed_all_at
+            .is_none_or(|at| now.saturating_since(at) >= every);
+        if all_due {
+            return Some(Ask::All);
+        }
+        let due = self.servers.watched()
+            && self
+                .listed_at
+                .is_none_or(|at| now.saturating_since(at) >= busy_every);
+        match self.newest_change {
+            Some(newest) if due => Some(Ask::Changes(newest.saturating_sub(CHANGES_OVERLAP))),
+            None if due => Some(Ask::All),
+            _ => None,
+        }
+    }
+
     /// The flavor an image launches with, if the flavors are known and one fits.
     pub(crate) fn flavor(&self, min_ram: u32, name_filter: Option<&str>) -> Option<&Flavor> {
         pick_flavor(self.flavors.as_deref()?, u64::from(min_ram), name_filter)
@@ -261,6 +324,9 @@ impl Clouds {
                         view: CloudView::default(),
                         flavors: None,
                         limits_at: None,
+                        listed_at: None,
+                        listed_all_at: None,
+                        newest_change: None,
                         made_from: provider.clone(),
                         retired: false,
                         servers: Listings::new(self.wanted.clone()),
@@ -299,18 +365,13 @@ impl Clouds {
     ) -> Vec<(ProviderName, ProviderError)> {
         let installation = self.installation.clone();
         let mut tasks = tokio::task::JoinSet::new();
-        for (name, cloud) in &self.by_name {
-            let pace = if cloud.servers.watched() {
-                busy_every
-            } else {
-                every
-            };
-            if cloud
-                .servers
-                .latest_at()
-                .is_some_and(|at| now.saturating_since(at) < pace)
-            {
+        for (name, cloud) in &mut self.by_name {
+            let Some(ask) = cloud.listing_now(now, every, busy_every) else {
                 continue;
+            };
+            cloud.listed_at = Some(now);
+            if ask == Ask::All {
+                cloud.listed_all_at = Some(now);
             }
             let connection = cloud.connection.clone();
             let want_limits = cloud
@@ -320,7 +381,12 @@ impl Clouds {
             let name = name.clone();
             tasks.spawn(async move {
                 let (servers, limits, flavors) = tokio::join!(
-                    connection.list_servers(),
+                    async {
+                        match ask {
+                            Ask::All => connection.list_servers().await,
+                            Ask::Changes(since) => connection.list_servers_changed(since).await,
+                        }
+                    },
                     async {
                         if want_limits {
                             Some(connection.limits().await)
@@ -336,12 +402,12 @@ impl Clouds {
                         }
                     },
                 );
-                (name, servers, limits, flavors)
+                (name, ask, servers, limits, flavors)
             });
         }
         let mut failed = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            let Ok((name, servers, limits, flavors)) = joined else {
+            let Ok((name, ask, servers, limits, flavors)) = joined else {
                 continue;
             };
             let Some(cloud) = self.by_name.get_mut(&name) else {
@@ -349,9 +415,24 @@ impl Clouds {
             };
             match servers {
                 Ok(servers) => {
-                    tracing::debug!(provider = %name, servers = servers.len(), "listed");
+                    let newest = servers.iter().filter_map(|s| s.updated).max();
+                    cloud.newest_change = cloud.newest_change.max(newest);
+                    let servers = match ask {
+                        Ask::All => {
+                            tracing::debug!(provider = %name, servers = servers.len(), "listed");
+                            Servers {
+                                at: now,
+                                by_id: servers.into_iter().map(|s| (s.id.clone(), s)).collect(),
+                            }
+                        }
+                        Ask::Changes(since) => {
+                            tracing::debug!(provider = %name, changed = servers.len(), "listed changes since {since}");
+                            cloud.servers.latest.borrow().changed(now, servers)
+                        }
+                    };
                     let seen = servers
-                        .iter()
+                        .by_id
+                        .values()
                         .map(|s| SeenServer {
                             owner: seen_owner(&s.metadata, &installation),
                             id: s.id.clone(),
@@ -360,10 +441,7 @@ impl Clouds {
                         .collect();
                     cloud.view.previous = cloud.view.listing.take();
                     cloud.view.listing = Some(Arc::new(Listing::new(now, seen)));
-                    cloud.servers.latest.send_replace(Arc::new(Servers {
-                        at: now,
-                        by_id: servers.into_iter().map(|s| (s.id.clone(), s)).collect(),
-                    }));
+                    cloud.servers.latest.send_replace(Arc::new(servers));
                 }
                 Err(error) => failed.push((name.clone(), error)),
             }
@@ -389,16 +467,20 @@ impl Clouds {
         failed
     }
 
+    /// When the next listing is due, for the provider whose listing is due first: rounds
+    /// that come between (an executor finished) do not put it off.
+    pub(crate) fn next_listing(&self, every: Duration, busy_every: Duration) -> Option<Timestamp> {
+        self.by_name
+            .values()
+            .filter_map(|cloud| cloud.listing_due(every, busy_every))
+            .min()
+    }
+
     /// What an executor needs to act on `provider`: its connection and its listings.
     pub(crate) fn handle(&self, provider: &ProviderName) -> Option<(Connection, Listings)> {
         self.by_name
             .get(provider)
             .map(|c| (c.connection.clone(), c.servers.clone()))
-    }
-
-    /// Whether an executor waits on a listing of any provider.
-    pub(crate) fn watched(&self) -> bool {
-        self.by_name.values().any(|c| c.servers.watched())
     }
 
     /// Each provider's view, for the node policy.
@@ -444,5 +526,53 @@ pub(crate) fn seen_owner(
         } => SeenOwner::Image(id),
         Ownership::OursUnreadable => SeenOwner::Unreadable,
         Ownership::OtherInstallation(_) | Ownership::Foreign => SeenOwner::NotOurs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(id: &str, status: ServerStatus) -> Server {
+        Server::new(ExternalId::new(id), id, status)
+    }
+
+    #[test]
+    fn changes_replace_add_and_remove_servers() {
+        let before = Servers {
+            at: Timestamp::from_unix_seconds(10),
+            by_id: [
+                server("a", ServerStatus::Building),
+                server("b", ServerStatus::Active),
+                server("c", ServerStatus::Active),
+            ]
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect(),
+        };
+        let after = before.changed(
+            Timestamp::from_unix_seconds(11),
+            vec![
+                server("a", ServerStatus::Active),
+                server("c", ServerStatus::Deleted),
+                server("d", ServerStatus::Building),
+                // Deleted before it was ever seen: nothing to remove.
+                server("e", ServerStatus::Deleted),
+            ],
+        );
+        let statuses: Vec<(&str, &ServerStatus)> = after
+            .by_id
+            .values()
+            .map(|s| (s.id.as_str(), &s.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("a", &ServerStatus::Active),
+                ("b", &ServerStatus::Active),
+                ("d", &ServerStatus::Building),
+            ]
+        );
+        assert_eq!(after.at, Timestamp::from_unix_seconds(11));
     }
 }

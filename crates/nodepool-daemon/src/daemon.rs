@@ -33,10 +33,11 @@ use crate::{DaemonError, jobs, store};
 pub struct Options {
     /// The config file.
     pub config: PathBuf,
-    /// The longest wait between two rounds.
+    /// The longest wait between two rounds, and between two full listings of a provider.
     pub tick: Duration,
-    /// The longest wait between two rounds while executors wait on servers: each round's
-    /// listing is what tells them a server is ACTIVE or gone.
+    /// The longest wait between two listings of a provider while executors wait on its
+    /// servers (a listing is what tells them a server is ACTIVE or gone); between full
+    /// listings only the changes are listed.
     pub busy_tick: Duration,
     /// How often the config file is read again.
     pub reload_every: Duration,
@@ -45,14 +46,15 @@ pub struct Options {
 }
 
 impl Options {
-    /// The defaults for `config`: a round at least every 5 s (every 2 s while executors wait
-    /// on servers, 2014's `ITERATE_INTERVAL`: a listing costs the cloud's API more than a
-    /// second's earlier news is worth), the file read every 10 s, 30 s to stop.
+    /// The defaults for `config`: a round and a full listing of each provider at least every
+    /// 5 s (2014 listed every 5 s too), the changes listed every second while executors wait
+    /// on servers (a listing of the few servers that changed costs the cloud little), the
+    /// file read every 10 s, 30 s to stop.
     pub fn new(config: impl Into<PathBuf>) -> Options {
         Options {
             config: config.into(),
             tick: Duration::from_secs(5),
-            busy_tick: Duration::from_secs(2),
+            busy_tick: Duration::from_secs(1),
             reload_every: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(30),
         }
@@ -242,7 +244,10 @@ impl Daemon {
                 // An executor started waiting on a listing: the next round (which lists)
                 // comes at the busy pace; nothing to plan before.
                 () = wanted.notified() => {
-                    next = next.min(clock.now().saturating_add(self.options.busy_tick));
+                    let (every, busy_every) = (self.options.tick, self.options.busy_tick);
+                    if let Some(due) = self.clouds.next_listing(every, busy_every) {
+                        next = next.min(due);
+                    }
                     continue;
                 }
             }
@@ -392,13 +397,11 @@ impl Daemon {
         self.apply_images(&snapshot, &images, now).await;
         self.apply_nodes(&snapshot, &nodes, now).await;
         self.run_jobs(&snapshot, now).await;
-        let tick = if self.clouds.watched() {
-            self.options.busy_tick
-        } else {
-            self.options.tick
-        };
-        let mut next = now.saturating_add(tick);
+        // The next round comes when a provider's listing is due (sooner while an executor
+        // waits on one), or something planned is.
+        let mut next = now.saturating_add(self.options.tick);
         for at in [
+            self.clouds.next_listing(every, busy_every),
             images.next_wakeup,
             nodes.next_wakeup,
             self.next_cleanup,

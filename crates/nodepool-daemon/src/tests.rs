@@ -135,6 +135,21 @@ impl Running {
         }
     }
 
+    /// Lets virtual time pass until every server and image of the fake clouds `names`
+    /// belongs to a row of the store; at most `limit`.
+    async fn until_converged(&self, shared: &SharedClouds, names: &[&str], limit: Duration) {
+        let mut waited = Duration::ZERO;
+        loop {
+            let result = converged_on(shared, names, &self.snapshot().await).await;
+            if result.is_ok() {
+                return;
+            }
+            assert!(waited < limit, "not converged after {waited:?}: {result:?}");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            waited += Duration::from_secs(10);
+        }
+    }
+
     async fn stop(self) {
         self.stop.send(()).unwrap();
         self.done.await.unwrap();
@@ -351,11 +366,6 @@ impl Connector for SharedClouds {
     }
 }
 
-/// Every server and image of our fake clouds belongs to a row of the store.
-async fn converged(shared: &SharedClouds, snapshot: &Snapshot) -> Result<(), String> {
-    converged_on(shared, &["cloud1", "cloud2"], snapshot).await
-}
-
 /// Every server and image of the fake clouds `names` belongs to a row of the store.
 async fn converged_on(
     shared: &SharedClouds,
@@ -471,7 +481,7 @@ async fn a_daemon_killed_mid_launch_and_mid_build_leaves_nothing_behind_once_res
         remote.clone(),
     )
     .await;
-    let snapshot = second
+    second
         .until(
             Duration::from_secs(1800),
             "5 ready, nothing half done",
@@ -483,15 +493,9 @@ async fn a_daemon_killed_mid_launch_and_mid_build_leaves_nothing_behind_once_res
         )
         .await;
     // Leaks are deleted only after two listings; give the cleanup its rounds.
-    let mut result = converged(&shared, &snapshot).await;
-    for _ in 0..60 {
-        if result.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        result = converged(&shared, &second.snapshot().await).await;
-    }
-    result.unwrap();
+    second
+        .until_converged(&shared, &["cloud1", "cloud2"], Duration::from_secs(600))
+        .await;
     second.stop().await;
 }
 
@@ -880,14 +884,75 @@ async fn a_daemon_killed_while_a_snapshot_is_taken_leaves_nothing_behind_once_re
             .all(|i| i.external_id.as_ref() != Some(&taken.id))
     );
     // The interrupted build's snapshot goes with the next cleanup (every minute).
-    let mut result = converged_on(&shared, &["cloud1"], &snapshot).await;
-    for _ in 0..30 {
-        if result.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        result = converged_on(&shared, &["cloud1"], &second.snapshot().await).await;
-    }
-    result.unwrap();
+    second
+        .until_converged(&shared, &["cloud1"], Duration::from_secs(300))
+        .await;
     second.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn between_full_listings_only_the_changes_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, remote, shared) = shared_clouds();
+    let running = start_with(
+        dir.path(),
+        &one_cloud(dir.path(), 4),
+        clock.clone(),
+        shared.clone(),
+        remote,
+    )
+    .await;
+    use nodepool_provider::Clock as _;
+    running
+        .until(Duration::from_secs(600), "4 ready", |s| {
+            ready(s, "small") == 4
+        })
+        .await;
+    let cloud = shared.cloud("cloud1");
+    let listings = || {
+        (
+            cloud.calls(nodepool_provider::op::LIST_SERVERS),
+            cloud.calls(nodepool_provider::op::LIST_SERVERS_CHANGED),
+        )
+    };
+    let (started, before) = (clock.now(), listings());
+    // A node deleted: the daemon sees its server gone in a listing of changes (the fake
+    // shows a deleted server there, as Nova does) and removes the row; a new node replaces it.
+    let snapshot = running.snapshot().await;
+    let victim = snapshot
+        .nodes
+        .iter()
+        .find(|n| n.state == NodeState::Ready)
+        .unwrap()
+        .clone();
+    let store = running.store.clone();
+    let now = clock.now();
+    tokio::task::spawn_blocking(move || {
+        let why = nodepool_model::Reason::new("test", "deleted by the test");
+        store.set_node_state(victim.id, NodeState::Delete, now, &why)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    running
+        .until(
+            Duration::from_secs(600),
+            "the node gone and replaced",
+            |s| !s.nodes.iter().any(|n| n.id == victim.id) && ready(s, "small") == 4,
+        )
+        .await;
+    let after = listings();
+    running
+        .until_converged(&shared, &["cloud1"], Duration::from_secs(120))
+        .await;
+    let (all, changes) = (after.0 - before.0, after.1 - before.1);
+    // Full listings at most one per tick (10 s here); the changes in between, every second
+    // while executors wait on servers.
+    let ticks = clock.now().saturating_since(started).as_secs() / 10;
+    assert!(all <= ticks + 1, "{all} full listings in {ticks} ticks");
+    assert!(
+        changes > all,
+        "{changes} listings of changes, {all} full ones"
+    );
+    running.stop().await;
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine;
 use nodepool_config::{Environment, OpenStackSettings};
-use nodepool_model::{ExternalId, ProviderName};
+use nodepool_model::{ExternalId, ProviderName, Timestamp};
 use nodepool_provider::{
     CloudImage, ErrorKind, Flavor, FloatingIp, Limits, NetworkRef, Provider, Result, Server,
     ServerSpec, ServerStatus, op, to_description,
@@ -119,6 +119,7 @@ impl OpenStackProvider {
         op: Op<'_>,
         service: S,
         path: &[&str],
+        filters: &[(&'static str, String)],
         items: fn(B) -> Vec<T>,
         id: fn(&T) -> String,
     ) -> Result<Vec<T>>
@@ -131,7 +132,8 @@ impl OpenStackProvider {
         let mut seen = BTreeSet::new();
         let mut marker: Option<String> = None;
         loop {
-            let mut query = vec![("limit", self.page_size.to_string())];
+            let mut query = filters.to_vec();
+            query.push(("limit", self.page_size.to_string()));
             if let Some(marker) = &marker {
                 query.push(("marker", marker.clone()));
             }
@@ -296,12 +298,23 @@ impl Provider for OpenStackProvider {
             op,
             COMPUTE,
             &["servers", "detail"],
-            |body: wire::ServersBody| {
-                body.servers
-                    .into_iter()
-                    .map(wire::WireServer::into_server)
-                    .collect()
-            },
+            &[],
+            servers_of,
+            |server: &Server| server.id.to_string(),
+        )
+        .await
+    }
+
+    async fn list_servers_changed(&self, since: Timestamp) -> Result<Vec<Server>> {
+        let op = self.op(op::LIST_SERVERS_CHANGED);
+        // Nova reads `changes-since` as "updated at or after", deleted servers included.
+        let since = since.to_datetime().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        self.pages(
+            op,
+            COMPUTE,
+            &["servers", "detail"],
+            &[("changes-since", since)],
+            servers_of,
             |server: &Server| server.id.to_string(),
         )
         .await
@@ -412,6 +425,7 @@ impl Provider for OpenStackProvider {
             op,
             IMAGE,
             &["images"],
+            &[],
             |body: wire::ImagesBody| {
                 body.images
                     .into_iter()
@@ -450,6 +464,14 @@ impl Provider for OpenStackProvider {
         let body: wire::LimitsBody = op.json(request).await?;
         Ok(body.into_limits())
     }
+}
+
+/// The servers of one page of `servers/detail`.
+fn servers_of(body: wire::ServersBody) -> Vec<Server> {
+    body.servers
+        .into_iter()
+        .map(wire::WireServer::into_server)
+        .collect()
 }
 
 #[cfg(test)]

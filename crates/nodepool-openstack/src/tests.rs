@@ -137,6 +137,24 @@ fn servers_are_read_leniently() {
         .server
         .into_server();
     assert_eq!(deleting.status, ServerStatus::Deleting);
+
+    // A listing of changes shows servers deleted since, with when they changed.
+    let gone =
+        json!({"server": {"id": "c", "status": "DELETED", "updated": "2026-11-25T21:12:31Z"}});
+    let gone = serde_json::from_value::<wire::ServerBody>(gone)
+        .unwrap()
+        .server
+        .into_server();
+    assert_eq!(gone.status, ServerStatus::Deleted);
+    assert_eq!(
+        gone.updated.map(|at| at.to_string()),
+        Some("2026-11-25T21:12:31Z".to_owned())
+    );
+    assert_eq!(
+        wire::cloud_time("2026-11-25T21:12:31.250000"),
+        wire::cloud_time("2026-11-25T21:12:31.25Z")
+    );
+    assert_eq!(wire::cloud_time("yesterday"), None);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use nodepool_model::ExternalId;
+use nodepool_model::{ExternalId, Timestamp};
 use nodepool_provider::{
     Address, AddressKind, CloudImage, Flavor, FloatingIp, ImageStatus, Limit, Limits, Server,
     ServerStatus, from_description,
@@ -54,6 +54,9 @@ pub(crate) struct WireServer {
     flavor: serde_json::Value,
     #[serde(default, rename = "OS-EXT-AZ:availability_zone")]
     availability_zone: Option<String>,
+    /// When it last changed: ISO 8601, UTC.
+    #[serde(default)]
+    updated: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -72,7 +75,9 @@ struct WireFault {
 impl WireServer {
     pub(crate) fn into_server(self) -> Server {
         let status = match (self.status.as_str(), self.task_state.as_deref()) {
-            (_, Some("deleting")) | ("DELETED" | "SOFT_DELETED", _) => ServerStatus::Deleting,
+            // Only a listing with `changes-since` shows a deleted server.
+            ("DELETED", _) => ServerStatus::Deleted,
+            (_, Some("deleting")) | ("SOFT_DELETED", _) => ServerStatus::Deleting,
             ("BUILD" | "REBUILD", _) => ServerStatus::Building,
             ("ACTIVE", _) => ServerStatus::Active,
             ("ERROR", _) => ServerStatus::Error,
@@ -80,6 +85,7 @@ impl WireServer {
         };
         let mut server = Server::new(ExternalId::new(self.id), self.name, status);
         server.task = self.task_state;
+        server.updated = self.updated.as_deref().and_then(cloud_time);
         for (network, addresses) in self.addresses {
             for address in addresses {
                 let Ok(ip) = address.addr.parse::<IpAddr>() else {
@@ -285,4 +291,15 @@ impl WireFloatingIp {
             metadata: from_description(self.description.as_deref().unwrap_or_default()),
         })
     }
+}
+
+/// A time as Nova writes it (`2026-11-25T21:12:31Z`, sometimes without the zone); `None` if
+/// it cannot be read.
+pub(crate) fn cloud_time(text: &str) -> Option<Timestamp> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(Timestamp::from_datetime(at.to_utc()));
+    }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|at| Timestamp::from_datetime(at.and_utc()))
 }

@@ -137,6 +137,7 @@ impl Harness {
 /// Runs every check, then asserts that nothing the suite created is left in the cloud.
 pub async fn run(h: &Harness) {
     server_lifecycle(h).await;
+    changes_since(h).await;
     snapshot_lifecycle(h).await;
     floating_ips(h).await;
     not_found_is_not_found(h).await;
@@ -179,6 +180,54 @@ pub async fn server_lifecycle(h: &Harness) {
         .await
         .expect("delete_server");
     h.until_server_gone(&created.id).await;
+}
+
+/// A listing of the changes since a server was seen shows what changed after: a server
+/// created since, and one deleted since (as `Deleted`), which a full listing no longer shows.
+pub async fn changes_since(h: &Harness) {
+    let boot = |name: &'static str, node: u64| async move {
+        let spec = h.boot_spec(name, Owner::Node(NodeId::new(node))).await;
+        let created = h
+            .provider
+            .create_server(&spec)
+            .await
+            .expect("create_server");
+        h.until_active(&created.id).await
+    };
+    let first = boot("conformance-changes-1", 2).await;
+    let since = first.updated.expect("a server says when it last changed");
+    let second = boot("conformance-changes-2", 3).await;
+    h.provider
+        .delete_server(&first.id)
+        .await
+        .expect("delete_server");
+    h.until_server_gone(&first.id).await;
+
+    let changed = h
+        .provider
+        .list_servers_changed(since)
+        .await
+        .expect("list_servers_changed");
+    let status = |id: &ExternalId| {
+        changed
+            .iter()
+            .find(|s| &s.id == id)
+            .map(|s| s.status.clone())
+    };
+    assert_eq!(status(&first.id), Some(ServerStatus::Deleted));
+    assert_eq!(status(&second.id), Some(ServerStatus::Active));
+    assert!(
+        changed
+            .iter()
+            .filter_map(|s| s.updated)
+            .all(|at| at >= since),
+        "only servers changed since {since} are listed: {changed:?}"
+    );
+    h.provider
+        .delete_server(&second.id)
+        .await
+        .expect("delete_server");
+    h.until_server_gone(&second.id).await;
 }
 
 /// snapshot → image active → listed with its properties → delete → gone.

@@ -120,6 +120,9 @@ pub enum Fault {
     },
 }
 
+/// How long a listing of changes still shows a server that is gone.
+const TOMBSTONES_KEPT: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, Clone)]
 struct FakeServer {
     server: Server,
@@ -141,6 +144,8 @@ struct FakeImage {
 #[derive(Debug, Default)]
 struct State {
     servers: BTreeMap<ExternalId, FakeServer>,
+    /// Servers gone, as listings of changes show them, for [`TOMBSTONES_KEPT`].
+    gone: BTreeMap<ExternalId, Server>,
     images: BTreeMap<ExternalId, FakeImage>,
     floating: BTreeMap<ExternalId, FloatingIp>,
     next_id: u64,
@@ -251,11 +256,29 @@ impl FakeProvider {
     fn settle(&self, state: &mut State) {
         let now = self.clock.now();
         let delete_time = self.config.delete_time;
-        state.servers.retain(|_, s| {
-            s.deleted
-                .is_none_or(|at| at.saturating_add(delete_time) > now)
+        let done: Vec<ExternalId> = state
+            .servers
+            .iter()
+            .filter(|(_, s)| {
+                s.deleted
+                    .is_some_and(|at| at.saturating_add(delete_time) <= now)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            if let Some(mut gone) = state.servers.remove(&id) {
+                gone.server.status = ServerStatus::Deleted;
+                gone.server.task = None;
+                gone.server.updated = Some(now);
+                state.gone.insert(id, gone.server);
+            }
+        }
+        state.gone.retain(|_, s| {
+            s.updated
+                .is_some_and(|at| now.saturating_since(at) < TOMBSTONES_KEPT)
         });
         for s in state.servers.values_mut() {
+            let before = (s.server.status.clone(), s.server.task.clone());
             if s.snapshotting
                 .as_ref()
                 .is_some_and(|(_, until)| until.is_some_and(|at| at <= now))
@@ -275,6 +298,9 @@ impl FakeProvider {
                     }
                     None => s.server.status = ServerStatus::Active,
                 }
+            }
+            if (s.server.status.clone(), s.server.task.clone()) != before {
+                s.server.updated = Some(now);
             }
         }
         for image in state.images.values_mut() {
@@ -383,6 +409,7 @@ impl Provider for FakeProvider {
             kind: AddressKind::Fixed,
             network: "private".into(),
         });
+        server.updated = Some(self.clock.now());
         let record = FakeServer {
             server: server.clone(),
             created: self.clock.now(),
@@ -431,6 +458,21 @@ impl Provider for FakeProvider {
         self.pages(&mut state, op::LIST_SERVERS, servers)
     }
 
+    async fn list_servers_changed(&self, since: Timestamp) -> Result<Vec<Server>> {
+        let mut state = self.lock();
+        self.begin(&mut state, op::LIST_SERVERS_CHANGED)?;
+        let changed = |s: &&Server| s.updated.is_some_and(|at| at >= since);
+        let servers = state
+            .servers
+            .values()
+            .map(|s| &s.server)
+            .chain(state.gone.values())
+            .filter(changed)
+            .cloned()
+            .collect();
+        self.pages(&mut state, op::LIST_SERVERS_CHANGED, servers)
+    }
+
     async fn delete_server(&self, id: &ExternalId) -> Result<()> {
         let mut state = self.lock();
         self.begin(&mut state, op::DELETE_SERVER)?;
@@ -444,6 +486,7 @@ impl Provider for FakeProvider {
         })?;
         server.deleted.get_or_insert(now);
         server.server.status = ServerStatus::Deleting;
+        server.server.updated = Some(now);
         // Deleted while it snapshots: the snapshot fails and its image goes.
         if let Some((image, _)) = server.snapshotting.take() {
             server.server.task = Some("deleting".into());
@@ -503,12 +546,14 @@ impl Provider for FakeProvider {
             metadata: metadata.clone(),
         };
         state.floating.insert(id, floating.clone());
+        let now = self.clock.now();
         if let Some(s) = state.servers.get_mut(server) {
             s.server.addresses.push(Address {
                 ip,
                 kind: AddressKind::Floating,
                 network: "private".into(),
             });
+            s.server.updated = Some(now);
         }
         Ok(floating)
     }
@@ -584,6 +629,7 @@ impl Provider for FakeProvider {
             let task_ends = ready_at.map(|at| at.saturating_add(self.config.snapshot_task_tail));
             s.snapshotting = Some((id.clone(), task_ends));
             s.server.task = Some("image_uploading".into());
+            s.server.updated = Some(self.clock.now());
         }
         state
             .images

@@ -54,7 +54,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
-use nodepool_model::{ExternalId, ProviderName};
+use nodepool_model::{ExternalId, ProviderName, Timestamp};
 
 pub use clock::{Clock, ManualClock};
 pub use error::{ErrorKind, ProviderError, Result};
@@ -77,6 +77,8 @@ pub mod op {
     pub const GET_SERVER: &str = "get_server";
     /// [`Provider::list_servers`](super::Provider::list_servers).
     pub const LIST_SERVERS: &str = "list_servers";
+    /// [`Provider::list_servers_changed`](super::Provider::list_servers_changed).
+    pub const LIST_SERVERS_CHANGED: &str = "list_servers_changed";
     /// [`Provider::delete_server`](super::Provider::delete_server).
     pub const DELETE_SERVER: &str = "delete_server";
     /// [`Provider::create_floating_ip`](super::Provider::create_floating_ip).
@@ -116,6 +118,12 @@ pub trait Provider: Send + Sync + fmt::Debug {
 
     /// Every server of the project.
     async fn list_servers(&self) -> Result<Vec<Server>>;
+
+    /// The servers that changed at or after `since`, a time by the cloud's clock (read off
+    /// an earlier listing's [`Server::updated`]); those deleted since are listed as
+    /// [`ServerStatus::Deleted`]. Between full listings this keeps a busy cloud's listings
+    /// small.
+    async fn list_servers_changed(&self, since: Timestamp) -> Result<Vec<Server>>;
 
     /// Deletes a server (with nothing attached to it). It may linger as `Deleting` for a while.
     async fn delete_server(&self, id: &ExternalId) -> Result<()>;
@@ -180,6 +188,10 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
 
     async fn list_servers(&self) -> Result<Vec<Server>> {
         (**self).list_servers().await
+    }
+
+    async fn list_servers_changed(&self, since: Timestamp) -> Result<Vec<Server>> {
+        (**self).list_servers_changed(since).await
     }
 
     async fn delete_server(&self, id: &ExternalId) -> Result<()> {

@@ -188,6 +188,13 @@ impl<P: Provider> Provider for Limited<P> {
             .await
     }
 
+    async fn list_servers_changed(&self, since: Timestamp) -> Result<Vec<Server>> {
+        self.call(op::LIST_SERVERS_CHANGED, true, || {
+            self.inner.list_servers_changed(since)
+        })
+        .await
+    }
+
     async fn delete_server(&self, id: &ExternalId) -> Result<()> {
         self.call(op::DELETE_SERVER, true, || self.inner.delete_server(id))
             .await

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use nodepool_model::ExternalId;
+use nodepool_model::{ExternalId, Timestamp};
 
 /// A network to attach a server to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +72,11 @@ pub enum ServerStatus {
     Error,
     /// Being deleted.
     Deleting,
+    /// Gone: only a listing of changes ([`Provider::list_servers_changed`]) shows a server
+    /// deleted since.
+    ///
+    /// [`Provider::list_servers_changed`]: crate::Provider::list_servers_changed
+    Deleted,
     /// Any other status, as the cloud spelled it.
     Other(String),
 }
@@ -83,6 +88,7 @@ impl fmt::Display for ServerStatus {
             ServerStatus::Active => f.write_str("ACTIVE"),
             ServerStatus::Error => f.write_str("ERROR"),
             ServerStatus::Deleting => f.write_str("DELETING"),
+            ServerStatus::Deleted => f.write_str("DELETED"),
             ServerStatus::Other(s) => f.write_str(s),
         }
     }
@@ -144,6 +150,8 @@ pub struct Server {
     /// The cloud's task under way on it (`image_uploading` while a snapshot is taken), if
     /// any. A server must not be deleted while it snapshots: the cloud drops the image.
     pub task: Option<String>,
+    /// When it last changed, by the cloud's clock (listings of changes start from it).
+    pub updated: Option<Timestamp>,
 }
 
 impl Server {
@@ -160,6 +168,7 @@ impl Server {
             flavor: None,
             availability_zone: None,
             task: None,
+            updated: None,
         }
     }
 
