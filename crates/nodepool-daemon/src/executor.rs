@@ -54,9 +54,6 @@ pub(crate) struct Context {
 /// Why a step failed: a sentence for the event log.
 type Failed = String;
 
-/// Watching a provider's listings.
-type Watching = tokio::sync::watch::Receiver<Arc<Listing>>;
-
 fn cloud(error: ProviderError) -> Failed {
     error.to_string()
 }
@@ -94,30 +91,28 @@ impl Context {
         timeout: Duration,
     ) -> Result<nodepool_provider::Server, Failed> {
         let deadline = since.saturating_add(timeout);
-        let mut watching = servers.watch();
-        loop {
-            let listing = watching.borrow_and_update().clone();
-            match listing.by_id.get(id) {
-                Some(server) if server.status == ServerStatus::Active => return Ok(server.clone()),
-                Some(server) if server.status == ServerStatus::Error => {
-                    return Err(format!(
+        let seen = self
+            .watch_until(servers, deadline, |listing| {
+                let server = listing.by_id.get(id)?;
+                match server.status {
+                    ServerStatus::Active => Some(Ok(server.clone())),
+                    ServerStatus::Error => Some(Err(format!(
                         "server {id} went ERROR: {}",
                         server
                             .fault
                             .as_deref()
                             .unwrap_or("the cloud gave no reason")
-                    ));
+                    ))),
+                    _ => None,
                 }
-                _ => {}
-            }
-            if self.now() >= deadline {
-                return Err(format!(
-                    "server {id} was not ACTIVE after {}",
-                    Human(timeout)
-                ));
-            }
-            self.next_listing(&mut watching, deadline).await?;
-        }
+            })
+            .await?;
+        seen.unwrap_or_else(|| {
+            Err(format!(
+                "server {id} was not ACTIVE after {}",
+                Human(timeout)
+            ))
+        })
     }
 
     /// Waits, watching the listings, until the cloud has no task under way on a server (or
@@ -125,31 +120,40 @@ impl Context {
     async fn until_idle(&self, servers: &Servers, id: &ExternalId) -> Result<(), Failed> {
         let asked = self.now();
         let deadline = asked.saturating_add(TASK_TIMEOUT);
+        self.watch_until(servers, deadline, |listing| {
+            (listing.at > asked && listing.by_id.get(id).is_none_or(|s| s.task.is_none()))
+                .then_some(())
+        })
+        .await?
+        .ok_or_else(|| {
+            format!(
+                "the cloud's task on it is still under way after {}",
+                Human(TASK_TIMEOUT)
+            )
+        })
+    }
+
+    /// Watches the provider's listings (the newest, then each new one) until `seen` makes
+    /// something of one; `None` once `deadline` has passed.
+    async fn watch_until<T>(
+        &self,
+        servers: &Servers,
+        deadline: Timestamp,
+        mut seen: impl FnMut(&Listing) -> Option<T>,
+    ) -> Result<Option<T>, Failed> {
         let mut watching = servers.watch();
         loop {
             let listing = watching.borrow_and_update().clone();
-            if listing.at > asked && listing.by_id.get(id).is_none_or(|s| s.task.is_none()) {
-                return Ok(());
+            if let Some(found) = seen(&listing) {
+                return Ok(Some(found));
             }
             if self.now() >= deadline {
-                return Err(format!(
-                    "the cloud's task on it is still under way after {}",
-                    Human(TASK_TIMEOUT)
-                ));
+                return Ok(None);
             }
-            self.next_listing(&mut watching, deadline).await?;
-        }
-    }
-
-    /// Waits for the next listing of the provider, or the deadline.
-    async fn next_listing(
-        &self,
-        watching: &mut Watching,
-        deadline: Timestamp,
-    ) -> Result<(), Failed> {
-        tokio::select! {
-            changed = watching.changed() => changed.map_err(|_| "the provider is no longer connected".to_owned()),
-            () = self.clock.sleep_until(deadline) => Ok(()),
+            tokio::select! {
+                changed = watching.changed() => changed.map_err(|_| "the provider is no longer connected".to_owned())?,
+                () = self.clock.sleep_until(deadline) => {}
+            }
         }
     }
 
@@ -788,27 +792,35 @@ async fn delete_server(
     }
     let deadline = asked.saturating_add(DELETE_TIMEOUT);
     let mut asked_again = false;
-    let mut watching = servers.watch();
     loop {
-        let listing = watching.borrow_and_update().clone();
-        if listing.at > asked {
-            match listing.by_id.get(id) {
-                None => return Ok(()),
-                // An ERROR server is asked once more; some clouds need it.
-                Some(server) if server.status == ServerStatus::Error && !asked_again => {
-                    asked_again = true;
-                    let _ = connection.delete_server(id).await;
+        // Gone, or ERROR (an ERROR server is asked once more; some clouds need it).
+        let seen = ctx
+            .watch_until(servers, deadline, |listing| {
+                if listing.at <= asked {
+                    return None;
                 }
-                Some(_) => {}
+                match listing.by_id.get(id) {
+                    None => Some(true),
+                    Some(server) if server.status == ServerStatus::Error && !asked_again => {
+                        Some(false)
+                    }
+                    Some(_) => None,
+                }
+            })
+            .await?;
+        match seen {
+            Some(true) => return Ok(()),
+            Some(false) => {
+                asked_again = true;
+                let _ = connection.delete_server(id).await;
+            }
+            None => {
+                return Err(format!(
+                    "server {id} still exists {} after its deletion",
+                    Human(DELETE_TIMEOUT)
+                ));
             }
         }
-        if ctx.now() >= deadline {
-            return Err(format!(
-                "server {id} still exists {} after its deletion",
-                Human(DELETE_TIMEOUT)
-            ));
-        }
-        ctx.next_listing(&mut watching, deadline).await?;
     }
 }
 
