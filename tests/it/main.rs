@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `nodepool` binary, run as an admin would run it.
 
+mod admin;
 mod config_validate;
 
 use std::path::{Path, PathBuf};

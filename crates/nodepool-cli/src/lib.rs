@@ -1,9 +1,15 @@
 //! The `nodepool` admin commands.
 //!
 //! Exit codes: 0 success, 1 an operational error (a database or cloud that cannot be
-//! reached), 2 a usage or config error. Every listing can print JSON (`--json`) with
-//! stable field names for scripts.
+//! reached, an id the store does not have), 2 a usage or config error. Every listing can
+//! print JSON (`--json`) with stable field names for scripts: see `docs/cli.md`.
 
+mod context;
+mod events;
+mod images;
+mod nodes;
+mod output;
+mod requests;
 mod validate;
 
 use std::io::Write;
@@ -11,6 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nodepool_model::{ImageId, LabelName, NodeId, NodeState, ProviderName};
 
 /// Exit code of a successful command.
 pub const EXIT_OK: u8 = 0;
@@ -44,6 +51,56 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum Command {
+    /// List nodes.
+    ///
+    /// Columns as in 2014: ID, Provider, AZ, Label, Target, Hostname, NodeName, Server ID,
+    /// IP, State, Age (hours). Targets (Jenkins masters) have no effect any more, so the
+    /// Target column is always empty; it stays so that scripts reading columns by position
+    /// keep working. Age is the time since the node's last state change. Rows are ordered
+    /// by provider, label and id.
+    List {
+        /// Only this provider's nodes.
+        #[arg(long)]
+        provider: Option<ProviderName>,
+        /// Only this label's nodes.
+        #[arg(long)]
+        label: Option<LabelName>,
+        /// Only nodes in this state (building, ready, in-use, used, delete, hold, test).
+        #[arg(long)]
+        state: Option<NodeState>,
+    },
+    /// List image uploads.
+    ///
+    /// Columns as in 2014: ID, Provider, Image, Hostname, Version, Image ID, Server ID,
+    /// State, Age (hours). Version is the build's start as Unix seconds; Server ID is the
+    /// template server the snapshot was taken from.
+    ImageList,
+    /// Hold a node: nodepool keeps it, untouched, until it is deleted.
+    ///
+    /// Prints the node's row.
+    Hold {
+        /// The node's id.
+        id: NodeId,
+        /// Why, for whoever finds it later (recorded in the node's history).
+        #[arg(long, default_value = "held from the command line")]
+        reason: String,
+    },
+    /// Mark a node for deletion; the daemon deletes its server and then the row.
+    ///
+    /// Prints the node's row.
+    Delete {
+        /// The node's id.
+        id: NodeId,
+    },
+    /// Show a node or an image upload with its whole history: why it was launched or
+    /// built, held, deleted.
+    Show {
+        /// What to show.
+        #[command(subcommand)]
+        what: Show,
+    },
+    /// List node requests (from CI systems) with their state.
+    RequestList,
     /// Check a config file and list every problem in it.
     ///
     /// Exits 0 when the file is valid (warnings go to stderr) and 2 when it is not.
@@ -52,6 +109,39 @@ pub enum Command {
     /// nodepoold. Safe to run while nodepoold is running: it reads only the file.
     ConfigValidate,
 }
+
+/// What `show` shows.
+#[derive(Debug, Subcommand)]
+pub enum Show {
+    /// A node.
+    Node {
+        /// The node's id.
+        id: NodeId,
+    },
+    /// An image upload.
+    Image {
+        /// The upload's id (the ID column of `image-list`).
+        id: ImageId,
+    },
+}
+
+/// A command that cannot do what it was asked, and how the process should exit.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The work could not be done: exit 1.
+    Operational(anyhow::Error),
+    /// The command line or the config is wrong: exit 2.
+    Usage(String),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Failure {
+        Failure::Operational(error.into())
+    }
+}
+
+/// What a command returns: its exit code, or why it failed.
+pub(crate) type Outcome = Result<u8, Failure>;
 
 /// Runs the command line of this process and returns its exit code.
 pub fn main() -> ExitCode {
@@ -75,11 +165,30 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command, writing its output to `out` and diagnostics to `err`.
 pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let result = match &cli.command {
-        Command::ConfigValidate => validate::run(cli, out, err),
+        Command::ConfigValidate => validate::run(cli, out, err).map_err(Failure::from),
+        Command::List {
+            provider,
+            label,
+            state,
+        } => nodes::list(cli, out, provider.clone(), label.clone(), *state),
+        Command::ImageList => images::list(cli, out),
+        Command::Hold { id, reason } => nodes::hold(cli, out, *id, reason),
+        Command::Delete { id } => nodes::delete(cli, out, *id),
+        Command::Show {
+            what: Show::Node { id },
+        } => nodes::show(cli, out, *id),
+        Command::Show {
+            what: Show::Image { id },
+        } => images::show(cli, out, *id),
+        Command::RequestList => requests::list(cli, out),
     };
     match result {
         Ok(code) => code,
-        Err(error) => {
+        Err(Failure::Usage(message)) => {
+            let _ = writeln!(err, "nodepool: {message}");
+            EXIT_USAGE
+        }
+        Err(Failure::Operational(error)) => {
             let _ = writeln!(err, "nodepool: {error:#}");
             EXIT_FAILURE
         }

@@ -95,16 +95,32 @@ pub(crate) fn open_pool(uri: &DbUri, size: u32) -> Result<(ConnectionPool, Backe
 
 /// One connection outside the pool, for work on the schema itself.
 pub(crate) fn establish(uri: &DbUri) -> Result<AnyConnection> {
-    let (url, _) = target(uri)?;
+    let (url, backend) = target(uri)?;
     let unavailable = |message: String| StoreError::Unavailable {
         uri: uri.to_string(),
         message,
     };
-    let mut conn = AnyConnection::establish(&url).map_err(|e| unavailable(e.to_string()))?;
+    // The backend's own connection, so that its error says what went wrong (the
+    // multi-connection tries each backend and keeps none of their errors).
+    let mut conn = match backend {
+        Backend::Postgres => PgConnection::establish(&url).map(AnyConnection::Postgresql),
+        Backend::Sqlite => SqliteConnection::establish(&url).map(AnyConnection::Sqlite),
+    }
+    .map_err(|e| unavailable(one_line(&e.to_string())))?;
     if let AnyConnection::Sqlite(sqlite) = &mut conn {
         configure_sqlite(sqlite).map_err(|e| unavailable(e.to_string()))?;
     }
     Ok(conn)
+}
+
+/// A driver's message on one line (libpq spreads its advice over several).
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn create_parent(path: &Path, uri: &DbUri) -> Result<()> {

@@ -1,0 +1,79 @@
+//! What every command that touches the pool needs: the store its config names, the time.
+
+use nodepool_daemon::SystemClock;
+use nodepool_db::Store;
+use nodepool_model::Timestamp;
+use nodepool_provider::Clock;
+
+use crate::{Cli, Failure};
+
+/// The name the admin command writes events under.
+const ACTOR: &str = "nodepool";
+
+/// The store a command works on, and the time it started.
+pub(crate) struct Context {
+    pub(crate) store: Store,
+    pub(crate) now: Timestamp,
+}
+
+impl Context {
+    /// Reads the config and opens its store, for a command that only reads (nodepoold, or
+    /// a command that writes, must have set the store up).
+    pub(crate) fn read(cli: &Cli) -> Result<Context, Failure> {
+        Self::open(cli, false)
+    }
+
+    /// Reads the config and opens its store, setting it up if needed, for a command that
+    /// writes.
+    pub(crate) fn write(cli: &Cli) -> Result<Context, Failure> {
+        Self::open(cli, true)
+    }
+
+    fn open(cli: &Cli, writes: bool) -> Result<Context, Failure> {
+        let config = match nodepool_config::load(&cli.config) {
+            Ok(loaded) => loaded.config,
+            Err(failure) => {
+                let count = failure.errors.len();
+                let first = failure
+                    .errors
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let more = if count > 1 {
+                    format!(
+                        " (and {} more; `nodepool config-validate` lists them)",
+                        count - 1
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(Failure::Usage(format!("{first}{more}")));
+            }
+        };
+        let now = SystemClock.now();
+        let store = Store::open(&config.dburi, who())?;
+        if writes {
+            store.migrate(now)?;
+        } else {
+            store.check_schema()?;
+        }
+        Ok(Context { store, now })
+    }
+}
+
+/// Who is running the command, for the events it writes: `nodepool (alice)`.
+pub(crate) fn who() -> String {
+    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        Ok(user) if !user.is_empty() => format!("{ACTOR} ({user})"),
+        _ => ACTOR.to_owned(),
+    }
+}
+
+/// The user running the command, for hold notes.
+pub(crate) fn user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "an admin".to_owned())
+}

@@ -1,0 +1,130 @@
+//! `image-list` and `show image`.
+
+use std::io::Write;
+
+use nodepool_db::ImageFilter;
+use nodepool_model::{Image, ImageId, Subject, Timestamp};
+use serde::Serialize;
+
+use crate::context::Context;
+use crate::output::{age, cell, hours, print_json, print_table, table, time};
+use crate::{Cli, EXIT_OK, Outcome, events};
+
+/// The 2014 `image-list` columns.
+const COLUMNS: [&str; 9] = [
+    "ID",
+    "Provider",
+    "Image",
+    "Hostname",
+    "Version",
+    "Image ID",
+    "Server ID",
+    "State",
+    "Age (hours)",
+];
+
+/// An image upload in `--json` output. The field names are a stable interface
+/// (docs/cli.md).
+#[derive(Serialize)]
+struct JsonImage {
+    id: u64,
+    provider: String,
+    image: String,
+    hostname: Option<String>,
+    version: i64,
+    image_id: Option<String>,
+    server_id: Option<String>,
+    state: String,
+    state_time: String,
+    age_hours: f64,
+}
+
+impl JsonImage {
+    fn new(image: &Image, now: Timestamp) -> JsonImage {
+        JsonImage {
+            id: image.id.get(),
+            provider: image.provider.to_string(),
+            image: image.name.to_string(),
+            hostname: image.hostname.clone(),
+            version: image.version.unix_seconds(),
+            image_id: image.external_id.as_ref().map(ToString::to_string),
+            server_id: image.server_external_id.as_ref().map(ToString::to_string),
+            state: image.state.to_string(),
+            state_time: image.state_time.to_string(),
+            age_hours: (hours(now, image.state_time) * 100.0).round() / 100.0,
+        }
+    }
+}
+
+/// `nodepool image-list`.
+pub(crate) fn list(cli: &Cli, out: &mut dyn Write) -> Outcome {
+    let ctx = Context::read(cli)?;
+    let images = ctx.store.images(&ImageFilter::default())?;
+    if cli.json {
+        let rows: Vec<JsonImage> = images.iter().map(|i| JsonImage::new(i, ctx.now)).collect();
+        print_json(out, &rows)?;
+        return Ok(EXIT_OK);
+    }
+    let mut rows = table(&COLUMNS);
+    for image in &images {
+        rows.add_row(vec![
+            image.id.to_string(),
+            image.provider.to_string(),
+            image.name.to_string(),
+            cell(image.hostname.as_deref()),
+            image.version.unix_seconds().to_string(),
+            cell(image.external_id.as_ref()),
+            cell(image.server_external_id.as_ref()),
+            image.state.to_string(),
+            age(ctx.now, image.state_time),
+        ]);
+    }
+    print_table(out, &rows)?;
+    Ok(EXIT_OK)
+}
+
+/// `nodepool show image ID`.
+pub(crate) fn show(cli: &Cli, out: &mut dyn Write, id: ImageId) -> Outcome {
+    let ctx = Context::read(cli)?;
+    let image = ctx.store.image(id)?;
+    let history = ctx.store.events(Subject::Image(id))?;
+    if cli.json {
+        #[derive(Serialize)]
+        struct Shown {
+            image: JsonImage,
+            events: Vec<events::JsonEvent>,
+        }
+        print_json(
+            out,
+            &Shown {
+                image: JsonImage::new(&image, ctx.now),
+                events: history.iter().map(events::JsonEvent::new).collect(),
+            },
+        )?;
+        return Ok(EXIT_OK);
+    }
+    let fields = [
+        ("ID", image.id.to_string()),
+        ("Provider", image.provider.to_string()),
+        ("Image", image.name.to_string()),
+        (
+            "Version",
+            format!("{} ({})", image.version.unix_seconds(), time(image.version)),
+        ),
+        ("Hostname", cell(image.hostname.as_deref())),
+        ("Image ID", cell(image.external_id.as_ref())),
+        ("Server ID", cell(image.server_external_id.as_ref())),
+        (
+            "State",
+            format!(
+                "{} since {} ({} hours)",
+                image.state,
+                time(image.state_time),
+                age(ctx.now, image.state_time)
+            ),
+        ),
+    ];
+    events::print_fields(out, &fields)?;
+    events::print_history(out, &history)?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,479 @@
+//! The admin commands on a store an operator would find: `list`, `image-list`, `hold`,
+//! `delete`, `show`, `request-list`, their `--json` and their errors. Outputs are compared
+//! whole (insta snapshots); times the store holds are written relative to now, so that ages
+//! come out the same on every run, and absolute times are masked.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nodepool_config::DbUri;
+use nodepool_daemon::SystemClock;
+use nodepool_db::{NewImage, NewNode, Store};
+use nodepool_model::{ExternalId, HoldNote, ImageState, NodeState, Reason, Timestamp};
+use nodepool_provider::Clock;
+use serde_json::Value;
+
+/// 2014-05-13T05:00:00Z: image versions are fixed, so the Version column is too.
+const VERSION: Timestamp = Timestamp::from_unix_seconds(1_399_957_200);
+
+struct Pool {
+    dir: tempfile::TempDir,
+}
+
+impl Pool {
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("nodepool.yaml")
+    }
+
+    /// Runs `nodepool -c <this pool's config> args` as user alice.
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        run_with(&self.config(), args)
+    }
+}
+
+fn run_with(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_nodepool"))
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env("USER", "alice")
+        .output()
+        .expect("the nodepool binary runs");
+    (
+        output.status.code().expect("nodepool exits"),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+fn config_text(db: &str) -> String {
+    format!(
+        "dburi: {db}
+labels:
+  - name: small
+    image: base
+    min-ready: 1
+    providers: [{{name: cloud1}}, {{name: cloud2}}]
+  - name: large
+    image: base
+    min-ready: 0
+    providers: [{{name: cloud1}}]
+providers:
+  - name: cloud1
+    driver: fake
+    max-servers: 4
+    images:
+      - {{name: base, base-image: Ubuntu 22.04, min-ram: 2048}}
+  - name: cloud2
+    driver: fake
+    max-servers: 4
+    images:
+      - {{name: base, base-image: Ubuntu 22.04, min-ram: 2048}}
+"
+    )
+}
+
+/// A pool as nodepoold leaves it: two uploads, nodes in several states, a request.
+fn pool() -> Pool {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nodepool.sqlite");
+    std::fs::write(
+        dir.path().join("nodepool.yaml"),
+        config_text(&format!("sqlite://{}", db.display())),
+    )
+    .unwrap();
+    // Whole minutes before now: ages print the same whatever the second.
+    let now = SystemClock.now();
+    let ago = |minutes: i64| Timestamp::from_unix_seconds(now.unix_seconds() - minutes * 60);
+    let store = Store::open_and_migrate(&DbUri::Sqlite(db), "nodepoold", ago(600)).unwrap();
+    let why = |code: &'static str, text: &str| Reason::new(code, text);
+
+    let upload = store
+        .create_image(
+            &NewImage::new("cloud1".parse().unwrap(), "base".parse().unwrap(), VERSION),
+            ago(240),
+            &why(
+                "missing",
+                "image base on provider cloud1 has no READY or BUILDING upload",
+            ),
+        )
+        .unwrap();
+    store
+        .attach_image_template(
+            upload.id,
+            &ExternalId::new("tmpl-1"),
+            "base-1399957200.template.openstack.org",
+            ago(235),
+        )
+        .unwrap();
+    store
+        .attach_image_snapshot(upload.id, &ExternalId::new("snap-1"), ago(190))
+        .unwrap();
+    store
+        .set_image_state(
+            upload.id,
+            ImageState::Ready,
+            ago(180),
+            &why("built", "snapshot active"),
+        )
+        .unwrap();
+    store
+        .create_image(
+            &NewImage::new("cloud2".parse().unwrap(), "base".parse().unwrap(), VERSION),
+            ago(12),
+            &why(
+                "missing",
+                "image base on provider cloud2 has no READY or BUILDING upload",
+            ),
+        )
+        .unwrap();
+
+    let launch = |provider: &str, label: &str, minutes: i64| {
+        let new = NewNode::new(provider.parse().unwrap(), label.parse().unwrap())
+            .image(upload.id)
+            .hostname(format!(
+                "{label}-{provider}-{{node_id}}.slave.openstack.org"
+            ));
+        store
+            .create_node(&new, ago(minutes), &why("min-ready", "label needs 1 more"))
+            .unwrap()
+    };
+    // Rows are created in an order the listing does not follow: it sorts by provider,
+    // label, id.
+    let ready = launch("cloud2", "small", 100);
+    store
+        .attach_node_server(ready.id, &ExternalId::new("srv-a"), ago(99))
+        .unwrap();
+    store
+        .set_node_addresses(
+            ready.id,
+            Some("203.0.113.7".parse().unwrap()),
+            Some("10.0.0.7".parse().unwrap()),
+            ago(95),
+        )
+        .unwrap();
+    store
+        .set_node_state(
+            ready.id,
+            NodeState::Ready,
+            ago(90),
+            &why("launched", "reachable over SSH"),
+        )
+        .unwrap();
+    let held = launch("cloud1", "small", 2000);
+    store
+        .attach_node_server(held.id, &ExternalId::new("srv-b"), ago(1999))
+        .unwrap();
+    store
+        .set_node_addresses(held.id, None, Some("10.0.0.8".parse().unwrap()), ago(1995))
+        .unwrap();
+    store
+        .set_node_state(
+            held.id,
+            NodeState::Ready,
+            ago(1990),
+            &why("launched", "reachable over SSH"),
+        )
+        .unwrap();
+    store
+        .hold_node(
+            held.id,
+            &HoldNote {
+                reason: "debugging a flaky test".into(),
+                by: "bob".into(),
+            },
+            ago(1800),
+        )
+        .unwrap();
+    let _building = launch("cloud1", "large", 6);
+    store
+        .create_request(&["small".parse().unwrap()], "zuul", 0, ago(3))
+        .unwrap();
+    Pool { dir }
+}
+
+/// Masks absolute times (as the tables print them, to the second) and the test's folder.
+fn masked(pool: &Pool, text: &str) -> String {
+    let text = text.replace(&pool.dir.path().display().to_string(), "[dir]");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    // 2026-11-25T21:54:21Z becomes YYYY-MM-DDThh:mm:ssZ, so that tables keep their shape.
+    while let Some(at) = rest.find('T') {
+        let (before, from) = rest.split_at(at);
+        let is_time = before.len() >= 10
+            && before.is_char_boundary(before.len() - 10)
+            && from.len() >= 10
+            && from.as_bytes()[9] == b'Z'
+            && before[before.len() - 10..]
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| {
+                    if i == 4 || i == 7 {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                });
+        if is_time {
+            out.push_str(&before[..before.len() - 10]);
+            out.push_str("YYYY-MM-DDThh:mm:ssZ");
+            rest = &from[10..];
+        } else {
+            out.push_str(before);
+            out.push('T');
+            rest = &from[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn list_shows_the_2014_columns_in_the_2014_order() {
+    let pool = pool();
+    let (code, stdout, stderr) = pool.run(&["list"]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    insta::assert_snapshot!("list", stdout);
+    let (code, stdout, _) = pool.run(&["list", "--provider", "cloud1", "--state", "hold"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("list_filtered", stdout);
+}
+
+#[test]
+fn image_and_request_listings() {
+    let pool = pool();
+    let (code, stdout, stderr) = pool.run(&["image-list"]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    insta::assert_snapshot!("image_list", stdout);
+    let (code, stdout, _) = pool.run(&["request-list"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("request_list", stdout);
+}
+
+#[test]
+fn hold_and_delete_print_the_row_and_show_tells_the_story() {
+    let pool = pool();
+    let (code, stdout, stderr) = pool.run(&["hold", "1", "--reason", "keeping it for a look"]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    insta::assert_snapshot!("hold", stdout);
+    let (code, stdout, _) = pool.run(&["delete", "3"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("delete", stdout);
+    // Again: nothing to do, the same row.
+    let (code, again, _) = pool.run(&["delete", "3"]);
+    assert_eq!((code, again), (0, stdout));
+    let (code, stdout, _) = pool.run(&["show", "node", "1"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("show_node", masked(&pool, &stdout));
+    let (code, stdout, _) = pool.run(&["show", "image", "1"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("show_image", masked(&pool, &stdout));
+}
+
+/// The `--json` field names are an interface: scripts read them.
+#[test]
+fn json_parses_back_with_stable_field_names() {
+    let pool = pool();
+    let keys =
+        |value: &Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
+    let (code, stdout, _) = pool.run(&["--json", "list"]);
+    assert_eq!(code, 0);
+    let nodes: Value = serde_json::from_str(&stdout).unwrap();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(
+        keys(&nodes[0]),
+        [
+            "age_hours",
+            "az",
+            "created",
+            "held_by",
+            "hold_reason",
+            "host_keys",
+            "hostname",
+            "id",
+            "image_id",
+            "label",
+            "nodename",
+            "private_ip",
+            "provider",
+            "public_ip",
+            "request_id",
+            "server_id",
+            "state",
+            "state_time"
+        ]
+    );
+    let ready = nodes.iter().find(|n| n["state"] == "ready").unwrap();
+    assert_eq!(ready["public_ip"], "203.0.113.7");
+    assert_eq!(ready["age_hours"], 1.5);
+    assert_eq!(ready["nodename"], "small-cloud2-1");
+    let held = nodes.iter().find(|n| n["state"] == "hold").unwrap();
+    assert_eq!(
+        (held["held_by"].as_str(), held["age_hours"].as_f64()),
+        (Some("bob"), Some(30.0))
+    );
+
+    let (_, stdout, _) = pool.run(&["--json", "image-list"]);
+    let images: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        keys(&images[0]),
+        [
+            "age_hours",
+            "hostname",
+            "id",
+            "image",
+            "image_id",
+            "provider",
+            "server_id",
+            "state",
+            "state_time",
+            "version"
+        ]
+    );
+    assert_eq!(images[0]["version"], 1_399_957_200);
+
+    let (_, stdout, _) = pool.run(&["--json", "request-list"]);
+    let requests: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        keys(&requests[0]),
+        [
+            "age_hours",
+            "created",
+            "failure",
+            "id",
+            "labels",
+            "nodes",
+            "priority",
+            "requestor",
+            "state",
+            "state_time"
+        ]
+    );
+
+    let (_, stdout, _) = pool.run(&["--json", "show", "node", "2"]);
+    let shown: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(keys(&shown), ["events", "node"]);
+    assert_eq!(
+        keys(&shown["events"][0]),
+        ["actor", "code", "reason", "seq", "time", "what"]
+    );
+    let whats: Vec<&str> = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(whats.first(), Some(&"created"));
+    assert_eq!(whats.last(), Some(&"state hold"));
+
+    // A hold from the command line is recorded with who did it.
+    let (code, stdout, _) = pool.run(&["--json", "hold", "1"]);
+    assert_eq!(code, 0);
+    let held: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(held[0]["held_by"], "alice");
+    assert_eq!(held[0]["hold_reason"], "held from the command line");
+}
+
+#[test]
+fn errors_are_one_line_naming_the_thing_with_the_right_exit_code() {
+    let pool = pool();
+    // An id the store does not have: operational, 1.
+    let (code, stdout, stderr) = pool.run(&["hold", "99"]);
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (1, "", "nodepool: node 99 not found\n")
+    );
+    let (code, _, stderr) = pool.run(&["show", "image", "42"]);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (1, "nodepool: image 42 not found\n")
+    );
+    // A node being deleted cannot be held.
+    pool.run(&["delete", "2"]);
+    let (code, _, stderr) = pool.run(&["hold", "2"]);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (1, "nodepool: node 2 is delete; it cannot become hold\n")
+    );
+    // Bad arguments: usage, 2.
+    let (code, _, stderr) = pool.run(&["hold", "one"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("invalid value 'one' for '<ID>'"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = pool.run(&["list", "--state", "sleeping"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("invalid value 'sleeping' for '--state <STATE>'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("building, ready, in-use, used, delete, hold, test"),
+        "{stderr}"
+    );
+
+    // A broken config: usage, 2, naming the file and the first error.
+    let broken = pool.dir.path().join("broken.yaml");
+    std::fs::write(&broken, "labels: []\nproviders: []\nbogus: 1\n").unwrap();
+    let (code, _, stderr) = run_with(&broken, &["list"]);
+    assert_eq!(code, 2);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("nodepool: {}:", broken.display())),
+        "{stderr}"
+    );
+    let missing = pool.dir.path().join("missing.yaml");
+    let (code, _, stderr) = run_with(&missing, &["list"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("cannot read the config file"), "{stderr}");
+
+    // A store nobody set up, and one that cannot be reached: operational, 1.
+    let fresh = pool.dir.path().join("fresh.yaml");
+    std::fs::write(
+        &fresh,
+        config_text(&format!(
+            "sqlite://{}/fresh.sqlite",
+            pool.dir.path().display()
+        )),
+    )
+    .unwrap();
+    let (code, _, stderr) = run_with(&fresh, &["list"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("is not set up yet: start nodepoold"),
+        "{stderr}"
+    );
+    let unreachable = pool.dir.path().join("unreachable.yaml");
+    std::fs::write(
+        &unreachable,
+        config_text("postgresql://nodepool:s3cret@127.0.0.1:1/nodepool"),
+    )
+    .unwrap();
+    let (code, _, stderr) = run_with(&unreachable, &["list"]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("nodepool: cannot open the store postgres://nodepool:***@127.0.0.1:1/nodepool: connection to server at \"127.0.0.1\", port 1 failed: Connection refused"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("s3cret"),
+        "the password is never printed: {stderr}"
+    );
+}
+
+#[test]
+fn an_empty_pool_prints_the_header_only() {
+    let pool = pool();
+    let (code, stdout, _) = pool.run(&["list", "--label", "nowhere"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout,
+        "+----+----------+----+-------+--------+----------+----------+-----------+----+-------+-------------+\n\
+         | ID | Provider | AZ | Label | Target | Hostname | NodeName | Server ID | IP | State | Age (hours) |\n\
+         +----+----------+----+-------+--------+----------+----------+-----------+----+-------+-------------+\n\
+         +----+----------+----+-------+--------+----------+----------+-----------+----+-------+-------------+\n"
+    );
+}
