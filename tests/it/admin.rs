@@ -477,3 +477,64 @@ fn an_empty_pool_prints_the_header_only() {
          +----+----------+----+-------+--------+----------+----------+-----------+----+-------+-------------+\n"
     );
 }
+
+/// On the fake cloud the admin command connects its own, empty cloud: the servers and
+/// images of the store are gone there already, which the deletions take as done.
+#[test]
+fn delete_now_and_image_delete_remove_the_rows_and_keep_the_story() {
+    let pool = pool();
+    let (code, stdout, stderr) = pool.run(&["delete", "--now", "1"]);
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (0, "node 1 deleted: server srv-a is gone\n", "")
+    );
+    let (_, stdout, _) = pool.run(&["--json", "list"]);
+    let nodes: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(nodes.as_array().unwrap().iter().all(|n| n["id"] != 1));
+    // The row is gone; its story is not.
+    let (code, stdout, _) = pool.run(&["show", "node", "1"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("show_gone_node", masked(&pool, &stdout));
+
+    // The only READY upload of an image two labels launch from on cloud1: refused.
+    let (code, stdout, stderr) = pool.run(&["image-delete", "1"]);
+    assert_eq!((code, stdout.as_str()), (1, ""));
+    assert_eq!(
+        stderr,
+        "nodepool: image upload 1 is the only READY upload of image base on provider cloud1, and labels small, large launch from it; deleting it stops their launches there until a rebuild (`nodepool image-update cloud1 base`); --force deletes it anyway\n"
+    );
+    // A building upload is no one's last.
+    let (code, stdout, _) = pool.run(&["image-delete", "2"]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "image upload 2 deleted (base on provider cloud2)\n")
+    );
+    let (code, _, _) = pool.run(&["image-delete", "--force", "1"]);
+    assert_eq!(code, 0);
+    let (_, stdout, _) = pool.run(&["--json", "image-list"]);
+    assert_eq!(stdout, "[]\n");
+    let (code, _, stderr) = pool.run(&["image-delete", "1"]);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (1, "nodepool: image 1 not found\n")
+    );
+}
+
+#[test]
+fn alien_listings_on_the_fake_cloud() {
+    let pool = pool();
+    // The fake's base images are public, not snapshots: nothing alien.
+    let (code, stdout, stderr) = pool.run(&["alien-image-list"]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    assert_eq!(stdout.lines().count(), 4, "header only: {stdout}");
+    let (code, stdout, _) = pool.run(&["--json", "alien-list", "cloud2"]);
+    assert_eq!((code, stdout.as_str()), (0, "[]\n"));
+    let (code, _, stderr) = pool.run(&["alien-list", "cloud9"]);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (
+            2,
+            "nodepool: no provider cloud9 in the config (it has: cloud1, cloud2)\n"
+        )
+    );
+}

@@ -1,7 +1,10 @@
 //! End-to-end tests: the real `nodepool` binary, run as an admin would run it.
 
 mod admin;
+mod cloud;
 mod config_validate;
+#[path = "../../crates/nodepool-daemon/tests/support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

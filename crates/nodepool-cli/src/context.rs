@@ -1,6 +1,9 @@
 //! What every command that touches the pool needs: the store its config names, the time.
 
-use nodepool_daemon::SystemClock;
+use std::sync::Arc;
+
+use nodepool_config::Config;
+use nodepool_daemon::{Connect, Connector, FakeRemote, SshRemote, SystemClock};
 use nodepool_db::Store;
 use nodepool_model::Timestamp;
 use nodepool_provider::Clock;
@@ -10,8 +13,9 @@ use crate::{Cli, Failure};
 /// The name the admin command writes events under.
 const ACTOR: &str = "nodepool";
 
-/// The store a command works on, and the time it started.
+/// The config and store a command works on, and the time it started.
 pub(crate) struct Context {
+    pub(crate) config: Config,
     pub(crate) store: Store,
     pub(crate) now: Timestamp,
 }
@@ -57,7 +61,26 @@ impl Context {
         } else {
             store.check_schema()?;
         }
-        Ok(Context { store, now })
+        Ok(Context { config, store, now })
+    }
+}
+
+impl Context {
+    /// Runs `work` (cloud calls) to its end on a runtime of this thread.
+    pub(crate) fn block_on<T>(&self, work: impl Future<Output = T>) -> Result<T, Failure> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(runtime.block_on(work))
+    }
+
+    /// Connects providers as nodepoold does.
+    pub(crate) fn connector() -> Arc<dyn Connector> {
+        Arc::new(Connect::new(
+            Arc::new(SystemClock),
+            Arc::new(FakeRemote::new()),
+            Arc::new(SshRemote::new()),
+        ))
     }
 }
 

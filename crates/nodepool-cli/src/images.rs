@@ -3,12 +3,15 @@
 use std::io::Write;
 
 use nodepool_db::ImageFilter;
-use nodepool_model::{Image, ImageId, Subject, Timestamp};
+use std::sync::Arc;
+
+use nodepool_daemon::SystemClock;
+use nodepool_model::{Image, ImageId, ImageState, Reason, Subject, Timestamp};
 use serde::Serialize;
 
-use crate::context::Context;
+use crate::context::{Context, user};
 use crate::output::{age, cell, hours, print_json, print_table, table, time};
-use crate::{Cli, EXIT_OK, Outcome, events};
+use crate::{Cli, EXIT_OK, Failure, Outcome, events};
 
 /// The 2014 `image-list` columns.
 const COLUMNS: [&str; 9] = [
@@ -81,6 +84,69 @@ pub(crate) fn list(cli: &Cli, out: &mut dyn Write) -> Outcome {
     }
     print_table(out, &rows)?;
     Ok(EXIT_OK)
+}
+
+/// `nodepool image-delete ID [--force]`: the template server and cloud image, then the row.
+pub(crate) fn delete(cli: &Cli, out: &mut dyn Write, id: ImageId, force: bool) -> Outcome {
+    let ctx = Context::write(cli)?;
+    let upload = ctx.store.image(id)?;
+    if !force && let Some(why) = last_ready(&ctx, &upload)? {
+        return Err(Failure::Operational(anyhow::anyhow!(
+            "image upload {id} is the only READY upload of image {} on provider {}, and {why}; deleting it stops their launches there until a rebuild (`nodepool image-update {} {}`); --force deletes it anyway",
+            upload.name,
+            upload.provider,
+            upload.provider,
+            upload.name
+        )));
+    }
+    let reason = Reason::new(
+        "operator-delete",
+        format!("deleted from the command line by {}", user()),
+    );
+    ctx.block_on(nodepool_daemon::at_once::delete_upload(
+        &ctx.store,
+        &ctx.config,
+        Arc::new(SystemClock),
+        Context::connector(),
+        id,
+        reason,
+    ))?
+    .map_err(|e| anyhow::anyhow!("{e}; it stays marked for deletion and nodepoold finishes it"))?;
+    writeln!(
+        out,
+        "image upload {id} deleted ({} on provider {})",
+        upload.name, upload.provider
+    )?;
+    Ok(EXIT_OK)
+}
+
+/// If `upload` is the only READY upload of its image on its provider and labels launch from
+/// it there, which labels (as a phrase).
+fn last_ready(ctx: &Context, upload: &Image) -> anyhow::Result<Option<String>> {
+    if upload.state != ImageState::Ready {
+        return Ok(None);
+    }
+    let others = ctx.store.images(&ImageFilter {
+        provider: Some(upload.provider.clone()),
+        name: Some(upload.name.clone()),
+        state: Some(ImageState::Ready),
+        build_request: None,
+    })?;
+    if others.iter().any(|other| other.id != upload.id) {
+        return Ok(None);
+    }
+    let labels: Vec<String> = ctx
+        .config
+        .labels
+        .iter()
+        .filter(|l| l.image == upload.name && l.providers.contains(&upload.provider))
+        .map(|l| l.name.to_string())
+        .collect();
+    Ok(match labels.as_slice() {
+        [] => None,
+        [one] => Some(format!("label {one} launches from it")),
+        many => Some(format!("labels {} launch from it", many.join(", "))),
+    })
 }
 
 /// `nodepool show image ID`.

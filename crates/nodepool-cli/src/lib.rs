@@ -4,6 +4,7 @@
 //! reached, an id the store does not have), 2 a usage or config error. Every listing can
 //! print JSON (`--json`) with stable field names for scripts: see `docs/cli.md`.
 
+mod aliens;
 mod context;
 mod events;
 mod images;
@@ -87,10 +88,27 @@ pub enum Command {
     },
     /// Mark a node for deletion; the daemon deletes its server and then the row.
     ///
-    /// Prints the node's row.
+    /// Prints the node's row. With --now, deletes the server through its provider at once,
+    /// waits until the cloud says it is gone and removes the row; if that fails, the node
+    /// stays marked for deletion and the daemon finishes it.
     Delete {
         /// The node's id.
         id: NodeId,
+        /// Delete the server now and wait until it is gone.
+        #[arg(long)]
+        now: bool,
+    },
+    /// Delete an image upload: its template server and cloud image, then its row.
+    ///
+    /// Refuses to delete the only READY upload of an image that labels launch from on that
+    /// provider (their launches would stop until a rebuild) unless --force is given.
+    /// Deleting the newest upload makes launches fall back to the one before.
+    ImageDelete {
+        /// The upload's id (the ID column of `image-list`).
+        id: ImageId,
+        /// Delete it even if it is the only READY upload labels launch from.
+        #[arg(long)]
+        force: bool,
     },
     /// Show a node or an image upload with its whole history: why it was launched or
     /// built, held, deleted.
@@ -101,6 +119,23 @@ pub enum Command {
     },
     /// List node requests (from CI systems) with their state.
     RequestList,
+    /// List servers the store does not know, in every provider or one.
+    ///
+    /// Columns as in 2014 (Provider, Hostname, Server ID, IP) and Tags: whose the server is
+    /// by nodepool's tags: `ours (node N)` (a leak of this installation, which nodepoold's
+    /// cleanup deletes), `installation ID` (another nodepool's) or `none`.
+    AlienList {
+        /// Only this provider.
+        provider: Option<ProviderName>,
+    },
+    /// List snapshot images the store does not know, in every provider or one.
+    ///
+    /// Columns as in 2014 (Provider, Name, Image ID) and Tags, as for alien-list. Public and
+    /// other plain images are left out, as in 2014, unless a nodepool tagged them.
+    AlienImageList {
+        /// Only this provider.
+        provider: Option<ProviderName>,
+    },
     /// Check a config file and list every problem in it.
     ///
     /// Exits 0 when the file is valid (warnings go to stderr) and 2 when it is not.
@@ -173,7 +208,9 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         } => nodes::list(cli, out, provider.clone(), label.clone(), *state),
         Command::ImageList => images::list(cli, out),
         Command::Hold { id, reason } => nodes::hold(cli, out, *id, reason),
-        Command::Delete { id } => nodes::delete(cli, out, *id),
+        Command::Delete { id, now: false } => nodes::delete(cli, out, *id),
+        Command::Delete { id, now: true } => nodes::delete_now(cli, out, *id),
+        Command::ImageDelete { id, force } => images::delete(cli, out, *id, *force),
         Command::Show {
             what: Show::Node { id },
         } => nodes::show(cli, out, *id),
@@ -181,6 +218,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             what: Show::Image { id },
         } => images::show(cli, out, *id),
         Command::RequestList => requests::list(cli, out),
+        Command::AlienList { provider } => aliens::servers(cli, out, err, provider.as_ref()),
+        Command::AlienImageList { provider } => aliens::images(cli, out, err, provider.as_ref()),
     };
     match result {
         Ok(code) => code,

@@ -2,11 +2,14 @@
 
 use std::io::Write;
 
-use nodepool_db::NodeFilter;
+use nodepool_db::{NodeFilter, StoreError};
 use nodepool_model::{
     HoldNote, LabelName, Node, NodeId, NodeState, ProviderName, Reason, Subject, Timestamp,
 };
 use serde::Serialize;
+use std::sync::Arc;
+
+use nodepool_daemon::SystemClock;
 
 use crate::context::{Context, user};
 use crate::output::{age, cell, hours, print_json, print_table, table, time};
@@ -156,26 +159,61 @@ pub(crate) fn delete(cli: &Cli, out: &mut dyn Write, id: NodeId) -> Outcome {
     Ok(EXIT_OK)
 }
 
+/// `nodepool delete --now ID`: deletes the server through its provider, waits until the
+/// cloud says it is gone, then removes the row.
+pub(crate) fn delete_now(cli: &Cli, out: &mut dyn Write, id: NodeId) -> Outcome {
+    let ctx = Context::write(cli)?;
+    let node = ctx.store.node(id)?;
+    let reason = Reason::new(
+        "operator-delete",
+        format!("deleted at once from the command line by {}", user()),
+    );
+    ctx.block_on(nodepool_daemon::at_once::delete_node(
+        &ctx.store,
+        &ctx.config,
+        Arc::new(SystemClock),
+        Context::connector(),
+        id,
+        reason,
+    ))?
+    .map_err(|e| anyhow::anyhow!("{e}; it stays marked for deletion and nodepoold finishes it"))?;
+    match &node.external_id {
+        Some(server) => writeln!(out, "node {id} deleted: server {server} is gone")?,
+        None => writeln!(out, "node {id} deleted (it had no server)")?,
+    }
+    Ok(EXIT_OK)
+}
+
 /// `nodepool show node ID`.
 pub(crate) fn show(cli: &Cli, out: &mut dyn Write, id: NodeId) -> Outcome {
     let ctx = Context::read(cli)?;
-    let node = ctx.store.node(id)?;
     let history = ctx.store.events(Subject::Node(id))?;
+    // A deleted node's row is gone; its history stays (a week), and says why it went.
+    let node = match ctx.store.node(id) {
+        Ok(node) => Some(node),
+        Err(StoreError::NotFound { .. }) if !history.is_empty() => None,
+        Err(error) => return Err(error.into()),
+    };
     if cli.json {
         #[derive(Serialize)]
         struct Shown {
-            node: JsonNode,
+            node: Option<JsonNode>,
             events: Vec<events::JsonEvent>,
         }
         print_json(
             out,
             &Shown {
-                node: JsonNode::new(&node, ctx.now),
+                node: node.as_ref().map(|n| JsonNode::new(n, ctx.now)),
                 events: history.iter().map(events::JsonEvent::new).collect(),
             },
         )?;
         return Ok(EXIT_OK);
     }
+    let Some(node) = node else {
+        writeln!(out, "Node {id} is gone.")?;
+        events::print_history(out, &history)?;
+        return Ok(EXIT_OK);
+    };
     let mut fields = vec![
         ("ID", node.id.to_string()),
         ("Provider", node.provider.to_string()),

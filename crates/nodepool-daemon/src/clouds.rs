@@ -248,6 +248,9 @@ pub(crate) struct Clouds {
     clock: Arc<dyn Clock>,
     installation: InstallationId,
     connector: Arc<dyn Connector>,
+    /// Only servers are listed, never limits or flavors: for work done at once, which
+    /// plans nothing.
+    servers_only: bool,
 }
 
 impl Clouds {
@@ -262,7 +265,20 @@ impl Clouds {
             clock,
             installation,
             connector,
+            servers_only: false,
         }
+    }
+
+    /// Clouds whose listings are only of servers (no limits or flavors): for executors
+    /// run at once, outside the daemon's rounds.
+    pub(crate) fn servers_only(mut self) -> Self {
+        self.servers_only = true;
+        self
+    }
+
+    /// Whether an executor waits on a listing of any provider.
+    pub(crate) fn watched(&self) -> bool {
+        self.by_name.values().any(|c| c.servers.watched())
     }
 
     /// Brings the providers in line with `config`: new ones are connected, removed ones
@@ -374,10 +390,11 @@ impl Clouds {
                 cloud.listed_all_at = Some(now);
             }
             let connection = cloud.connection.clone();
-            let want_limits = cloud
-                .limits_at
-                .is_none_or(|at| now.saturating_since(at) >= LIMITS_EVERY);
-            let want_flavors = cloud.flavors.is_none();
+            let want_limits = !self.servers_only
+                && cloud
+                    .limits_at
+                    .is_none_or(|at| now.saturating_since(at) >= LIMITS_EVERY);
+            let want_flavors = !self.servers_only && cloud.flavors.is_none();
             let name = name.clone();
             tasks.spawn(async move {
                 let (servers, limits, flavors) = tokio::join!(

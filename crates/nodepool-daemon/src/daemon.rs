@@ -555,7 +555,7 @@ impl Daemon {
                     let ctx = self.context();
                     let (record, reason, id) = (record.clone(), reason.clone(), *upload);
                     let task = self.tasks.spawn(async move {
-                        executor::delete_upload(ctx, connection, record, reason).await;
+                        let _ = executor::delete_upload(ctx, connection, record, reason).await;
                         Done::Image(id)
                     });
                     self.busy_images.insert(id, task);
@@ -718,7 +718,8 @@ impl Daemon {
                     let (record, server, reason, id) =
                         (record.clone(), server.clone(), reason.clone(), *node);
                     let task = self.tasks.spawn(async move {
-                        executor::delete_node(ctx, connection, record, server, reason).await;
+                        let _ =
+                            executor::delete_node(ctx, connection, record, server, reason).await;
                         Done::Node(id)
                     });
                     self.busy_nodes.insert(id, task);

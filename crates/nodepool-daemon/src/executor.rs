@@ -832,29 +832,44 @@ pub(crate) async fn delete_node(
     node: Node,
     server: Option<ExternalId>,
     reason: Reason,
-) {
+) -> Result<(), Failed> {
+    let (id, provider) = (node.id, node.provider.clone());
+    let deleted = try_delete_node(&ctx, connection, &node, server, &reason).await;
+    match &deleted {
+        Ok(()) => {
+            info!(node = %id, provider = %provider, label = %node.label, "deleted: {}", reason.text);
+        }
+        Err(why) => warn!(node = %id, provider = %provider, "{why}"),
+    }
+    deleted
+}
+
+async fn try_delete_node(
+    ctx: &Context,
+    connection: Option<(Connection, Servers)>,
+    node: &Node,
+    server: Option<ExternalId>,
+    reason: &Reason,
+) -> Result<(), Failed> {
     let id = node.id;
     let now = ctx.now();
     if node.state != NodeState::Delete {
         let why = reason.clone();
-        if let Err(e) = store::call(&ctx.store, move |s| {
+        store::call(&ctx.store, move |s| {
             s.set_node_state(id, NodeState::Delete, now, &why)
         })
         .await
-        {
-            warn!(node = %id, "cannot mark for deletion: {e}");
-            return;
-        }
+        .map_err(|e| format!("cannot mark for deletion: {e}"))?;
     }
     if let Some(server) = &server {
         let Some((connection, servers)) = connection else {
-            warn!(node = %id, provider = %node.provider, "server {server} kept: the provider is not connected");
-            return;
+            return Err(format!(
+                "server {server} kept: the provider is not connected"
+            ));
         };
-        if let Err(why) = delete_server(&ctx, &connection, &servers, server).await {
-            warn!(node = %id, provider = %node.provider, "server {server} not deleted yet: {why}");
-            return;
-        }
+        delete_server(ctx, &connection, &servers, server)
+            .await
+            .map_err(|why| format!("server {server} not deleted yet: {why}"))?;
     }
     let now = ctx.now();
     let gone = Reason::new(
@@ -864,12 +879,9 @@ pub(crate) async fn delete_node(
             None => format!("it had no server ({})", reason.text),
         },
     );
-    match store::call(&ctx.store, move |s| s.remove_node(id, now, &gone)).await {
-        Ok(()) => {
-            info!(node = %id, provider = %node.provider, label = %node.label, "deleted: {}", reason.text)
-        }
-        Err(e) => warn!(node = %id, "cannot remove the row: {e}"),
-    }
+    store::call(&ctx.store, move |s| s.remove_node(id, now, &gone))
+        .await
+        .map_err(|e| format!("cannot remove the row: {e}"))
 }
 
 /// Deletes a leaked server.
@@ -896,50 +908,57 @@ pub(crate) async fn delete_upload(
     connection: Option<(Connection, Servers)>,
     upload: Image,
     reason: Reason,
-) {
+) -> Result<(), Failed> {
+    let deleted = try_delete_upload(&ctx, connection, &upload, &reason).await;
+    match &deleted {
+        Ok(()) => {
+            info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "deleted: {}", reason.text);
+        }
+        Err(why) => warn!(image = %upload.id, provider = %upload.provider, "{why}"),
+    }
+    deleted
+}
+
+async fn try_delete_upload(
+    ctx: &Context,
+    connection: Option<(Connection, Servers)>,
+    upload: &Image,
+    reason: &Reason,
+) -> Result<(), Failed> {
     let id = upload.id;
     let now = ctx.now();
     if upload.state != ImageState::Delete {
         let why = reason.clone();
-        if let Err(e) = store::call(&ctx.store, move |s| {
+        store::call(&ctx.store, move |s| {
             s.set_image_state(id, ImageState::Delete, now, &why)
         })
         .await
-        {
-            warn!(image = %id, "cannot mark for deletion: {e}");
-            return;
-        }
+        .map_err(|e| format!("cannot mark for deletion: {e}"))?;
     }
     if upload.server_external_id.is_some() || upload.external_id.is_some() {
         let Some((connection, servers)) = connection else {
-            warn!(image = %id, provider = %upload.provider, "kept: the provider is not connected");
-            return;
+            return Err("kept: the provider is not connected".to_owned());
         };
-        if let Some(server) = &upload.server_external_id
-            && let Err(why) = delete_server(&ctx, &connection, &servers, server).await
-        {
-            warn!(image = %id, "template server {server} not deleted yet: {why}");
-            return;
+        if let Some(server) = &upload.server_external_id {
+            delete_server(ctx, &connection, &servers, server)
+                .await
+                .map_err(|why| format!("template server {server} not deleted yet: {why}"))?;
         }
         if let Some(image) = &upload.external_id {
             match connection.delete_image(image).await {
                 Ok(()) => {}
                 Err(error) if error.kind == ErrorKind::NotFound => {}
                 Err(error) => {
-                    warn!(image = %id, "cloud image {image} not deleted yet: {error}");
-                    return;
+                    return Err(format!("cloud image {image} not deleted yet: {error}"));
                 }
             }
         }
     }
     let now = ctx.now();
     let gone = Reason::new("deleted", format!("gone from the cloud ({})", reason.text));
-    match store::call(&ctx.store, move |s| s.remove_image(id, now, &gone)).await {
-        Ok(()) => {
-            info!(image = %id, provider = %upload.provider, name = %upload.name, "deleted: {}", reason.text)
-        }
-        Err(e) => warn!(image = %id, "cannot remove the row: {e}"),
-    }
+    store::call(&ctx.store, move |s| s.remove_image(id, now, &gone))
+        .await
+        .map_err(|e| format!("cannot remove the row: {e}"))
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+pub mod at_once;
 mod clock;
 mod clouds;
 mod daemon;
