@@ -3,6 +3,7 @@
 mod admin;
 mod cloud;
 mod config_validate;
+mod image_update;
 #[path = "../../crates/nodepool-daemon/tests/support/mod.rs"]
 mod support;
 

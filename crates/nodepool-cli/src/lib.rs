@@ -5,6 +5,7 @@
 //! print JSON (`--json`) with stable field names for scripts: see `docs/cli.md`.
 
 mod aliens;
+mod builds;
 mod context;
 mod events;
 mod images;
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use nodepool_model::{ImageId, LabelName, NodeId, NodeState, ProviderName};
+use nodepool_model::{ImageId, ImageName, LabelName, NodeId, NodeState, ProviderName};
 
 /// Exit code of a successful command.
 pub const EXIT_OK: u8 = 0;
@@ -97,6 +98,24 @@ pub enum Command {
         /// Delete the server now and wait until it is gone.
         #[arg(long)]
         now: bool,
+    },
+    /// Build an image now, on one provider or all that have it, and follow the build.
+    ///
+    /// Records a build request that nodepoold serves (the daemon builds, not this command),
+    /// then prints the build's events as they happen until it ends: exit 0 when every
+    /// upload is READY, 1 with the reason when it failed. If no nodepoold takes the request
+    /// within --daemon-timeout, says so and exits 1; the request stays recorded.
+    ImageUpdate {
+        /// A provider's name, or `all`.
+        provider: String,
+        /// The image's name.
+        image: ImageName,
+        /// Record the request and return at once.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for a nodepoold to take the request, in seconds.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        daemon_timeout: u64,
     },
     /// Delete an image upload: its template server and cloud image, then its row.
     ///
@@ -211,6 +230,19 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Delete { id, now: false } => nodes::delete(cli, out, *id),
         Command::Delete { id, now: true } => nodes::delete_now(cli, out, *id),
         Command::ImageDelete { id, force } => images::delete(cli, out, *id, *force),
+        Command::ImageUpdate {
+            provider,
+            image,
+            no_wait,
+            daemon_timeout,
+        } => builds::update(
+            cli,
+            out,
+            provider,
+            image,
+            *no_wait,
+            std::time::Duration::from_secs(*daemon_timeout),
+        ),
         Command::Show {
             what: Show::Node { id },
         } => nodes::show(cli, out, *id),

@@ -1,0 +1,168 @@
+//! `image-update`: a build request that nodepoold serves, followed until it ends.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use nodepool_daemon::SystemClock;
+use nodepool_db::ImageFilter;
+use nodepool_model::{BuildRequestState, ImageId, ImageName, ProviderName, Subject};
+use nodepool_provider::Clock;
+use serde::Serialize;
+
+use crate::context::{Context, who};
+use crate::{Cli, EXIT_OK, Failure, Outcome};
+
+/// How often the store is read while following a build.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// `--no-wait` and the end of a build in `--json` output (docs/cli.md).
+#[derive(Serialize)]
+struct JsonBuild {
+    request: u64,
+    state: String,
+    failure: Option<String>,
+    uploads: Vec<u64>,
+}
+
+/// `nodepool image-update PROVIDER|all IMAGE`.
+pub(crate) fn update(
+    cli: &Cli,
+    out: &mut dyn Write,
+    provider: &str,
+    image: &ImageName,
+    no_wait: bool,
+    daemon_timeout: Duration,
+) -> Outcome {
+    let ctx = Context::write(cli)?;
+    let provider = target(&ctx, provider, image)?;
+    let request = ctx
+        .store
+        .request_image_build(provider.as_ref(), image, &who(), ctx.now)?;
+    let id = request.id;
+    let on = provider.map_or_else(
+        || "every provider that has it".to_owned(),
+        |p| format!("provider {p}"),
+    );
+    if no_wait {
+        if cli.json {
+            crate::output::print_json(
+                out,
+                &JsonBuild {
+                    request: id.get(),
+                    state: request.state.to_string(),
+                    failure: None,
+                    uploads: Vec::new(),
+                },
+            )?;
+        } else {
+            writeln!(
+                out,
+                "build request {id} recorded: image {image} on {on}; nodepoold builds it"
+            )?;
+        }
+        return Ok(EXIT_OK);
+    }
+    if !cli.json {
+        writeln!(out, "build request {id}: image {image} on {on}")?;
+    }
+    let started = ctx.now;
+    // Each upload's events printed so far.
+    let mut shown: BTreeMap<ImageId, u64> = BTreeMap::new();
+    let clock = SystemClock;
+    loop {
+        let request = ctx.store.build_request(id)?;
+        let uploads = ctx.store.images(&ImageFilter {
+            build_request: Some(id),
+            ..ImageFilter::default()
+        })?;
+        if !cli.json {
+            for upload in &uploads {
+                let seen = shown.entry(upload.id).or_default();
+                for event in ctx.store.events(Subject::Image(upload.id))? {
+                    if event.seq <= *seen {
+                        continue;
+                    }
+                    *seen = event.seq;
+                    let elapsed = event.time.saturating_since(started).as_secs();
+                    writeln!(
+                        out,
+                        "[{elapsed:>4}s] upload {} on {}: {}: {}",
+                        upload.id, upload.provider, event.what, event.reason.text
+                    )?;
+                }
+            }
+            out.flush()?;
+        }
+        let now = clock.now();
+        match request.state {
+            BuildRequestState::Done | BuildRequestState::Failed => {
+                let done = request.state == BuildRequestState::Done;
+                if cli.json {
+                    crate::output::print_json(
+                        out,
+                        &JsonBuild {
+                            request: id.get(),
+                            state: request.state.to_string(),
+                            failure: request.failure.clone(),
+                            uploads: uploads.iter().map(|u| u.id.get()).collect(),
+                        },
+                    )?;
+                } else if done {
+                    writeln!(out, "image {image} built on {on}")?;
+                }
+                if done {
+                    return Ok(EXIT_OK);
+                }
+                return Err(Failure::Operational(anyhow::anyhow!(
+                    "build request {id} failed: {}",
+                    request.failure.as_deref().unwrap_or("no reason recorded")
+                )));
+            }
+            BuildRequestState::Pending if now.saturating_since(started) >= daemon_timeout => {
+                return Err(Failure::Operational(anyhow::anyhow!(
+                    "no nodepoold took build request {id} within {}s: is one running on this store? The request stays recorded and is built when one starts",
+                    daemon_timeout.as_secs()
+                )));
+            }
+            _ => {}
+        }
+        ctx.block_on(clock.sleep(FOLLOW_EVERY))?;
+    }
+}
+
+/// The provider to build on (`None`: every provider with the image), checked against the
+/// config.
+fn target(
+    ctx: &Context,
+    provider: &str,
+    image: &ImageName,
+) -> Result<Option<ProviderName>, Failure> {
+    let having: Vec<&ProviderName> = ctx
+        .config
+        .providers
+        .iter()
+        .filter(|p| p.images.iter().any(|i| &i.name == image))
+        .map(|p| &p.name)
+        .collect();
+    if provider == "all" {
+        if having.is_empty() {
+            return Err(Failure::Usage(format!(
+                "no provider in the config has an image {image}"
+            )));
+        }
+        return Ok(None);
+    }
+    let name: ProviderName = provider
+        .parse()
+        .map_err(|e| Failure::Usage(format!("provider {provider:?}: {e}")))?;
+    if !ctx.config.providers.iter().any(|p| p.name == name) {
+        return Err(Failure::Usage(format!("no provider {name} in the config")));
+    }
+    if !having.contains(&&name) {
+        return Err(Failure::Usage(format!(
+            "provider {name} has no image {image} in the config"
+        )));
+    }
+    Ok(Some(name))
+}
