@@ -538,3 +538,63 @@ fn alien_listings_on_the_fake_cloud() {
         )
     );
 }
+
+/// docs/nodepool.1 is what `nodepool man` renders now: `cargo xtask docs` regenerates it.
+#[test]
+fn the_man_page_in_docs_is_current() {
+    let output = Command::new(env!("CARGO_BIN_EXE_nodepool"))
+        .arg("man")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let page = String::from_utf8(output.stdout).unwrap();
+    assert!(page.contains(".TH nodepool 1"), "{page}");
+    assert!(page.contains("image\\-update"), "every command is in it");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/nodepool.1");
+    let written = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        written == page,
+        "docs/nodepool.1 is stale: run `cargo xtask docs`"
+    );
+}
+
+#[test]
+fn completions_name_every_command() {
+    let pool = pool();
+    let (code, stdout, _) = pool.run(&["completion", "bash"]);
+    assert_eq!(code, 0);
+    for command in ["list", "image-update", "alien-image-list", "show"] {
+        assert!(stdout.contains(command), "{command} is completed");
+    }
+    let (code, _, stderr) = pool.run(&["completion", "tcsh"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("invalid value 'tcsh'"), "{stderr}");
+}
+
+/// A provider that cannot be reached: `delete --now` fails with one line, and the node is
+/// left marked for deletion for nodepoold to finish; nothing is half done.
+#[test]
+fn a_failed_delete_now_leaves_the_node_marked_for_the_daemon() {
+    let pool = pool();
+    let unreachable = pool.dir.path().join("unreachable-cloud.yaml");
+    let text = std::fs::read_to_string(pool.config()).unwrap().replace(
+        "  - name: cloud2\n    driver: fake\n",
+        "  - name: cloud2\n    auth-url: http://127.0.0.1:1/v3\n    username: nodepool\n    password: s3cret\n    project-name: ci\n",
+    );
+    std::fs::write(&unreachable, text).unwrap();
+    let (code, stdout, stderr) = run_with(&unreachable, &["delete", "--now", "1"]);
+    assert_eq!((code, stdout.as_str()), (1, ""));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("nodepool: provider cloud2: cannot connect: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("; it stays marked for deletion and nodepoold finishes it\n"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    let (_, stdout, _) = pool.run(&["--json", "list", "--state", "delete"]);
+    let nodes: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(nodes[0]["id"], 1);
+}

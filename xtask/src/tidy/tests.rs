@@ -199,13 +199,6 @@ fn dependency_layering() {
             }
         }
     }
-    // The CLI never depends on the daemon.
-    if deps
-        .get("nodepool-cli")
-        .is_some_and(|d| d.contains("nodepool-daemon"))
-    {
-        violations.push("nodepool-cli depends on nodepool-daemon".into());
-    }
     assert!(violations.is_empty(), "{violations:#?}");
     // The check sees through to indirect dependencies.
     assert!(deps["nodepool-config"].contains("serde-saphyr"));
@@ -256,4 +249,50 @@ fn library_crates_carry_package_metadata() {
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The CLI uses the daemon library only to act at once through the daemon's own executors
+/// (`delete --now`, `image-delete`) and to connect providers as the daemon does; it never
+/// runs the daemon's loop or holds its logic.
+#[test]
+fn the_cli_uses_only_the_daemons_executors() {
+    let allowed = [
+        "at_once",
+        "Connect",
+        "Connector",
+        "FakeRemote",
+        "SshRemote",
+        "SystemClock",
+    ];
+    let mut files = Vec::new();
+    rust_files(&workspace_root().join("crates/nodepool-cli"), &mut files);
+    let mut used = BTreeSet::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (at, _) in text.match_indices("nodepool_daemon::") {
+            let rest = &text[at + "nodepool_daemon::".len()..];
+            let items = match rest.strip_prefix('{') {
+                Some(group) => &group[..group.find('}').unwrap()],
+                None => rest
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap(),
+            };
+            for item in items.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                used.insert(item.to_owned());
+            }
+        }
+    }
+    assert!(
+        used.contains("at_once"),
+        "the check sees the CLI's uses: {used:?}"
+    );
+    let foreign: Vec<&String> = used
+        .iter()
+        .filter(|item| !allowed.contains(&item.as_str()))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "nodepool-cli uses more of nodepool-daemon than its executors: {foreign:?}"
+    );
 }
