@@ -216,6 +216,9 @@ fn a_daemon_killed_at_every_step_converges_with_nothing_leaked() {
         .args(["-HUP", &child.id().to_string()])
         .status()
         .unwrap();
+    // Applied before the images go: with the label still enabled, the daemon would build
+    // the image again the moment the last one is marked for deletion.
+    crate::follow(&mut log, "config changed", 1);
     let now = nodepool_provider::Clock::now(&nodepool_daemon::SystemClock);
     let why = nodepool_model::Reason::new("operator", "end of the test");
     for image in store.snapshot().unwrap().images {

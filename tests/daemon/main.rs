@@ -10,7 +10,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use nodepool_config::DbUri;
 use std::time::Duration;
@@ -48,7 +48,11 @@ fn provider(name: &str) -> String {
     )
 }
 
-fn nodepoold(config: &Path) -> (Child, BufReader<ChildStderr>) {
+/// The daemon's log lines, read off its stderr by a thread as they come, so that the
+/// daemon never waits on a full pipe while the test is busy elsewhere.
+struct Log(std::sync::mpsc::Receiver<String>);
+
+fn nodepoold(config: &Path) -> (Child, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nodepoold"))
         .arg("-c")
         .arg(config)
@@ -58,12 +62,21 @@ fn nodepoold(config: &Path) -> (Child, BufReader<ChildStderr>) {
         .spawn()
         .expect("nodepoold starts");
     let stderr = BufReader::new(child.stderr.take().unwrap());
-    (child, stderr)
+    let (lines, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, Log(log))
 }
 
 /// Reads log lines until `count` lines contain `needle`; returns everything read. Panics if
 /// the daemon exits first.
-fn follow(log: &mut BufReader<ChildStderr>, needle: &str, count: usize) -> String {
+fn follow(log: &mut Log, needle: &str, count: usize) -> String {
     let mut seen = 0;
     follow_until(log, &format!("logging {needle:?} {count} times"), |line| {
         seen += usize::from(line.contains(needle));
@@ -73,18 +86,14 @@ fn follow(log: &mut BufReader<ChildStderr>, needle: &str, count: usize) -> Strin
 
 /// Reads log lines until one satisfies `wanted`; returns everything read. Panics if the
 /// daemon exits first.
-fn follow_until(
-    log: &mut BufReader<ChildStderr>,
-    what: &str,
-    mut wanted: impl FnMut(&str) -> bool,
-) -> String {
+fn follow_until(log: &mut Log, what: &str, mut wanted: impl FnMut(&str) -> bool) -> String {
     let mut all = String::new();
-    let mut line = String::new();
     loop {
-        line.clear();
-        let n = log.read_line(&mut line).expect("the log is readable");
-        assert!(n > 0, "nodepoold exited before {what}:\n{all}");
+        let Ok(line) = log.0.recv() else {
+            panic!("nodepoold exited before {what}:\n{all}");
+        };
         all.push_str(&line);
+        all.push('\n');
         if wanted(&line) {
             return all;
         }

@@ -598,3 +598,24 @@ fn a_failed_delete_now_leaves_the_node_marked_for_the_daemon() {
     let nodes: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(nodes[0]["id"], 1);
 }
+
+/// A provider that cannot be reached: the others' aliens are listed, the failure is named,
+/// exit 1.
+#[test]
+fn alien_list_names_a_provider_it_cannot_ask() {
+    let pool = pool();
+    let unreachable = pool.dir.path().join("unreachable-cloud.yaml");
+    let text = std::fs::read_to_string(pool.config()).unwrap().replace(
+        "  - name: cloud2\n    driver: fake\n",
+        "  - name: cloud2\n    auth-url: http://127.0.0.1:1/v3\n    username: nodepool\n    password: s3cret\n    project-name: ci\n",
+    );
+    std::fs::write(&unreachable, text).unwrap();
+    let (code, stdout, stderr) = run_with(&unreachable, &["--json", "alien-list"]);
+    assert_eq!((code, stdout.as_str()), (1, "[]\n"));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("nodepool: provider cloud2: cannot connect: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}

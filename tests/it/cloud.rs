@@ -89,6 +89,12 @@ async fn delete_now_image_delete_and_aliens_against_the_local_cloud() {
     let Some(cloud) = support::local_cloud("the admin commands' cloud test").await else {
         return;
     };
+    // Servers an interrupted run left (this test's are all named cli-...).
+    for server in cloud.list_servers().await.unwrap() {
+        if server.name.starts_with("cli-") {
+            let _ = cloud.delete_server(&server.id).await;
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("nodepool.yaml"), config(dir.path())).unwrap();
     let uri = DbUri::Sqlite(dir.path().join("nodepool.sqlite"));

@@ -1,7 +1,7 @@
 //! `image-update`: a build request that nodepoold serves, followed until it ends.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use nodepool_daemon::SystemClock;
@@ -70,6 +70,7 @@ pub(crate) fn update(
     // Each upload's events printed so far.
     let mut shown: BTreeMap<ImageId, u64> = BTreeMap::new();
     let clock = SystemClock;
+    let spinner = Spinner::new(!cli.json, format!("image {image} on {on}"));
     loop {
         let request = ctx.store.build_request(id)?;
         let uploads = ctx.store.images(&ImageFilter {
@@ -85,11 +86,15 @@ pub(crate) fn update(
                     }
                     *seen = event.seq;
                     let elapsed = event.time.saturating_since(started).as_secs();
-                    writeln!(
-                        out,
-                        "[{elapsed:>4}s] upload {} on {}: {}: {}",
-                        upload.id, upload.provider, event.what, event.reason.text
-                    )?;
+                    spinner.step(&event.what);
+                    spinner.suspend(|| {
+                        writeln!(
+                            out,
+                            "[{elapsed:>4}s] upload {} on {}: {}: {}",
+                            upload.id, upload.provider, event.what, event.reason.text
+                        )?;
+                        out.flush()
+                    })?;
                 }
             }
             out.flush()?;
@@ -97,6 +102,7 @@ pub(crate) fn update(
         let now = clock.now();
         match request.state {
             BuildRequestState::Done | BuildRequestState::Failed => {
+                spinner.finish();
                 let done = request.state == BuildRequestState::Done;
                 if cli.json {
                     crate::output::print_json(
@@ -120,6 +126,7 @@ pub(crate) fn update(
                 )));
             }
             BuildRequestState::Pending if now.saturating_since(started) >= daemon_timeout => {
+                spinner.finish();
                 return Err(Failure::Operational(anyhow::anyhow!(
                     "no nodepoold took build request {id} within {}s: is one running on this store? The request stays recorded and is built when one starts",
                     daemon_timeout.as_secs()
@@ -165,4 +172,46 @@ fn target(
         )));
     }
     Ok(Some(name))
+}
+
+/// A spinner with the elapsed time and the build's latest step, on stderr while it is a
+/// terminal; nothing otherwise (scripts and logs get the event lines only).
+struct Spinner(Option<indicatif::ProgressBar>);
+
+impl Spinner {
+    fn new(wanted: bool, what: String) -> Spinner {
+        if !wanted || !std::io::stderr().is_terminal() {
+            return Spinner(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {prefix}: {msg}")
+        {
+            bar.set_style(style);
+        }
+        bar.set_prefix(what);
+        bar.set_message("waiting for nodepoold to take the request");
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Spinner(Some(bar))
+    }
+
+    fn step(&self, what: &str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(what.to_owned());
+        }
+    }
+
+    /// Runs `write` with the spinner off the screen.
+    fn suspend<T>(&self, write: impl FnOnce() -> T) -> T {
+        match &self.0 {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
 }
