@@ -13,6 +13,8 @@ use nodepool_model::{ExternalId, HoldNote, ImageState, NodeState, Reason, Timest
 use nodepool_provider::Clock;
 use serde_json::Value;
 
+use crate::nodepool_with;
+
 /// 2014-05-13T05:00:00Z: image versions are fixed, so the Version column is too.
 const VERSION: Timestamp = Timestamp::from_unix_seconds(1_399_957_200);
 
@@ -25,25 +27,22 @@ impl Pool {
         self.dir.path().join("nodepool.yaml")
     }
 
+    /// This pool's config with cloud2 an OpenStack whose Keystone cannot be reached
+    /// (password `s3cret`, which must never be printed).
+    fn with_unreachable_cloud2(&self) -> PathBuf {
+        let path = self.dir.path().join("unreachable-cloud.yaml");
+        let text = std::fs::read_to_string(self.config()).unwrap().replace(
+            "  - name: cloud2\n    driver: fake\n",
+            "  - name: cloud2\n    auth-url: http://127.0.0.1:1/v3\n    username: nodepool\n    password: s3cret\n    project-name: ci\n",
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     /// Runs `nodepool -c <this pool's config> args` as user alice.
     fn run(&self, args: &[&str]) -> (i32, String, String) {
-        run_with(&self.config(), args)
+        nodepool_with(&self.config(), args)
     }
-}
-
-fn run_with(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_nodepool"))
-        .arg("-c")
-        .arg(config)
-        .args(args)
-        .env("USER", "alice")
-        .output()
-        .expect("the nodepool binary runs");
-    (
-        output.status.code().expect("nodepool exits"),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
 }
 
 fn config_text(db: &str) -> String {
@@ -417,7 +416,7 @@ fn errors_are_one_line_naming_the_thing_with_the_right_exit_code() {
     // A broken config: usage, 2, naming the file and the first error.
     let broken = pool.dir.path().join("broken.yaml");
     std::fs::write(&broken, "labels: []\nproviders: []\nbogus: 1\n").unwrap();
-    let (code, _, stderr) = run_with(&broken, &["list"]);
+    let (code, _, stderr) = nodepool_with(&broken, &["list"]);
     assert_eq!(code, 2);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
@@ -425,7 +424,7 @@ fn errors_are_one_line_naming_the_thing_with_the_right_exit_code() {
         "{stderr}"
     );
     let missing = pool.dir.path().join("missing.yaml");
-    let (code, _, stderr) = run_with(&missing, &["list"]);
+    let (code, _, stderr) = nodepool_with(&missing, &["list"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read the config file"), "{stderr}");
 
@@ -439,7 +438,7 @@ fn errors_are_one_line_naming_the_thing_with_the_right_exit_code() {
         )),
     )
     .unwrap();
-    let (code, _, stderr) = run_with(&fresh, &["list"]);
+    let (code, _, stderr) = nodepool_with(&fresh, &["list"]);
     assert_eq!(code, 1);
     assert!(
         stderr.contains("is not set up yet: start nodepoold"),
@@ -451,7 +450,7 @@ fn errors_are_one_line_naming_the_thing_with_the_right_exit_code() {
         config_text("postgresql://nodepool:s3cret@127.0.0.1:1/nodepool"),
     )
     .unwrap();
-    let (code, _, stderr) = run_with(&unreachable, &["list"]);
+    let (code, _, stderr) = nodepool_with(&unreachable, &["list"]);
     assert_eq!(code, 1);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
@@ -576,13 +575,8 @@ fn completions_name_every_command() {
 #[test]
 fn a_failed_delete_now_leaves_the_node_marked_for_the_daemon() {
     let pool = pool();
-    let unreachable = pool.dir.path().join("unreachable-cloud.yaml");
-    let text = std::fs::read_to_string(pool.config()).unwrap().replace(
-        "  - name: cloud2\n    driver: fake\n",
-        "  - name: cloud2\n    auth-url: http://127.0.0.1:1/v3\n    username: nodepool\n    password: s3cret\n    project-name: ci\n",
-    );
-    std::fs::write(&unreachable, text).unwrap();
-    let (code, stdout, stderr) = run_with(&unreachable, &["delete", "--now", "1"]);
+    let unreachable = pool.with_unreachable_cloud2();
+    let (code, stdout, stderr) = nodepool_with(&unreachable, &["delete", "--now", "1"]);
     assert_eq!((code, stdout.as_str()), (1, ""));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
@@ -604,13 +598,8 @@ fn a_failed_delete_now_leaves_the_node_marked_for_the_daemon() {
 #[test]
 fn alien_list_names_a_provider_it_cannot_ask() {
     let pool = pool();
-    let unreachable = pool.dir.path().join("unreachable-cloud.yaml");
-    let text = std::fs::read_to_string(pool.config()).unwrap().replace(
-        "  - name: cloud2\n    driver: fake\n",
-        "  - name: cloud2\n    auth-url: http://127.0.0.1:1/v3\n    username: nodepool\n    password: s3cret\n    project-name: ci\n",
-    );
-    std::fs::write(&unreachable, text).unwrap();
-    let (code, stdout, stderr) = run_with(&unreachable, &["--json", "alien-list"]);
+    let unreachable = pool.with_unreachable_cloud2();
+    let (code, stdout, stderr) = nodepool_with(&unreachable, &["--json", "alien-list"]);
     assert_eq!((code, stdout.as_str()), (1, "[]\n"));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(

@@ -35,17 +35,7 @@ providers:
 }
 
 fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nodepool"))
-        .arg("-c")
-        .arg(dir.join("nodepool.yaml"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap(),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+    crate::nodepool_with(&dir.join("nodepool.yaml"), args)
 }
 
 fn tags(installation: &InstallationId, owner: Owner) -> BTreeMap<String, String> {

@@ -36,3 +36,23 @@ fn nodepool(args: &[&str]) -> (i32, String, String) {
         String::from_utf8(stderr).unwrap(),
     )
 }
+
+/// Runs `nodepool -c CONFIG args` as user alice (who the events name) and returns its exit
+/// code, stdout and stderr.
+fn nodepool_with(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_nodepool"))
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env("USER", "alice")
+        .output()
+        .expect("the nodepool binary runs");
+    (
+        output
+            .status
+            .code()
+            .expect("nodepool exits, not killed by a signal"),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use nodepool_daemon::SystemClock;
 use nodepool_db::ImageFilter;
-use nodepool_model::{BuildRequestState, ImageId, ImageName, ProviderName, Subject};
+use nodepool_model::{
+    BuildRequest, BuildRequestState, Image, ImageId, ImageName, ProviderName, Subject,
+};
 use nodepool_provider::Clock;
 use serde::Serialize;
 
@@ -23,6 +25,17 @@ struct JsonBuild {
     state: String,
     failure: Option<String>,
     uploads: Vec<u64>,
+}
+
+impl JsonBuild {
+    fn new(request: &BuildRequest, uploads: &[Image]) -> JsonBuild {
+        JsonBuild {
+            request: request.id.get(),
+            state: request.state.to_string(),
+            failure: request.failure.clone(),
+            uploads: uploads.iter().map(|u| u.id.get()).collect(),
+        }
+    }
 }
 
 /// `nodepool image-update PROVIDER|all IMAGE`.
@@ -46,15 +59,7 @@ pub(crate) fn update(
     );
     if no_wait {
         if cli.json {
-            crate::output::print_json(
-                out,
-                &JsonBuild {
-                    request: id.get(),
-                    state: request.state.to_string(),
-                    failure: None,
-                    uploads: Vec::new(),
-                },
-            )?;
+            crate::output::print_json(out, &JsonBuild::new(&request, &[]))?;
         } else {
             writeln!(
                 out,
@@ -105,15 +110,7 @@ pub(crate) fn update(
                 spinner.finish();
                 let done = request.state == BuildRequestState::Done;
                 if cli.json {
-                    crate::output::print_json(
-                        out,
-                        &JsonBuild {
-                            request: id.get(),
-                            state: request.state.to_string(),
-                            failure: request.failure.clone(),
-                            uploads: uploads.iter().map(|u| u.id.get()).collect(),
-                        },
-                    )?;
+                    crate::output::print_json(out, &JsonBuild::new(&request, &uploads))?;
                 } else if done {
                     writeln!(out, "image {image} built on {on}")?;
                 }

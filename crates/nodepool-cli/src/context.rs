@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use nodepool_config::Config;
+use nodepool_daemon::at_once::NotDone;
 use nodepool_daemon::{Connect, Connector, FakeRemote, SshRemote, SystemClock};
 use nodepool_db::Store;
 use nodepool_model::Timestamp;
@@ -72,6 +73,24 @@ impl Context {
             .enable_all()
             .build()?;
         Ok(runtime.block_on(work))
+    }
+
+    /// Runs a deletion through the daemon's executors (`nodepool_daemon::at_once`) to its
+    /// end; when it fails, the record stays marked for deletion, and the error says so.
+    pub(crate) fn delete_at_once(
+        &self,
+        delete: impl Future<Output = Result<(), NotDone>>,
+    ) -> Result<(), Failure> {
+        self.block_on(delete)?.map_err(|e| {
+            Failure::Operational(anyhow::anyhow!(
+                "{e}; it stays marked for deletion and nodepoold finishes it"
+            ))
+        })
+    }
+
+    /// The clock executors run on.
+    pub(crate) fn clock() -> Arc<dyn Clock> {
+        Arc::new(SystemClock)
     }
 
     /// Connects providers as nodepoold does.

@@ -3,9 +3,7 @@
 use std::io::Write;
 
 use nodepool_db::ImageFilter;
-use std::sync::Arc;
 
-use nodepool_daemon::SystemClock;
 use nodepool_model::{Image, ImageId, ImageState, Reason, Subject, Timestamp};
 use serde::Serialize;
 
@@ -108,15 +106,14 @@ pub(crate) fn delete(cli: &Cli, out: &mut dyn Write, id: ImageId, force: bool) -
         ctx.store
             .set_image_state(id, ImageState::Delete, ctx.now, &reason)?;
     }
-    ctx.block_on(nodepool_daemon::at_once::delete_upload(
+    ctx.delete_at_once(nodepool_daemon::at_once::delete_upload(
         &ctx.store,
         &ctx.config,
-        Arc::new(SystemClock),
+        Context::clock(),
         Context::connector(),
         id,
         reason,
-    ))?
-    .map_err(|e| anyhow::anyhow!("{e}; it stays marked for deletion and nodepoold finishes it"))?;
+    ))?;
     writeln!(
         out,
         "image upload {id} deleted ({} on provider {})",

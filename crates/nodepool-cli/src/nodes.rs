@@ -7,9 +7,6 @@ use nodepool_model::{
     HoldNote, LabelName, Node, NodeId, NodeState, ProviderName, Reason, Subject, Timestamp,
 };
 use serde::Serialize;
-use std::sync::Arc;
-
-use nodepool_daemon::SystemClock;
 
 use crate::context::{Context, user};
 use crate::output::{age, cell, hours, print_json, print_table, table, time};
@@ -174,15 +171,14 @@ pub(crate) fn delete_now(cli: &Cli, out: &mut dyn Write, id: NodeId) -> Outcome 
             .store
             .set_node_state(id, NodeState::Delete, ctx.now, &reason)?;
     }
-    ctx.block_on(nodepool_daemon::at_once::delete_node(
+    ctx.delete_at_once(nodepool_daemon::at_once::delete_node(
         &ctx.store,
         &ctx.config,
-        Arc::new(SystemClock),
+        Context::clock(),
         Context::connector(),
         id,
         reason,
-    ))?
-    .map_err(|e| anyhow::anyhow!("{e}; it stays marked for deletion and nodepoold finishes it"))?;
+    ))?;
     match &node.external_id {
         Some(server) => writeln!(out, "node {id} deleted: server {server} is gone")?,
         None => writeln!(out, "node {id} deleted (it had no server)")?,
