@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use nodepool_config::Config;
-use nodepool_daemon::at_once::NotDone;
+use nodepool_daemon::at_once::{AtOnce, NotDone};
 use nodepool_daemon::{Connect, Connector, FakeRemote, SshRemote, SystemClock};
 use nodepool_db::Store;
 use nodepool_model::Timestamp;
@@ -88,9 +88,14 @@ impl Context {
         })
     }
 
-    /// The clock executors run on.
-    pub(crate) fn clock() -> Arc<dyn Clock> {
-        Arc::new(SystemClock)
+    /// The daemon's executors, acting on this store's records in this config's clouds.
+    pub(crate) fn at_once(&self) -> AtOnce<'_> {
+        AtOnce::new(
+            &self.store,
+            &self.config,
+            Arc::new(SystemClock),
+            Self::connector(),
+        )
     }
 
     /// Connects providers as nodepoold does.
@@ -103,19 +108,20 @@ impl Context {
     }
 }
 
-/// Who is running the command, for the events it writes: `nodepool (alice)`.
-pub(crate) fn who() -> String {
-    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
-        Ok(user) if !user.is_empty() => format!("{ACTOR} ({user})"),
-        _ => ACTOR.to_owned(),
-    }
-}
-
-/// The user running the command, for hold notes.
-pub(crate) fn user() -> String {
+/// The login running the command, if the environment says.
+fn login() -> Option<String> {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .ok()
         .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "an admin".to_owned())
+}
+
+/// Who is running the command, for the events it writes: `nodepool (alice)`.
+pub(crate) fn who() -> String {
+    login().map_or_else(|| ACTOR.to_owned(), |user| format!("{ACTOR} ({user})"))
+}
+
+/// The user running the command, for hold notes.
+pub(crate) fn user() -> String {
+    login().unwrap_or_else(|| "an admin".to_owned())
 }

@@ -8,7 +8,7 @@ use nodepool_model::{Image, ImageId, ImageState, Reason, Subject, Timestamp};
 use serde::Serialize;
 
 use crate::context::{Context, user};
-use crate::output::{age, cell, hours, print_json, print_table, table, time};
+use crate::output::{age, age_hours, cell, print_json, print_table, table, time};
 use crate::{Cli, EXIT_OK, Failure, Outcome, events};
 
 /// The 2014 `image-list` columns.
@@ -52,7 +52,7 @@ impl JsonImage {
             server_id: image.server_external_id.as_ref().map(ToString::to_string),
             state: image.state.to_string(),
             state_time: image.state_time.to_string(),
-            age_hours: (hours(now, image.state_time) * 100.0).round() / 100.0,
+            age_hours: age_hours(now, image.state_time),
         }
     }
 }
@@ -106,14 +106,7 @@ pub(crate) fn delete(cli: &Cli, out: &mut dyn Write, id: ImageId, force: bool) -
         ctx.store
             .set_image_state(id, ImageState::Delete, ctx.now, &reason)?;
     }
-    ctx.delete_at_once(nodepool_daemon::at_once::delete_upload(
-        &ctx.store,
-        &ctx.config,
-        Context::clock(),
-        Context::connector(),
-        id,
-        reason,
-    ))?;
+    ctx.delete_at_once(ctx.at_once().delete_upload(id, reason))?;
     writeln!(
         out,
         "image upload {id} deleted ({} on provider {})",

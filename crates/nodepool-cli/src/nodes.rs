@@ -9,7 +9,7 @@ use nodepool_model::{
 use serde::Serialize;
 
 use crate::context::{Context, user};
-use crate::output::{age, cell, hours, print_json, print_table, table, time};
+use crate::output::{age, age_hours, cell, print_json, print_table, table, time};
 use crate::{Cli, EXIT_OK, Outcome, events};
 
 /// The 2014 `list` columns.
@@ -64,7 +64,7 @@ impl JsonNode {
             private_ip: node.private_ip.map(|ip| ip.to_string()),
             state: node.state.to_string(),
             state_time: node.state_time.to_string(),
-            age_hours: (hours(now, node.state_time) * 100.0).round() / 100.0,
+            age_hours: age_hours(now, node.state_time),
             image_id: node.image.map(|i| i.get()),
             request_id: node.request.map(|r| r.get()),
             held_by: node.hold.as_ref().map(|h| h.by.clone()),
@@ -171,14 +171,7 @@ pub(crate) fn delete_now(cli: &Cli, out: &mut dyn Write, id: NodeId) -> Outcome 
             .store
             .set_node_state(id, NodeState::Delete, ctx.now, &reason)?;
     }
-    ctx.delete_at_once(nodepool_daemon::at_once::delete_node(
-        &ctx.store,
-        &ctx.config,
-        Context::clock(),
-        Context::connector(),
-        id,
-        reason,
-    ))?;
+    ctx.delete_at_once(ctx.at_once().delete_node(id, reason))?;
     match &node.external_id {
         Some(server) => writeln!(out, "node {id} deleted: server {server} is gone")?,
         None => writeln!(out, "node {id} deleted (it had no server)")?,

@@ -85,8 +85,13 @@ pub(crate) fn age(now: Timestamp, since: Timestamp) -> String {
     format!("{:.2}", hours(now, since))
 }
 
+/// Hours from `since` to `now` rounded to two decimals, as `--json` gives ages.
+pub(crate) fn age_hours(now: Timestamp, since: Timestamp) -> f64 {
+    (hours(now, since) * 100.0).round() / 100.0
+}
+
 /// Hours from `since` to `now` (negative if `since` is later: a clock skewed between hosts).
-pub(crate) fn hours(now: Timestamp, since: Timestamp) -> f64 {
+fn hours(now: Timestamp, since: Timestamp) -> f64 {
     let millis = now.unix_millis() - since.unix_millis();
     // Ages are small enough for an f64 to hold exactly.
     #[allow(clippy::cast_precision_loss)]

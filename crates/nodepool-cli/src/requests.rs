@@ -6,7 +6,7 @@ use nodepool_model::NodeRequest;
 use serde::Serialize;
 
 use crate::context::Context;
-use crate::output::{age, cell, hours, print_json, print_table, table};
+use crate::output::{age, age_hours, cell, print_json, print_table, table};
 use crate::{Cli, EXIT_OK, Outcome};
 
 /// A node request in `--json` output. The field names are a stable interface
@@ -39,7 +39,7 @@ pub(crate) fn list(cli: &Cli, out: &mut dyn Write) -> Outcome {
                 labels: r.labels.iter().map(ToString::to_string).collect(),
                 state: r.state.to_string(),
                 state_time: r.state_time.to_string(),
-                age_hours: (hours(ctx.now, r.state_time) * 100.0).round() / 100.0,
+                age_hours: age_hours(ctx.now, r.state_time),
                 nodes: r.nodes.iter().map(|n| n.get()).collect(),
                 failure: r.failure.clone(),
                 created: r.created.to_string(),

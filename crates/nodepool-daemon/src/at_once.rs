@@ -24,100 +24,111 @@ const LIST_CHANGES_EVERY: Duration = Duration::from_secs(1);
 #[error("{0}")]
 pub struct NotDone(String);
 
-/// Deletes a node now: marks it for deletion, deletes its server (and floating IPs) through
-/// its provider, waits until the cloud says the server is gone, then removes the row.
-///
-/// # Errors
-///
-/// [`NotDone`] when the node is unknown, its provider is not in `config` or cannot be
-/// reached, or the cloud does not delete the server; the node stays marked for deletion.
-pub async fn delete_node(
-    store: &Store,
-    config: &Config,
+/// What the admin command acts with: the store, the running config, the clock, and how to
+/// connect a provider.
+#[derive(Clone, Debug)]
+pub struct AtOnce<'a> {
+    store: &'a Store,
+    config: &'a Config,
     clock: Arc<dyn Clock>,
     connector: Arc<dyn Connector>,
-    id: NodeId,
-    reason: Reason,
-) -> Result<(), NotDone> {
-    let node = store::call(store, move |s| s.node(id))
-        .await
-        .map_err(|e| NotDone(e.to_string()))?;
-    let provider = node.provider.clone();
-    let server = node.external_id.clone();
-    let mut at_once = AtOnce::connect(store, config, clock, connector, &provider).await?;
-    let connection = at_once.clouds.handle(&provider);
-    let ctx = at_once.ctx.clone();
-    at_once
-        .drive(executor::delete_node(ctx, connection, node, server, reason))
-        .await
-        .map_err(|why| NotDone(format!("node {id}: {why}")))
 }
 
-/// Deletes an image upload now: marks it for deletion, deletes its template server (waiting
-/// until it is gone) and its cloud image, then removes the row.
-///
-/// # Errors
-///
-/// As [`delete_node`]; the upload stays marked for deletion.
-pub async fn delete_upload(
-    store: &Store,
-    config: &Config,
-    clock: Arc<dyn Clock>,
-    connector: Arc<dyn Connector>,
-    id: ImageId,
-    reason: Reason,
-) -> Result<(), NotDone> {
-    let upload = store::call(store, move |s| s.image(id))
-        .await
-        .map_err(|e| NotDone(e.to_string()))?;
-    let provider = upload.provider.clone();
-    let mut at_once = AtOnce::connect(store, config, clock, connector, &provider).await?;
-    let connection = at_once.clouds.handle(&provider);
-    let ctx = at_once.ctx.clone();
-    at_once
-        .drive(executor::delete_upload(ctx, connection, upload, reason))
-        .await
-        .map_err(|why| NotDone(format!("image upload {id}: {why}")))
-}
-
-/// One provider, connected, and what its executors need.
-struct AtOnce {
-    clouds: Clouds,
-    ctx: Context,
-}
-
-impl AtOnce {
-    async fn connect(
-        store: &Store,
-        config: &Config,
+impl<'a> AtOnce<'a> {
+    /// Acts on `store`'s records in the clouds of `config`.
+    pub fn new(
+        store: &'a Store,
+        config: &'a Config,
         clock: Arc<dyn Clock>,
         connector: Arc<dyn Connector>,
-        provider: &ProviderName,
-    ) -> Result<AtOnce, NotDone> {
-        if !config.providers.iter().any(|p| &p.name == provider) {
+    ) -> AtOnce<'a> {
+        AtOnce {
+            store,
+            config,
+            clock,
+            connector,
+        }
+    }
+
+    /// Deletes a node now: marks it for deletion, deletes its server (and floating IPs)
+    /// through its provider, waits until the cloud says the server is gone, then removes
+    /// the row.
+    ///
+    /// # Errors
+    ///
+    /// [`NotDone`] when the node is unknown, its provider is not in the config or cannot be
+    /// reached, or the cloud does not delete the server; the node stays marked for deletion.
+    pub async fn delete_node(&self, id: NodeId, reason: Reason) -> Result<(), NotDone> {
+        let node = store::call(self.store, move |s| s.node(id))
+            .await
+            .map_err(|e| NotDone(e.to_string()))?;
+        let mut driver = self.connect(&node.provider).await?;
+        let connection = driver.clouds.handle(&node.provider);
+        let server = node.external_id.clone();
+        let work = executor::delete_node(driver.ctx.clone(), connection, node, server, reason);
+        driver
+            .drive(work)
+            .await
+            .map_err(|why| NotDone(format!("node {id}: {why}")))
+    }
+
+    /// Deletes an image upload now: marks it for deletion, deletes its template server
+    /// (waiting until it is gone) and its cloud image, then removes the row.
+    ///
+    /// # Errors
+    ///
+    /// As [`AtOnce::delete_node`]; the upload stays marked for deletion.
+    pub async fn delete_upload(&self, id: ImageId, reason: Reason) -> Result<(), NotDone> {
+        let upload = store::call(self.store, move |s| s.image(id))
+            .await
+            .map_err(|e| NotDone(e.to_string()))?;
+        let mut driver = self.connect(&upload.provider).await?;
+        let connection = driver.clouds.handle(&upload.provider);
+        let work = executor::delete_upload(driver.ctx.clone(), connection, upload, reason);
+        driver
+            .drive(work)
+            .await
+            .map_err(|why| NotDone(format!("image upload {id}: {why}")))
+    }
+
+    /// Connects `provider` alone, for its executors.
+    async fn connect(&self, provider: &ProviderName) -> Result<Driver, NotDone> {
+        if !self.config.providers.iter().any(|p| &p.name == provider) {
             return Err(NotDone(format!(
                 "provider {provider} is not in the config; nodepool cannot reach it"
             )));
         }
-        let installation = store::call(store, |s| s.installation_id())
+        let installation = store::call(self.store, |s| s.installation_id())
             .await
             .map_err(|e| NotDone(e.to_string()))?;
-        // Only the provider concerned is connected.
-        let mut only = config.clone();
+        let mut only = self.config.clone();
         only.providers.retain(|p| &p.name == provider);
-        let mut clouds = Clouds::new(clock.clone(), installation.clone(), connector).servers_only();
+        let mut clouds = Clouds::new(
+            self.clock.clone(),
+            installation.clone(),
+            self.connector.clone(),
+        )
+        .servers_only();
         if let Some((name, error)) = clouds.reconcile(&only).await.into_iter().next() {
             return Err(NotDone(format!("provider {name}: cannot connect: {error}")));
         }
         let ctx = Context {
-            store: store.clone(),
-            clock,
+            store: self.store.clone(),
+            clock: self.clock.clone(),
             installation,
             config: Arc::new(only),
         };
-        Ok(AtOnce { clouds, ctx })
+        Ok(Driver { clouds, ctx })
     }
+}
 
+/// One provider, connected, and what its executors need.
+struct Driver {
+    clouds: Clouds,
+    ctx: Context,
+}
+
+impl Driver {
     /// Runs `work`, listing the provider while it waits on the cloud.
     async fn drive<T>(&mut self, work: impl Future<Output = T>) -> T {
         tokio::pin!(work);
