@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use nodepool_daemon::SystemClock;
 use nodepool_db::ImageFilter;
+use nodepool_executor::SystemClock;
 use nodepool_model::{
     BuildRequest, BuildRequestState, Image, ImageId, ImageName, ProviderName, Subject,
 };

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use nodepool_config::Config;
-use nodepool_daemon::at_once::{AtOnce, NotDone};
-use nodepool_daemon::{Connect, Connector, FakeRemote, SshRemote, SystemClock};
 use nodepool_db::Store;
+use nodepool_executor::at_once::{AtOnce, NotDone};
+use nodepool_executor::{Connect, Connector, FakeRemote, SshRemote, SystemClock};
 use nodepool_model::Timestamp;
 use nodepool_provider::Clock;
 
@@ -75,7 +75,7 @@ impl Context {
         Ok(runtime.block_on(work))
     }
 
-    /// Runs a deletion through the daemon's executors (`nodepool_daemon::at_once`) to its
+    /// Runs a deletion through the daemon's executors (`nodepool_executor::at_once`) to its
     /// end; when it fails, the record stays marked for deletion, and the error says so.
     pub(crate) fn delete_at_once(
         &self,

@@ -24,9 +24,11 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{error, info, warn};
 
-use crate::clouds::{Clouds, Connector};
-use crate::executor::{self, Context};
-use crate::{DaemonError, jobs, store};
+use nodepool_executor::clouds::{Clouds, Connector};
+use nodepool_executor::executor::{self, Context};
+use nodepool_executor::store;
+
+use crate::{DaemonError, jobs};
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]

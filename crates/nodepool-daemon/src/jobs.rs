@@ -15,10 +15,10 @@ use nodepool_provider::{ErrorKind, Provider};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::clouds::{Connection, seen_owner};
-use crate::executor::Context;
-use crate::remote::{Remote, Target};
-use crate::store;
+use nodepool_executor::clouds::{Connection, seen_owner};
+use nodepool_executor::executor::Context;
+use nodepool_executor::store;
+use nodepool_executor::{Remote, Target};
 
 /// How long a check keeps trying to log in to a node (2014 `ssh_connect`'s default).
 pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,5 +1,5 @@
-//! The nodepool daemon as a library: the event loop, the executors that launch, build and
-//! delete, live config reload, and the one clock.
+//! The nodepool daemon as a library: the event loop, live config reload and the periodic
+//! jobs; the executors that launch, build and delete live in `nodepool-executor`.
 //!
 //! `nodepoold` is a thin binary over [`Daemon`]. Each round the daemon reads the clock once,
 //! re-reads its config file when due (an invalid edit keeps the running config and is
@@ -31,23 +31,17 @@
 //! # }
 //! ```
 
-pub mod at_once;
-mod clock;
-mod clouds;
 mod daemon;
-mod executor;
 mod jobs;
-mod remote;
-mod ssh;
-mod store;
 
 use std::path::PathBuf;
 
-pub use clock::{SystemClock, TokioClock};
-pub use clouds::{Connect, Connector};
 pub use daemon::{Daemon, Options};
-pub use remote::{FakeRemote, Output, Recorded, Remote, RemoteError, Target};
-pub use ssh::SshRemote;
+// What a daemon is started with, so that embedders need only this crate.
+pub use nodepool_executor::{
+    Connect, Connector, FakeRemote, Output, Recorded, Remote, RemoteError, SshRemote, SystemClock,
+    Target, TokioClock,
+};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 use nodepool_db::{Store, StoreError};
 
 /// Runs `f` with the store on the blocking pool.
-pub(crate) async fn call<T, F>(store: &Store, f: F) -> Result<T, StoreError>
+pub async fn call<T, F>(store: &Store, f: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
     F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,

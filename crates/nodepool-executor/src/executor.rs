@@ -44,11 +44,15 @@ const FALLBACK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every executor needs.
 #[derive(Clone, Debug)]
-pub(crate) struct Context {
-    pub(crate) store: Store,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) installation: InstallationId,
-    pub(crate) config: Arc<Config>,
+pub struct Context {
+    /// Where every step is recorded.
+    pub store: Store,
+    /// The only source of time.
+    pub clock: Arc<dyn Clock>,
+    /// This installation's id, which tags every cloud resource.
+    pub installation: InstallationId,
+    /// The config in force when the action was planned.
+    pub config: Arc<Config>,
 }
 
 /// Why a step failed: a sentence for the event log.
@@ -63,7 +67,8 @@ fn remote_failed(error: RemoteError) -> Failed {
 }
 
 impl Context {
-    pub(crate) fn now(&self) -> Timestamp {
+    /// The clock's time.
+    pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
 
@@ -185,7 +190,7 @@ impl Context {
 
     /// Logs in as soon as the server answers, until `timeout` after `since`; returns the
     /// host key the server presented.
-    pub(crate) async fn reach(
+    pub async fn reach(
         &self,
         remote: &dyn Remote,
         target: &Target,
@@ -268,7 +273,7 @@ impl Context {
 }
 
 /// Launches `node` (its row already written): server, address, SSH, ready script, READY.
-pub(crate) async fn launch(
+pub async fn launch(
     ctx: Context,
     connection: Connection,
     servers: Servers,
@@ -459,7 +464,7 @@ fn last_lines(output: &str) -> String {
 
 /// Builds `upload` (its row already written): boot the base image, set it up over SSH,
 /// snapshot it, wait for the image, READY, delete the template.
-pub(crate) async fn build(
+pub async fn build(
     ctx: Context,
     connection: Connection,
     servers: Servers,
@@ -826,7 +831,7 @@ async fn delete_server(
 
 /// Deletes a node: its server (and floating IPs), then its row. The row goes only once the
 /// cloud says the server is gone.
-pub(crate) async fn delete_node(
+pub async fn delete_node(
     ctx: Context,
     connection: Option<(Connection, Servers)>,
     node: Node,
@@ -887,7 +892,7 @@ async fn try_delete_node(
 }
 
 /// Deletes a leaked server.
-pub(crate) async fn delete_leak(
+pub async fn delete_leak(
     ctx: Context,
     connection: Connection,
     servers: Servers,
@@ -905,7 +910,7 @@ pub(crate) async fn delete_leak(
 }
 
 /// Deletes an upload: its template server, its cloud image, then its row.
-pub(crate) async fn delete_upload(
+pub async fn delete_upload(
     ctx: Context,
     connection: Option<(Connection, Servers)>,
     upload: Image,

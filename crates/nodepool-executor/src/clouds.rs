@@ -21,7 +21,7 @@ use tokio::sync::{Notify, watch};
 use crate::remote::Remote;
 
 /// A provider as every executor calls it: through its rate limiter.
-pub(crate) type Connection = Arc<Limited<Arc<dyn Provider>>>;
+pub type Connection = Arc<Limited<Arc<dyn Provider>>>;
 
 /// How often the cloud's absolute limits are read again.
 const LIMITS_EVERY: Duration = Duration::from_secs(60);
@@ -113,10 +113,13 @@ impl Connector for Connect {
 
 /// One provider of the running config.
 #[derive(Debug)]
-pub(crate) struct Cloud {
-    pub(crate) connection: Connection,
-    pub(crate) remote: Arc<dyn Remote>,
-    pub(crate) view: CloudView,
+pub struct Cloud {
+    /// Its connection, behind its rate limiter.
+    pub connection: Connection,
+    /// What runs commands on its servers.
+    pub remote: Arc<dyn Remote>,
+    /// What the policies see of it: the last two listings, limits and flavors.
+    pub view: CloudView,
     flavors: Option<Vec<Flavor>>,
     limits_at: Option<Timestamp>,
     /// When its servers were last listed, in full or only the changes (whether or not the
@@ -132,14 +135,14 @@ pub(crate) struct Cloud {
     /// Gone from the config; kept only to delete what it still has.
     retired: bool,
     /// The newest listing's servers, for executors waiting on a server's status.
-    pub(crate) servers: Listings,
+    pub servers: Listings,
 }
 
 /// A provider's listings as they are made. An executor watches them only while it waits on
 /// a server (to become ACTIVE, or to be gone): the loop lists a provider often only while
 /// someone watches, and is woken when someone starts to.
 #[derive(Clone, Debug)]
-pub(crate) struct Listings {
+pub struct Listings {
     latest: Arc<watch::Sender<Arc<Servers>>>,
     wanted: Arc<Notify>,
 }
@@ -153,7 +156,7 @@ impl Listings {
     }
 
     /// Starts watching: the next listings are made at the busy pace.
-    pub(crate) fn watch(&self) -> watch::Receiver<Arc<Servers>> {
+    pub fn watch(&self) -> watch::Receiver<Arc<Servers>> {
         let watching = self.latest.subscribe();
         self.wanted.notify_one();
         watching
@@ -168,11 +171,11 @@ impl Listings {
 /// One listing's servers with their status and addresses: executors wait on these instead of
 /// asking the cloud about each server.
 #[derive(Debug, Default)]
-pub(crate) struct Servers {
+pub struct Servers {
     /// When the listing was asked for.
-    pub(crate) at: Timestamp,
+    pub at: Timestamp,
     /// Every server of the provider, as of then.
-    pub(crate) by_id: BTreeMap<ExternalId, Server>,
+    pub by_id: BTreeMap<ExternalId, Server>,
 }
 
 impl Servers {
@@ -234,17 +237,18 @@ impl Cloud {
     }
 
     /// The flavor an image launches with, if the flavors are known and one fits.
-    pub(crate) fn flavor(&self, min_ram: u32, name_filter: Option<&str>) -> Option<&Flavor> {
+    pub fn flavor(&self, min_ram: u32, name_filter: Option<&str>) -> Option<&Flavor> {
         pick_flavor(self.flavors.as_deref()?, u64::from(min_ram), name_filter)
     }
 }
 
 /// Every provider of the running config.
 #[derive(Debug)]
-pub(crate) struct Clouds {
-    pub(crate) by_name: BTreeMap<ProviderName, Cloud>,
+pub struct Clouds {
+    /// The connected providers.
+    pub by_name: BTreeMap<ProviderName, Cloud>,
     /// Notified when an executor starts watching a provider's listings.
-    pub(crate) wanted: Arc<Notify>,
+    pub wanted: Arc<Notify>,
     clock: Arc<dyn Clock>,
     installation: InstallationId,
     connector: Arc<dyn Connector>,
@@ -254,7 +258,8 @@ pub(crate) struct Clouds {
 }
 
 impl Clouds {
-    pub(crate) fn new(
+    /// No provider connected yet; [`Clouds::reconcile`] connects those of a config.
+    pub fn new(
         clock: Arc<dyn Clock>,
         installation: InstallationId,
         connector: Arc<dyn Connector>,
@@ -271,23 +276,20 @@ impl Clouds {
 
     /// Clouds whose listings are only of servers (no limits or flavors): for executors
     /// run at once, outside the daemon's rounds.
-    pub(crate) fn servers_only(mut self) -> Self {
+    pub fn servers_only(mut self) -> Self {
         self.servers_only = true;
         self
     }
 
     /// Whether an executor waits on a listing of any provider.
-    pub(crate) fn watched(&self) -> bool {
+    pub fn watched(&self) -> bool {
         self.by_name.values().any(|c| c.servers.watched())
     }
 
     /// Brings the providers in line with `config`: new ones are connected, removed ones
     /// dropped, changed ones reconnected (a fake cloud keeps its servers: it is the cloud).
     /// Returns the providers that could not be connected, with why.
-    pub(crate) async fn reconcile(
-        &mut self,
-        config: &Config,
-    ) -> Vec<(ProviderName, ProviderError)> {
+    pub async fn reconcile(&mut self, config: &Config) -> Vec<(ProviderName, ProviderError)> {
         let wanted: Vec<&ProviderConfig> = config.providers.iter().collect();
         // A provider gone from the config keeps its connection until its nodes and images
         // are deleted ([`Clouds::forget_retired`]).
@@ -358,13 +360,13 @@ impl Clouds {
 
     /// Drops the connections of providers gone from the config once `still_used` says
     /// nothing of theirs is left in the store.
-    pub(crate) fn forget_retired(&mut self, still_used: impl Fn(&ProviderName) -> bool) {
+    pub fn forget_retired(&mut self, still_used: impl Fn(&ProviderName) -> bool) {
         self.by_name
             .retain(|name, cloud| !cloud.retired || still_used(name));
     }
 
     /// How many providers of the config are connected.
-    pub(crate) fn connected(&self) -> usize {
+    pub fn connected(&self) -> usize {
         self.by_name.values().filter(|c| !c.retired).count()
     }
 
@@ -373,7 +375,7 @@ impl Clouds {
     /// so that one listing serves every check of a round, and rounds that come sooner (an
     /// executor finished) do not list again. A provider whose listing fails keeps its last
     /// view, and says so.
-    pub(crate) async fn refresh(
+    pub async fn refresh(
         &mut self,
         now: Timestamp,
         every: Duration,
@@ -486,7 +488,7 @@ impl Clouds {
 
     /// When the next listing is due, for the provider whose listing is due first: rounds
     /// that come between (an executor finished) do not put it off.
-    pub(crate) fn next_listing(&self, every: Duration, busy_every: Duration) -> Option<Timestamp> {
+    pub fn next_listing(&self, every: Duration, busy_every: Duration) -> Option<Timestamp> {
         self.by_name
             .values()
             .filter_map(|cloud| cloud.listing_due(every, busy_every))
@@ -494,14 +496,14 @@ impl Clouds {
     }
 
     /// What an executor needs to act on `provider`: its connection and its listings.
-    pub(crate) fn handle(&self, provider: &ProviderName) -> Option<(Connection, Listings)> {
+    pub fn handle(&self, provider: &ProviderName) -> Option<(Connection, Listings)> {
         self.by_name
             .get(provider)
             .map(|c| (c.connection.clone(), c.servers.clone()))
     }
 
     /// Each provider's view, for the node policy.
-    pub(crate) fn views(&self) -> BTreeMap<ProviderName, CloudView> {
+    pub fn views(&self) -> BTreeMap<ProviderName, CloudView> {
         self.by_name
             .iter()
             .map(|(name, cloud)| (name.clone(), cloud.view.clone()))
@@ -528,10 +530,9 @@ fn costs(cloud: &Cloud) -> BTreeMap<ImageName, Cost> {
         .collect()
 }
 
-pub(crate) fn seen_owner(
-    metadata: &BTreeMap<String, String>,
-    installation: &InstallationId,
-) -> SeenOwner {
+/// Whose a cloud resource is, by its tags: ours (with its node or image), another
+/// installation's, or nobody's.
+pub fn seen_owner(metadata: &BTreeMap<String, String>, installation: &InstallationId) -> SeenOwner {
     match classify(metadata, installation) {
         Ownership::Ours {
             owner: Owner::Node(id),
