@@ -45,6 +45,12 @@ pub mod defaults {
     pub const SCRIPTS_ON_NODE: &str = "/opt/nodepool-scripts";
     /// The SSH port of nodes and template servers.
     pub const SSH_PORT: u16 = 22;
+    /// `api.listen`: the node request API, on loopback only.
+    pub const API_LISTEN: &str = "127.0.0.1:8005";
+    /// `api.request-timeout`: a node request still waiting after this long fails.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// `api.rate`: requests per second one client address may make (bursts of twice that).
+    pub const API_RATE: u32 = 100;
 }
 
 /// A whole, valid config.
@@ -61,6 +67,36 @@ pub struct Config {
     pub labels: Vec<Label>,
     /// `providers`, in file order.
     pub providers: Vec<Provider>,
+    /// `api`: the HTTP API for consumers and the metrics scraper (ours, not 2014's).
+    pub api: Api,
+}
+
+/// `api`: where and how the daemon serves its HTTP API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Api {
+    /// `api.listen`: the address and port to bind.
+    pub listen: std::net::SocketAddr,
+    /// `api.token-file`: a file holding the bearer token clients must send. Required when
+    /// `listen` is not a loopback address.
+    pub token_file: Option<PathBuf>,
+    /// `api.request-timeout`: how long a node request may wait before it fails.
+    pub request_timeout: Duration,
+    /// `api.rate`: requests per second one client address may make.
+    pub rate: u32,
+}
+
+impl Default for Api {
+    fn default() -> Api {
+        Api {
+            listen: defaults::API_LISTEN
+                .parse()
+                .expect("the default address is valid"),
+            token_file: None,
+            request_timeout: defaults::REQUEST_TIMEOUT,
+            rate: defaults::API_RATE,
+        }
+    }
 }
 
 impl Config {

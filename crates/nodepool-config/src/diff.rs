@@ -31,6 +31,8 @@ pub struct ConfigDiff {
     pub dburi_changed: bool,
     /// `script-dir` differs.
     pub script_dir_changed: bool,
+    /// Keys of `api` that differ (`listen` and `token-file` take effect at the next start).
+    pub api_changed: Vec<&'static str>,
 }
 
 /// How one provider changed.
@@ -185,6 +187,12 @@ impl Config {
                 .collect(),
             dburi_changed: self.dburi != new.dburi,
             script_dir_changed: self.script_dir != new.script_dir,
+            api_changed: changed!(self.api, new.api, {
+                listen => "listen",
+                token_file => "token-file",
+                request_timeout => "request-timeout",
+                rate => "rate",
+            }),
         }
     }
 }
@@ -255,6 +263,13 @@ impl fmt::Display for ConfigDiff {
         }
         if self.script_dir_changed {
             lines.push("script-dir changed".to_owned());
+        }
+        for key in &self.api_changed {
+            lines.push(if matches!(*key, "listen" | "token-file") {
+                format!("api.{key} changed (takes effect at the next restart)")
+            } else {
+                format!("api.{key} changed")
+            });
         }
         f.write_str(&lines.join("\n"))
     }

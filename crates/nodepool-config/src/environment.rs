@@ -135,6 +135,24 @@ impl Loaded {
                 format!("{} is not a folder on this machine", dir.display()),
             );
         }
+        if let Some(file) = &config.api.token_file {
+            match std::fs::read_to_string(file) {
+                Ok(token) if token.trim().is_empty() => report(
+                    Concern::All,
+                    "api.token-file".into(),
+                    format!(
+                        "{} is empty: put the API's bearer token in it",
+                        file.display()
+                    ),
+                ),
+                Ok(_) => {}
+                Err(e) => report(
+                    Concern::All,
+                    "api.token-file".into(),
+                    format!("{} cannot be read on this machine: {e}", file.display()),
+                ),
+            }
+        }
         let script_missing = |name: &str| -> Option<String> {
             let dir = script_dir.filter(|d| d.is_dir())?;
             let path = dir.join(name);

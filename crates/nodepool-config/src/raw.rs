@@ -25,7 +25,9 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "elements-dir",
     "images-dir",
     "diskimages",
+    "api",
 ];
+pub(crate) const API_KEYS: &[&str] = &["listen", "token-file", "request-timeout", "rate"];
 pub(crate) const CRON_KEYS: &[&str] = &["image-update", "cleanup", "check"];
 pub(crate) const LABEL_KEYS: &[&str] = &[
     "name",
@@ -85,6 +87,15 @@ pub(crate) struct RawConfig {
     pub(crate) cron: RawCron,
     pub(crate) labels: Option<At<Vec<RawLabel>>>,
     pub(crate) providers: Option<At<Vec<RawProvider>>>,
+    pub(crate) api: RawApi,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RawApi {
+    pub(crate) listen: Option<At<String>>,
+    pub(crate) token_file: Option<At<String>>,
+    pub(crate) request_timeout: Option<At<f64>>,
+    pub(crate) rate: Option<At<i64>>,
 }
 
 #[derive(Debug, Default)]
@@ -182,6 +193,10 @@ pub(crate) fn read_config(cx: &mut Cx<'_>, root: &Node) -> RawConfig {
         providers: f.read(cx, "providers", |cx, node, key| {
             list_of(cx, node, key, read_provider)
         }),
+        api: match f.get("api") {
+            Some(node) => read_api(cx, node, &f.path("api")),
+            None => RawApi::default(),
+        },
     };
     for legacy in ["targets", "gearman-servers", "zmq-publishers"] {
         f.ignore(cx, legacy, NO_JENKINS);
@@ -221,6 +236,20 @@ fn read_cron(cx: &mut Cx<'_>, node: &Node, key: &str) -> RawCron {
     };
     f.finish(cx, CRON_KEYS);
     cron
+}
+
+fn read_api(cx: &mut Cx<'_>, node: &Node, key: &str) -> RawApi {
+    let Some(mut f) = cx.fields(node, key) else {
+        return RawApi::default();
+    };
+    let api = RawApi {
+        listen: f.string(cx, "listen"),
+        token_file: f.string(cx, "token-file"),
+        request_timeout: f.number(cx, "request-timeout"),
+        rate: f.integer(cx, "rate"),
+    };
+    f.finish(cx, API_KEYS);
+    api
 }
 
 fn read_label(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawLabel {

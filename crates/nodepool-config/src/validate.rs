@@ -11,13 +11,13 @@ use std::time::Duration;
 use nodepool_model::{ImageName, LabelName, NameError, ProviderName};
 
 use crate::config::{
-    BaseImage, Config, CronSchedules, Driver, Label, Network, OpenStackSettings, Project, Provider,
-    ProviderImage, Secret, defaults,
+    Api, BaseImage, Config, CronSchedules, Driver, Label, Network, OpenStackSettings, Project,
+    Provider, ProviderImage, Secret, defaults,
 };
 use crate::cron::Schedule;
 use crate::dburi::DbUri;
 use crate::diagnostic::{Location, Sink};
-use crate::raw::{RawConfig, RawImage, RawLabel, RawProvider};
+use crate::raw::{RawApi, RawConfig, RawImage, RawLabel, RawProvider};
 use crate::read::At;
 use crate::suggest;
 
@@ -161,6 +161,7 @@ impl Validator<'_> {
             cleanup: self.schedule(&raw.cron.cleanup, defaults::CRON_CLEANUP),
             check: self.schedule(&raw.cron.check, defaults::CRON_CHECK),
         };
+        let api = self.api(&raw.api);
 
         // Without a readable providers list, references to providers cannot be checked;
         // that list's own problem is already reported.
@@ -201,7 +202,51 @@ impl Validator<'_> {
             cron,
             labels,
             providers,
+            api,
         })
+    }
+
+    fn api(&mut self, raw: &RawApi) -> Api {
+        let mut api = Api::default();
+        if let Some(at) = &raw.listen {
+            match at.value.parse::<std::net::SocketAddr>() {
+                Ok(address) => api.listen = address,
+                Err(_) => self.error(
+                    at,
+                    format!(
+                        "{:?} is not an address and port: write it as 127.0.0.1:8005 or [::1]:8005",
+                        at.value
+                    ),
+                ),
+            }
+        }
+        api.token_file = raw.token_file.as_ref().map(|at| {
+            self.origins.note(at);
+            self.path(&at.value)
+        });
+        if !api.listen.ip().is_loopback()
+            && api.token_file.is_none()
+            && let Some(at) = &raw.listen
+        {
+            self.error(
+                at,
+                format!(
+                    "{} is reachable from other hosts: give `api.token-file`, a file holding the bearer token clients must send",
+                    api.listen
+                ),
+            );
+        }
+        api.request_timeout = self.seconds(&raw.request_timeout, defaults::REQUEST_TIMEOUT, false);
+        if let Some(at) = &raw.rate {
+            match u32::try_from(at.value) {
+                Ok(rate) if rate > 0 => api.rate = rate,
+                _ => self.error(
+                    at,
+                    format!("{} is out of range: must be 1 or more", at.value),
+                ),
+            }
+        }
+        api
     }
 
     fn provider(&mut self, raw: &RawProvider, have_script_dir: bool) -> Option<Provider> {

@@ -133,7 +133,7 @@ pub(crate) fn move_node(
 }
 
 /// Moves one node to `to` within the caller's transaction; staying put is not a move.
-fn change_state(
+pub(crate) fn change_state(
     conn: &mut AnyConnection,
     id: NodeId,
     to: NodeState,
@@ -484,6 +484,17 @@ impl Store {
                 .map(|&id| change_state(conn, id, to, now, reason, &self.actor))
                 .collect()
         })
+    }
+
+    /// A consumer has finished with a node handed to its request: `in-use` becomes `used`,
+    /// and nodepoold deletes it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidTransition`] for a node not in use.
+    pub fn release_node(&self, id: NodeId, now: Timestamp, by: &str) -> Result<Node> {
+        let reason = Reason::new("released", format!("released by {by}"));
+        self.set_node_state_from(id, NodeState::InUse, NodeState::Used, now, &reason)
     }
 
     /// Holds a node: nodepool will not touch it until an operator deletes it.

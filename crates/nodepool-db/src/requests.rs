@@ -380,8 +380,8 @@ impl Store {
         }
     }
 
-    /// Fails a waiting request with `reason`. Nodes already assigned stay with it, for the
-    /// caller to release.
+    /// Fails a waiting request with `reason`. Nodes already assigned to it go back to
+    /// ready: its requestor never got them.
     ///
     /// # Errors
     ///
@@ -393,42 +393,40 @@ impl Store {
         reason: &Reason,
     ) -> Result<NodeRequest> {
         self.write(|conn| {
-            let current = load(conn, request)?;
-            if !current.state.can_become(RequestState::Failed) {
-                return Err(StoreError::InvalidTransition {
-                    subject: Subject::Request(request),
-                    from: current.state.to_string(),
-                    to: RequestState::Failed.to_string(),
-                });
-            }
-            let changed = diesel::update(
-                r::node_requests.filter(
-                    r::id
-                        .eq(to_i64(request.get()))
-                        .and(r::state.eq(current.state.as_str())),
-                ),
-            )
-            .set((
-                r::state.eq(RequestState::Failed.as_str()),
-                r::state_time.eq(now.unix_millis()),
-                r::failure.eq(&reason.text),
-            ))
-            .execute(conn)?;
-            if changed == 0 {
-                return Err(StoreError::Raced {
-                    subject: Subject::Request(request),
-                    change: "failing".into(),
-                });
-            }
-            append_event(
+            end(
                 conn,
-                Subject::Request(request),
+                request,
+                RequestState::Failed,
                 now,
-                "state failed",
                 reason,
                 &self.actor,
-            )?;
-            load(conn, request)
+            )
+        })
+    }
+
+    /// Withdraws a request for its requestor. A waiting request's nodes go back to ready;
+    /// a fulfilled request's nodes still in use are released (they become `used`, and
+    /// nodepoold deletes them).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] for an unknown request, [`StoreError::InvalidTransition`]
+    /// for one already failed or canceled.
+    pub fn cancel_request(
+        &self,
+        request: RequestId,
+        now: Timestamp,
+        reason: &Reason,
+    ) -> Result<NodeRequest> {
+        self.write(|conn| {
+            end(
+                conn,
+                request,
+                RequestState::Canceled,
+                now,
+                reason,
+                &self.actor,
+            )
         })
     }
 
@@ -449,6 +447,81 @@ impl Store {
     pub fn requests(&self, state: Option<RequestState>) -> Result<Vec<NodeRequest>> {
         self.read(|conn| list_requests(conn, state))
     }
+}
+
+/// Ends `request` in `to` (failed or canceled), with its nodes: those of a waiting request
+/// go back to ready and are no longer recorded as its; those of a fulfilled one that are
+/// still in use become `used`. Nodes the request no longer holds (released, held, being
+/// deleted) stay as they are.
+fn end(
+    conn: &mut AnyConnection,
+    request: RequestId,
+    to: RequestState,
+    now: Timestamp,
+    reason: &Reason,
+    actor: &str,
+) -> Result<NodeRequest> {
+    let current = load(conn, request)?;
+    if !current.state.can_become(to) {
+        return Err(StoreError::InvalidTransition {
+            subject: Subject::Request(request),
+            from: current.state.to_string(),
+            to: to.to_string(),
+        });
+    }
+    let id = to_i64(request.get());
+    // Writing the row first locks it, so a claim for this request waits for us and then
+    // finds it no longer waiting.
+    let changed = diesel::update(
+        r::node_requests.filter(r::id.eq(id).and(r::state.eq(current.state.as_str()))),
+    )
+    .set((
+        r::state.eq(to.as_str()),
+        r::state_time.eq(now.unix_millis()),
+        r::failure.eq((to == RequestState::Failed).then_some(&reason.text)),
+    ))
+    .execute(conn)?;
+    if changed == 0 {
+        return Err(StoreError::Raced {
+            subject: Subject::Request(request),
+            change: format!("becoming {to}"),
+        });
+    }
+    append_event(
+        conn,
+        Subject::Request(request),
+        now,
+        &format!("state {to}"),
+        reason,
+        actor,
+    )?;
+    let give_back = current.state == RequestState::Requested;
+    let (node_state, node_reason) = if give_back {
+        (
+            NodeState::Ready,
+            Reason::new(
+                "request-ended",
+                format!("request {request} {to} before it was fulfilled"),
+            ),
+        )
+    } else {
+        (
+            NodeState::Used,
+            Reason::new("released", format!("request {request} {to}")),
+        )
+    };
+    for &node in &current.nodes {
+        let held = crate::nodes::load_node(conn, node)?;
+        if held.state == NodeState::InUse && held.request == Some(request) {
+            crate::nodes::change_state(conn, node, node_state, now, &node_reason, actor)?;
+        }
+    }
+    if give_back {
+        diesel::update(rl::request_labels.filter(rl::request_id.eq(id)))
+            .set(rl::node_id.eq(None::<i64>))
+            .execute(conn)?;
+    }
+    load(conn, request)
 }
 
 /// The values of [`CLAIM`]'s markers, in order.

@@ -161,6 +161,8 @@ state_enum! {
         Fulfilled => "fulfilled",
         /// It cannot or will not be served; the record says why.
         Failed => "failed",
+        /// Its requestor withdrew it; nodes it never handed over went back to ready.
+        Canceled => "canceled",
     }
 }
 
@@ -171,8 +173,8 @@ impl RequestState {
             (self, next),
             (
                 RequestState::Requested,
-                RequestState::Fulfilled | RequestState::Failed
-            )
+                RequestState::Fulfilled | RequestState::Failed | RequestState::Canceled
+            ) | (RequestState::Fulfilled, RequestState::Canceled)
         )
     }
 }

@@ -85,6 +85,8 @@ pub mod codes {
     pub const CLAIM: &str = "claim";
     /// A request that can never be served.
     pub const UNSERVABLE: &str = "unservable";
+    /// A request that waited longer than `api.request-timeout`.
+    pub const REQUEST_TIMEOUT: &str = "request-timeout";
     /// A consumer has finished with the node.
     pub const USED: &str = "used";
     /// Already marked for deletion (by an operator, a failure or an earlier round).
@@ -861,6 +863,19 @@ impl<'a> Planner<'a> {
                 });
                 continue;
             }
+            let timeout = self.config.api.request_timeout;
+            let deadline = request.created.saturating_add(timeout);
+            if self.now >= deadline {
+                self.failed_requests.push(NodeAction::FailRequest {
+                    request: request.id,
+                    reason: Reason::new(
+                        codes::REQUEST_TIMEOUT,
+                        format!("not served within {} (api.request-timeout)", Human(timeout)),
+                    ),
+                });
+                continue;
+            }
+            self.wake_at(deadline);
             let mut wanted: BTreeMap<&'a LabelName, usize> = BTreeMap::new();
             for label in &request.labels {
                 *wanted.entry(label).or_default() += 1;

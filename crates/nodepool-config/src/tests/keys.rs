@@ -360,3 +360,24 @@ fn a_bom_and_windows_line_endings_are_fine() {
     let loaded = crate::parse_bytes(text.as_bytes(), "nodepool.yaml").unwrap();
     assert_eq!(loaded.config.providers[0].max_servers, 10);
 }
+
+#[test]
+fn api_defaults_to_loopback_and_reads_every_key() {
+    let api = &load(MINIMAL).config.api;
+    assert_eq!(api.listen.to_string(), "127.0.0.1:8005");
+    assert_eq!(api.token_file, None);
+    assert_eq!(api.request_timeout, Duration::from_secs(3600));
+    assert_eq!(api.rate, 100);
+
+    let text = format!(
+        "{MINIMAL}api:\n  listen: 0.0.0.0:9000\n  token-file: /etc/nodepool/api-token\n  request-timeout: 90.5\n  rate: 20\n"
+    );
+    let api = &load(&text).config.api;
+    assert_eq!(api.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(
+        api.token_file.as_deref(),
+        Some(std::path::Path::new("/etc/nodepool/api-token"))
+    );
+    assert_eq!(api.request_timeout, Duration::from_millis(90_500));
+    assert_eq!(api.rate, 20);
+}

@@ -461,3 +461,21 @@ fn duplicate_and_oversized_meta() {
     "#]],
     );
 }
+
+#[test]
+fn api_beyond_loopback_needs_a_token_and_a_real_address() {
+    check(
+        &format!("{MINIMAL}api:\n  listen: 0.0.0.0:8005\n"),
+        expect![[r#"
+            nodepool.yaml:15:11: error: api.listen: 0.0.0.0:8005 is reachable from other hosts: give `api.token-file`, a file holding the bearer token clients must send
+        "#]],
+    );
+    check(
+        &format!("{MINIMAL}api:\n  listen: localhost\n  rate: 0\n  request-timeout: -1\n"),
+        expect![[r#"
+            nodepool.yaml:15:11: error: api.listen: "localhost" is not an address and port: write it as 127.0.0.1:8005 or [::1]:8005
+            nodepool.yaml:16:9: error: api.rate: 0 is out of range: must be 1 or more
+            nodepool.yaml:17:20: error: api.request-timeout: -1 is out of range: must be more than 0 seconds
+        "#]],
+    );
+}

@@ -40,6 +40,7 @@ on_every_backend!(
     image_lifecycle,
     requests_are_served_oldest_ready_first,
     failed_and_finished_requests_get_no_nodes,
+    ending_a_request_returns_or_releases_its_nodes,
     build_requests,
     snapshot_sees_everything_in_order,
     pruning_keeps_live_histories,

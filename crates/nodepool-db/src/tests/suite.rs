@@ -580,6 +580,82 @@ pub(crate) fn failed_and_finished_requests_get_no_nodes(db: &TestDb) {
     );
 }
 
+pub(crate) fn ending_a_request_returns_or_releases_its_nodes(db: &TestDb) {
+    let store = &db.store;
+    let small = ready_nodes(store, "cloud1", "small", 3, at(0));
+    let by = |r: &str| Reason::new("api", format!("canceled by {r}"));
+
+    // Canceled while waiting: the node it got goes back to ready, and is no longer its.
+    let waiting = store
+        .create_request(&[label("small"), label("large")], "zuul", 0, at(1))
+        .unwrap();
+    store
+        .claim_ready_nodes(waiting.id, &label("small"), 1, at(2))
+        .unwrap();
+    let canceled = store
+        .cancel_request(waiting.id, at(3), &by("zuul"))
+        .unwrap();
+    assert_eq!(
+        (
+            canceled.state,
+            canceled.failure.as_deref(),
+            canceled.nodes.len()
+        ),
+        (RequestState::Canceled, None, 0)
+    );
+    let back = store.node(small[0].id).unwrap();
+    assert_eq!((back.state, back.request), (NodeState::Ready, None));
+    assert!(matches!(
+        store.cancel_request(waiting.id, at(4), &by("zuul")),
+        Err(StoreError::InvalidTransition { .. })
+    ));
+
+    // Failed (timed out) while waiting: the same.
+    let timed_out = store
+        .create_request(&[label("small"), label("large")], "zuul", 0, at(5))
+        .unwrap();
+    let got = store
+        .claim_ready_nodes(timed_out.id, &label("small"), 1, at(6))
+        .unwrap();
+    store
+        .fail_request(timed_out.id, at(7), &why("request-timeout"))
+        .unwrap();
+    assert_eq!(store.node(got[0].id).unwrap().state, NodeState::Ready);
+
+    // Canceled once fulfilled: nodes still in use are released; one already released
+    // or held stays as it is.
+    let fulfilled = store
+        .create_request(&[label("small"), label("small")], "ci", 0, at(8))
+        .unwrap();
+    let nodes = store
+        .claim_ready_nodes(fulfilled.id, &label("small"), 2, at(9))
+        .unwrap();
+    let released = store.release_node(nodes[0].id, at(10), "ci").unwrap();
+    assert_eq!(released.state, NodeState::Used);
+    assert!(matches!(
+        store.release_node(nodes[0].id, at(10), "ci"),
+        Err(StoreError::InvalidTransition { .. })
+    ));
+    let canceled = store
+        .cancel_request(fulfilled.id, at(11), &by("ci"))
+        .unwrap();
+    assert_eq!(canceled.state, RequestState::Canceled);
+    assert_eq!(
+        canceled.nodes.len(),
+        2,
+        "a fulfilled request keeps its history"
+    );
+    assert_eq!(store.node(nodes[1].id).unwrap().state, NodeState::Used);
+    assert_eq!(
+        whats(store, Subject::Node(nodes[1].id)).last().unwrap(),
+        "state used"
+    );
+    assert!(matches!(
+        store.cancel_request(nodepool_model::RequestId::new(424_242), at(12), &by("ci")),
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
 pub(crate) fn build_requests(db: &TestDb) {
     let store = &db.store;
     let image = ImageName::new("centos").unwrap();

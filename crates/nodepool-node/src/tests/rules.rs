@@ -583,3 +583,27 @@ fn a_template_left_after_its_build_goes_once_the_clouds_task_on_it_ends() {
         assert!(deletes(&plan_with(state, false)).is_empty(), "{state}");
     }
 }
+
+#[test]
+fn a_request_fails_once_it_has_waited_request_timeout_and_not_a_millisecond_before() {
+    let text = format!("{}api:\n  request-timeout: 600\n", config_text());
+    let mut snap = snapshot(vec![]);
+    snap.requests = vec![
+        request(1, &["small"], "ci", 0, secs(600)),
+        request(2, &["small"], "ci", 0, secs(600) - Duration::from_millis(1)),
+    ];
+    let plan = run(&snap, &parse(&text), &World::default());
+    let failed: Vec<_> = summary(&plan)
+        .into_iter()
+        .filter(|s| s.starts_with("fail"))
+        .collect();
+    assert_eq!(
+        failed,
+        ["fail 1: not served within 10m (api.request-timeout)"]
+    );
+    assert_eq!(
+        plan.next_wakeup,
+        Some(NOW.saturating_add(Duration::from_millis(1))),
+        "the round that fails request 2 is planned"
+    );
+}
