@@ -34,6 +34,8 @@ fn config(dir: &Path, port: u16, min_ready: i32) -> String {
     format!(
         "script-dir: {dir}/scripts
 dburi: sqlite://{dir}/nodepool.sqlite
+api:
+  listen: 127.0.0.1:0
 labels:
   - name: cloudy
     image: base

@@ -4,6 +4,7 @@
 // Skipping says so on stderr, as the other suites do.
 #![allow(clippy::print_stderr)]
 
+mod api;
 mod cloud;
 #[path = "../../crates/nodepool-daemon/tests/support/mod.rs"]
 mod support;
@@ -24,6 +25,8 @@ use nodepool_provider::Clock;
 fn config(dir: &Path) -> String {
     format!(
         "dburi: sqlite://{db}
+api:
+  listen: 127.0.0.1:0
 labels:
   - name: small
     image: base

@@ -118,6 +118,7 @@ providers:
         remote: Arc::new(FakeRemote::new()),
     });
     let mut options = Options::new(dir.path().join("nodepool.yaml"));
+    options.api = false;
     options.tick = Duration::from_secs(1);
     let daemon = Daemon::start(options, clock, connector).await.unwrap();
     let store = daemon.store().clone();

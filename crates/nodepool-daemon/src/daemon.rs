@@ -20,15 +20,17 @@ use nodepool_model::{
 };
 use nodepool_node::{History, NodeAction, NodePlan, World};
 use nodepool_provider::Clock;
-use tokio::sync::{Notify, Semaphore};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::sync::{Notify, Semaphore, oneshot, watch};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tracing::{error, info, warn};
 
 use nodepool_executor::clouds::{Clouds, Connector};
 use nodepool_executor::executor::{self, Context};
 use nodepool_executor::store;
 
-use crate::{DaemonError, jobs};
+use crate::metrics::Gauges;
+use crate::status::{ProviderStatus, Status};
+use crate::{DaemonError, api, jobs};
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]
@@ -45,6 +47,9 @@ pub struct Options {
     pub reload_every: Duration,
     /// How long a graceful stop waits for running work.
     pub stop_timeout: Duration,
+    /// Serve the HTTP API (`api` in the config). Tests that run many daemons in one
+    /// process turn it off.
+    pub api: bool,
 }
 
 impl Options {
@@ -59,6 +64,7 @@ impl Options {
             busy_tick: Duration::from_secs(1),
             reload_every: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(30),
+            api: true,
         }
     }
 }
@@ -106,6 +112,19 @@ pub struct Daemon {
     /// Bounds the checks that log in at once.
     checks: Arc<Semaphore>,
     said: BTreeSet<String>,
+    /// What the API sees of the loop, published after every round.
+    status: watch::Sender<Arc<Status>>,
+    /// Why the newest edit of the config was refused, while it is.
+    config_error: Option<String>,
+    config_loaded: Timestamp,
+    /// Why each provider that could not be connected could not.
+    connect_errors: BTreeMap<ProviderName, (Timestamp, String)>,
+    /// The API asks for a round now (a new request, a node given back).
+    wake: Arc<Notify>,
+    /// The API server: its stop signal and task.
+    api: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    api_address: Option<std::net::SocketAddr>,
+    gauges: Gauges,
 }
 
 impl Daemon {
@@ -139,15 +158,59 @@ impl Daemon {
             .await
             .map_err(|e| DaemonError::Store(e.to_string()))?;
         info!(installation = %installation, config = %options.config.display(), "starting");
+        let config = Arc::new(config);
+        let (status, status_seen) = watch::channel(Arc::new(Status {
+            started: now,
+            installation: installation.clone(),
+            config_file: options.config.clone(),
+            config: config.clone(),
+            config_loaded: now,
+            config_error: None,
+            rounds: 0,
+            last_round: None,
+            tick: options.tick,
+            providers: BTreeMap::new(),
+        }));
+        let wake = Arc::new(Notify::new());
+        let (api, api_address) = if options.api {
+            let token = config
+                .api
+                .token_file
+                .as_deref()
+                .map(api::read_token)
+                .transpose()?;
+            let listener = api::bind(config.api.listen).await?;
+            let address = listener.local_addr().ok();
+            if let Some(address) = address {
+                info!(token = token.is_some(), "API listening on http://{address}");
+            }
+            let shared = api::Shared::new(
+                store.clone(),
+                clock.clone(),
+                status_seen,
+                wake.clone(),
+                crate::metrics::handle(),
+                token,
+            );
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(api::serve(listener, shared, async {
+                let _ = stopped.await;
+            }));
+            (Some((stop, task)), address)
+        } else {
+            (None, None)
+        };
         let mut clouds = Clouds::new(clock.clone(), installation.clone(), connector);
+        let mut connect_errors = BTreeMap::new();
         for (provider, error) in clouds.reconcile(&config).await {
             error!(provider = %provider, "cannot connect: {error}");
+            connect_errors.insert(provider, (now, error.to_string()));
         }
         let mut daemon = Daemon {
             options,
             clock,
             store,
-            config: Arc::new(config),
+            config,
             config_bytes: bytes,
             broken_bytes: None,
             config_read_at: now,
@@ -165,6 +228,14 @@ impl Daemon {
             busy_checks: BTreeSet::new(),
             checks: Arc::new(Semaphore::new(jobs::CHECKS_AT_ONCE)),
             said: BTreeSet::new(),
+            status,
+            config_error: None,
+            config_loaded: now,
+            connect_errors,
+            wake,
+            api,
+            api_address,
+            gauges: Gauges::default(),
         };
         daemon.schedule_jobs(now);
         daemon.recover().await?;
@@ -174,6 +245,11 @@ impl Daemon {
     /// The store the daemon uses.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Where the HTTP API listens, when it is served.
+    pub fn api_address(&self) -> Option<std::net::SocketAddr> {
+        self.api_address
     }
 
     /// Builds a previous run left unfinished cannot be resumed: they are failed, and the
@@ -229,12 +305,18 @@ impl Daemon {
         reload: Arc<Notify>,
     ) -> Result<(), DaemonError> {
         tokio::pin!(stop);
-        let (clock, wanted) = (self.clock.clone(), self.clouds.wanted.clone());
+        let (clock, wanted, wake) = (
+            self.clock.clone(),
+            self.clouds.wanted.clone(),
+            self.wake.clone(),
+        );
         let mut next = self.round().await;
         loop {
             tokio::select! {
                 () = &mut stop => return self.stop().await,
                 () = reload.notified() => self.config_read_at = Timestamp::EPOCH,
+                // A request came or a node was given back: serve it now.
+                () = wake.notified() => {}
                 () = clock.sleep_until(next) => {}
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     self.finished(done);
@@ -318,8 +400,66 @@ impl Daemon {
                 .collect();
             info!(provider = %name, "cloud calls: {}", calls.join(", "));
         }
+        let Daemon { api, status, .. } = self;
+        // Long polls end when the status they wait on is gone; then the server stops.
+        drop(status);
+        if let Some((stop, task)) = api {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         info!("stopped");
         Ok(())
+    }
+
+    /// Tells the API what this round saw; long polls wake to read the store again.
+    fn publish(&mut self, now: Timestamp) {
+        let config = self.config.clone();
+        self.connect_errors
+            .retain(|name, _| config.provider(name.as_str()).is_some());
+        let providers = self
+            .config
+            .providers
+            .iter()
+            .map(|p| {
+                let cloud = self.clouds.by_name.get(&p.name);
+                let mut seen = ProviderStatus {
+                    connected: cloud.is_some(),
+                    ..ProviderStatus::default()
+                };
+                if let Some(cloud) = cloud {
+                    seen.last_ok = cloud
+                        .connection
+                        .stats()
+                        .values()
+                        .filter_map(|s| s.last_ok)
+                        .max();
+                    seen.last_error = cloud
+                        .connection
+                        .last_error()
+                        .map(|(at, operation, message)| (at, format!("{operation}: {message}")));
+                } else {
+                    seen.last_error = self
+                        .connect_errors
+                        .get(&p.name)
+                        .map(|(at, message)| (*at, format!("connect: {message}")));
+                }
+                (p.name.clone(), seen)
+            })
+            .collect();
+        let (config, config_error, config_loaded) = (
+            self.config.clone(),
+            self.config_error.clone(),
+            self.config_loaded,
+        );
+        self.status.send_modify(|status| {
+            let status = Arc::make_mut(status);
+            status.config = config;
+            status.config_error = config_error;
+            status.config_loaded = config_loaded;
+            status.rounds += 1;
+            status.last_round = Some(now);
+            status.providers = providers;
+        });
     }
 
     /// Reads the config file again if it is due; applies it if it changed and is valid, and
@@ -349,11 +489,14 @@ impl Daemon {
                 self.config = Arc::new(config);
                 self.config_bytes = bytes;
                 self.broken_bytes = None;
+                self.config_error = None;
+                self.config_loaded = now;
                 self.schedule_jobs(now);
             }
             Err(errors) => {
                 error!(config = %self.options.config.display(), "the edited config is invalid; keeping the running one:\n{errors}");
                 self.broken_bytes = Some(bytes);
+                self.config_error = Some(errors.to_string());
             }
         }
     }
@@ -370,6 +513,8 @@ impl Daemon {
                     format!("provider {provider}: cannot connect: {error}"),
                     true,
                 );
+                self.connect_errors
+                    .insert(provider, (now, error.to_string()));
             }
         }
         let (every, busy_every) = (self.options.tick, self.options.busy_tick);
@@ -398,7 +543,11 @@ impl Daemon {
         self.explain(&images, &nodes);
         self.apply_images(&snapshot, &images, now).await;
         self.apply_nodes(&snapshot, &nodes, now).await;
+        self.publish(now);
+        self.gauges.update(&snapshot, &self.clouds);
         self.run_jobs(&snapshot, now).await;
+        metrics::histogram!("nodepool_round_seconds")
+            .record(self.clock.now().saturating_since(now).as_secs_f64());
         // The next round comes when a provider's listing is due (sooner while an executor
         // waits on one), or something planned is.
         let mut next = now.saturating_add(self.options.tick);
@@ -647,6 +796,8 @@ impl Daemon {
     }
 
     async fn apply_nodes(&mut self, snapshot: &Snapshot, plan: &NodePlan, now: Timestamp) {
+        // Nodes each request has, to tell when a claim fulfils it.
+        let mut claimed: BTreeMap<nodepool_model::RequestId, usize> = BTreeMap::new();
         for action in &plan.actions {
             match action {
                 NodeAction::Claim {
@@ -662,7 +813,17 @@ impl Daemon {
                     .await
                     {
                         Ok(nodes) => {
-                            info!(request = %id, "{} node(s) handed out: {}", nodes.len(), reason.text)
+                            info!(request = %id, "{} node(s) handed out: {}", nodes.len(), reason.text);
+                            if let Some(asked) = snapshot.requests.iter().find(|r| r.id == id) {
+                                let got = claimed.entry(id).or_insert(asked.nodes.len());
+                                *got += nodes.len();
+                                if *got == asked.labels.len() {
+                                    metrics::histogram!("nodepool_request_wait_seconds")
+                                        .record(now.saturating_since(asked.created).as_secs_f64());
+                                    metrics::counter!("nodepool_requests_total", "outcome" => "fulfilled")
+                                        .increment(1);
+                                }
+                            }
                         }
                         Err(e) => warn!(request = %id, "cannot hand out nodes: {e}"),
                     }
@@ -670,7 +831,11 @@ impl Daemon {
                 NodeAction::FailRequest { request, reason } => {
                     let (id, why) = (*request, reason.clone());
                     match store::call(&self.store, move |s| s.fail_request(id, now, &why)).await {
-                        Ok(_) => info!(request = %id, "failed: {}", reason.text),
+                        Ok(_) => {
+                            info!(request = %id, "failed: {}", reason.text);
+                            metrics::counter!("nodepool_requests_total", "outcome" => reason.code.to_string())
+                                .increment(1);
+                        }
                         Err(e) => warn!(request = %id, "cannot fail: {e}"),
                     }
                 }

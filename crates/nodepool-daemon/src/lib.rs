@@ -31,8 +31,11 @@
 //! # }
 //! ```
 
+mod api;
 mod daemon;
 mod jobs;
+mod metrics;
+mod status;
 
 use std::path::PathBuf;
 
@@ -57,6 +60,9 @@ pub enum DaemonError {
     /// The store cannot be opened or migrated.
     #[error("store: {0}")]
     Store(String),
+    /// The HTTP API cannot be served (its address is taken, its token file unreadable).
+    #[error("{0}")]
+    Api(String),
 }
 
 #[cfg(test)]

@@ -66,6 +66,7 @@ async fn start_with(
     std::fs::write(dir.join("scripts/prepare.sh"), "#!/bin/sh\necho prepared\n").unwrap();
     std::fs::write(dir.join("nodepool.yaml"), text).unwrap();
     let mut options = Options::new(dir.join("nodepool.yaml"));
+    options.api = false;
     options.tick = Duration::from_secs(10);
     let daemon = Daemon::start(options, clock, connector).await.unwrap();
     let store = daemon.store().clone();

@@ -128,6 +128,7 @@ async fn builds_over_ssh_fills_min_ready_on_nova_and_leaves_nothing() {
         Arc::new(SshRemote::new()),
     );
     let mut options = Options::new(&path);
+    options.api = false;
     options.tick = Duration::from_secs(1);
     options.reload_every = Duration::from_secs(1);
     let daemon = Daemon::start(options, clock, Arc::new(connect))

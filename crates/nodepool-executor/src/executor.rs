@@ -282,7 +282,8 @@ pub async fn launch(
     upload: Image,
     flavor: String,
 ) {
-    if let Err(why) = try_launch(
+    let started = ctx.now();
+    let result = try_launch(
         &ctx,
         &connection,
         &servers,
@@ -291,8 +292,15 @@ pub async fn launch(
         &upload,
         flavor,
     )
-    .await
-    {
+    .await;
+    metrics::histogram!(
+        "nodepool_launch_seconds",
+        "provider" => node.provider.to_string(),
+        "label" => node.label.to_string(),
+        "outcome" => if result.is_ok() { "ready" } else { "failed" },
+    )
+    .record(ctx.now().saturating_since(started).as_secs_f64());
+    if let Err(why) = result {
         ctx.launch_failed(&node, why).await;
     }
 }
@@ -473,6 +481,7 @@ pub async fn build(
     flavor: String,
 ) {
     let mut template = None;
+    let started = ctx.now();
     let result = try_build(
         &ctx,
         &connection,
@@ -483,6 +492,13 @@ pub async fn build(
         &mut template,
     )
     .await;
+    metrics::histogram!(
+        "nodepool_build_seconds",
+        "provider" => upload.provider.to_string(),
+        "image" => upload.name.to_string(),
+        "outcome" => if result.is_ok() { "ready" } else { "failed" },
+    )
+    .record(ctx.now().saturating_since(started).as_secs_f64());
     if let Err(why) = result {
         ctx.build_failed(&upload, why).await;
         return;

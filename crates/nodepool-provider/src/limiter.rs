@@ -40,6 +40,10 @@ pub struct OperationStats {
     pub latency: Duration,
     /// Time spent waiting for the rate limiter.
     pub waited: Duration,
+    /// When the last call that succeeded ended.
+    pub last_ok: Option<Timestamp>,
+    /// When the last call that failed ended.
+    pub last_failed: Option<Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +51,8 @@ struct State {
     /// The earliest start of the next call.
     next_slot: Option<Timestamp>,
     stats: BTreeMap<&'static str, OperationStats>,
+    /// The last failure: when, which operation, and the cloud's answer.
+    last_error: Option<(Timestamp, &'static str, String)>,
 }
 
 /// A provider whose every call goes through a rate limiter, with retries and statistics.
@@ -89,6 +95,15 @@ impl<P: Provider> Limited<P> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .stats
+            .clone()
+    }
+
+    /// The last call that failed: when it ended, its operation and the error.
+    pub fn last_error(&self) -> Option<(Timestamp, &'static str, String)> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_error
             .clone()
     }
 
@@ -136,17 +151,27 @@ impl<P: Provider> Limited<P> {
             self.wait_turn(operation).await;
             let start = self.clock.now();
             let result = f().await;
-            let spent = self.clock.now().saturating_since(start);
+            let end = self.clock.now();
+            let spent = end.saturating_since(start);
             let failed = result.is_err();
             self.record(operation, |s| {
                 s.calls += 1;
                 s.errors += u64::from(failed);
                 s.latency += spent;
+                if failed {
+                    s.last_failed = Some(end);
+                } else {
+                    s.last_ok = Some(end);
+                }
             });
             let error = match result {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_error = Some((end, operation, error.to_string()));
             if let ErrorKind::RateLimited { retry_after } = error.kind {
                 self.hold_until(
                     self.clock

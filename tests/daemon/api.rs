@@ -1,0 +1,645 @@
+//! The HTTP API of the real `nodepoold`, through real HTTP on loopback: every endpoint, the
+//! errors a client can cause, the token and the rate limit, and the metrics a known sequence
+//! of events leaves.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Log, config, deadline, follow_until, nodepoold, past, pause, terminate};
+
+/// A daemon with its API's base URL.
+struct Api {
+    child: Child,
+    log: Log,
+    base: String,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+    token: Option<String>,
+}
+
+/// An answer: status, headers we look at, and the body as JSON (or text).
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    location: Option<String>,
+    authenticate: Option<String>,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+}
+
+impl Api {
+    /// Starts nodepoold on `config` and reads where its API listens from its log.
+    fn start(config: &Path) -> Api {
+        let (child, mut log) = nodepoold(config);
+        let mut base = String::new();
+        follow_until(&mut log, "the API listening", |line| {
+            match line.split_once("API listening on ") {
+                Some((_, url)) => {
+                    base = url.split_whitespace().next().unwrap().to_owned();
+                    true
+                }
+                None => false,
+            }
+        });
+        Api {
+            child,
+            log,
+            base,
+            client: reqwest::Client::new(),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            token: None,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        self.runtime.block_on(async {
+            let response = request.send().await.expect("the API answers");
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            };
+            let (retry_after, location, authenticate) = (
+                header("retry-after"),
+                header("location"),
+                header("www-authenticate"),
+            );
+            let status = response.status().as_u16();
+            Answer {
+                status,
+                retry_after,
+                location,
+                authenticate,
+                text: response.text().await.unwrap(),
+            }
+        })
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let answer = self.call("GET", path, None);
+        assert_eq!(answer.status, 200, "GET {path}: {answer:?}");
+        answer.json()
+    }
+
+    fn post(&self, path: &str, body: Value) -> Answer {
+        self.call("POST", path, Some(&body.to_string()))
+    }
+
+    /// Waits for `done` to hold of `GET path`, for at most `limit`.
+    fn until(&self, path: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let end = deadline(limit);
+        loop {
+            let value = self.get(path);
+            if done(&value) {
+                return value;
+            }
+            assert!(
+                !past(end),
+                "GET {path}: not as wanted after {limit:?}: {value:#}"
+            );
+            pause(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(mut self) {
+        terminate(&self.child);
+        follow_until(&mut self.log, "the daemon to stop", |line| {
+            line.contains("stopped")
+        });
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+fn write_config(dir: &Path, extra_api: &str) -> std::path::PathBuf {
+    let text = config(dir).replace(
+        "api:\n  listen: 127.0.0.1:0\n",
+        &format!("api:\n  listen: 127.0.0.1:0\n{extra_api}"),
+    );
+    let path = dir.join("nodepool.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn ready_nodes(api: &Api, count: usize) {
+    api.until("/v1/nodes?state=ready", Duration::from_secs(60), |nodes| {
+        nodes.as_array().unwrap().len() >= count
+    });
+}
+
+#[test]
+fn consumers_take_nodes_give_them_back_and_the_metrics_count_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(&write_config(dir.path(), ""));
+    ready_nodes(&api, 2);
+
+    // Two nodes, served from the ready ones.
+    let created = api.post(
+        "/v1/requests",
+        json!({"labels": ["small", "small"], "requestor": "zuul", "priority": 5}),
+    );
+    assert_eq!(created.status, 202, "{created:?}");
+    let request = created.json();
+    let id = request["id"].as_u64().unwrap();
+    assert_eq!(
+        created.location.as_deref(),
+        Some(&*format!("/v1/requests/{id}"))
+    );
+    assert_eq!(request["state"], "requested");
+    assert_eq!(request["priority"], 5);
+
+    let fulfilled = api.get(&format!("/v1/requests/{id}?wait=30"));
+    assert_eq!(fulfilled["state"], "fulfilled", "{fulfilled:#}");
+    let nodes = fulfilled["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(fulfilled["node_ids"].as_array().unwrap().len(), 2);
+    for node in nodes {
+        assert_eq!(node["state"], "in-use");
+        assert_eq!(node["request"], id);
+        assert_eq!(node["label"], "small");
+        assert_eq!(node["username"], "jenkins");
+        assert_eq!(node["ssh_port"], 22);
+        assert!(
+            node["hostname"].as_str().unwrap().contains("small"),
+            "{node}"
+        );
+        assert!(
+            node["private_ip"].is_string(),
+            "the fake cloud's nodes have private addresses: {node}"
+        );
+        assert_eq!(node["host_keys"].as_array().unwrap().len(), 1, "{node}");
+    }
+    let (first, second) = (
+        nodes[0]["id"].as_u64().unwrap(),
+        nodes[1]["id"].as_u64().unwrap(),
+    );
+    let in_use = api.get("/v1/nodes?state=in-use&label=small");
+    assert_eq!(in_use.as_array().unwrap().len(), 2);
+    assert_eq!(api.get(&format!("/v1/nodes/{first}"))["id"], first);
+
+    // One released, one held; releasing twice is refused.
+    let released = api.post(&format!("/v1/nodes/{first}/release"), json!(null));
+    assert_eq!(
+        (released.status, &released.json()["state"]),
+        (200, &json!("used"))
+    );
+    let again = api.call("POST", &format!("/v1/nodes/{first}/release"), None);
+    assert_eq!(again.status, 409, "{again:?}");
+    assert!(
+        again.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("it cannot become used")
+    );
+    let held = api.post(
+        &format!("/v1/nodes/{second}/hold"),
+        json!({"reason": "debugging a failure", "by": "alice"}),
+    );
+    assert_eq!(held.status, 200, "{held:?}");
+    assert_eq!(
+        held.json()["hold"],
+        json!({"reason": "debugging a failure", "by": "alice"})
+    );
+
+    // Canceling a fulfilled request leaves the released and the held node as they are.
+    let canceled = api.call("DELETE", &format!("/v1/requests/{id}"), None);
+    assert_eq!(
+        (canceled.status, &canceled.json()["state"]),
+        (200, &json!("canceled"))
+    );
+    assert_eq!(api.get(&format!("/v1/nodes/{second}"))["state"], "hold");
+    let twice = api.call("DELETE", &format!("/v1/requests/{id}"), None);
+    assert_eq!(twice.status, 409, "{twice:?}");
+
+    // More than the providers could ever hold at once: it waits; canceled, the nodes it
+    // got go back to ready.
+    let big = api
+        .post(
+            "/v1/requests",
+            json!({"labels": vec!["small"; 9], "requestor": "ci"}),
+        )
+        .json();
+    let big_id = big["id"].as_u64().unwrap();
+    let waiting = api.until(
+        &format!("/v1/requests/{big_id}"),
+        Duration::from_secs(60),
+        |r| r["node_ids"].as_array().unwrap().len() >= 2,
+    );
+    assert_eq!(waiting["state"], "requested");
+    assert!(
+        waiting["nodes"].as_array().unwrap().is_empty(),
+        "nodes only once fulfilled"
+    );
+    let given = waiting["node_ids"].clone();
+    let canceled = api
+        .call("DELETE", &format!("/v1/requests/{big_id}"), None)
+        .json();
+    assert_eq!(canceled["state"], "canceled");
+    for node in given.as_array().unwrap() {
+        let node = api.get(&format!("/v1/nodes/{node}"));
+        assert!(
+            node["state"] == "ready" && node["request"].is_null(),
+            "given back: {node:#}"
+        );
+    }
+
+    // A label nobody supplies fails at once, with the reason.
+    let unknown = api
+        .post(
+            "/v1/requests",
+            json!({"labels": ["gpu"], "requestor": "ci"}),
+        )
+        .json();
+    let failed = api.get(&format!("/v1/requests/{}?wait=30", unknown["id"]));
+    assert_eq!(failed["state"], "failed");
+    assert_eq!(failed["failure"], "there is no label gpu in the config");
+    let listed = api.get("/v1/requests?state=failed&requestor=ci");
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    let images = api.get("/v1/images?state=ready");
+    assert_eq!(images.as_array().unwrap().len(), 2, "{images:#}");
+    let providers = api.get("/v1/providers");
+    let names: Vec<&str> = providers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["east", "west"]);
+    assert!(providers[0]["connected"].as_bool().unwrap());
+    assert!(providers[0]["last_ok"].is_string(), "{providers:#}");
+
+    let health = api.get("/health");
+    assert_eq!(
+        (&health["live"], &health["ready"]),
+        (&json!(true), &json!(true))
+    );
+    assert_eq!(health["config"]["error"], Value::Null);
+    assert_eq!(health["store"]["ok"], true);
+
+    // The metrics after that sequence.
+    let metrics = api.call("GET", "/metrics", None);
+    assert_eq!(metrics.status, 200);
+    // The sum of the samples of `name` whose labels include `labels`.
+    let sample = |name: &str, labels: &[&str]| -> f64 {
+        let found: Vec<f64> = metrics
+            .text
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                    && labels.iter().all(|l| line.contains(l))
+            })
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .collect();
+        assert!(
+            !found.is_empty(),
+            "no {name} {labels:?} in:\n{}",
+            metrics.text
+        );
+        found.iter().sum()
+    };
+    assert_eq!(
+        sample("nodepool_requests_total", &[r#"outcome="fulfilled""#]),
+        1.0
+    );
+    assert_eq!(
+        sample("nodepool_requests_total", &[r#"outcome="unservable""#]),
+        1.0
+    );
+    assert_eq!(sample("nodepool_request_wait_seconds_count", &[]), 1.0);
+    assert_eq!(
+        sample("nodepool_nodes", &[r#"state="hold""#, r#"label="small""#]),
+        1.0
+    );
+    assert_eq!(sample("nodepool_images", &[r#"state="ready""#]), 2.0);
+    let ready = [r#"outcome="ready""#];
+    assert!(sample("nodepool_launch_seconds_count", &ready) >= 6.0);
+    assert_eq!(sample("nodepool_build_seconds_count", &ready), 2.0);
+    assert!(
+        sample(
+            "nodepool_cloud_calls_total",
+            &[r#"operation="list_servers""#]
+        ) >= 2.0
+    );
+    assert!(sample("nodepool_round_seconds_count", &[]) >= 1.0);
+    api.stop();
+}
+
+#[test]
+fn bad_input_gets_a_json_4xx_that_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(&write_config(dir.path(), ""));
+    // (method, path, body, status, part of the error, field named)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        u16,
+        &'a str,
+        Option<&'a str>,
+    );
+    let cases: &[Case<'_>] = &[
+        (
+            "POST",
+            "/v1/requests",
+            Some("{\"labels\": [\"small\"]"),
+            400,
+            "invalid JSON body: EOF",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/requests",
+            Some("[]"),
+            400,
+            "invalid JSON body: expected an object",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/requests",
+            Some(""),
+            400,
+            "the body is empty",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/requests",
+            Some(r#"{"labels": ["small"], "requestor": "ci", "lables": 1}"#),
+            400,
+            "unknown field `lables`, expected one of `labels`",
+            Some("lables"),
+        ),
+        (
+            "POST",
+            "/v1/requests",
+            Some(r#"{"labels": ["small"], "requestor": "ci", "priority": "high"}"#),
+            400,
+            "invalid type: string \"high\", expected i32",
+            Some("priority"),
+        ),
+        (
+            "POST",
+            "/v1/requests",
+            Some(r#"{"labels": ["small"]}"#),
+            400,
+            "missing field `requestor`",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/requests",
+            Some(r#"{"labels": [], "requestor": "ci"}"#),
+            400,
+            "give at least one label",
+            Some("labels"),
+        ),
+        (
+            "POST",
+            "/v1/requests",
+            Some(r#"{"labels": ["small", " padded"], "requestor": "ci"}"#),
+            400,
+            "\" padded\"",
+            Some("labels[1]"),
+        ),
+        (
+            "POST",
+            "/v1/requests",
+            Some(r#"{"labels": ["small"], "requestor": " "}"#),
+            400,
+            "name who asks",
+            Some("requestor"),
+        ),
+        (
+            "GET",
+            "/v1/requests/abc",
+            None,
+            400,
+            "\"abc\" is not a request id",
+            Some("id"),
+        ),
+        (
+            "GET",
+            "/v1/requests/99999",
+            None,
+            404,
+            "request 99999 not found",
+            None,
+        ),
+        (
+            "GET",
+            "/v1/requests/1?wait=-1",
+            None,
+            400,
+            "give 0 to 60 seconds",
+            Some("wait"),
+        ),
+        (
+            "GET",
+            "/v1/requests?state=done",
+            None,
+            400,
+            "\"done\"",
+            Some("state"),
+        ),
+        (
+            "GET",
+            "/v1/requests?colour=red",
+            None,
+            400,
+            "unknown field `colour`",
+            None,
+        ),
+        (
+            "GET",
+            "/v1/nodes/12345",
+            None,
+            404,
+            "node 12345 not found",
+            None,
+        ),
+        (
+            "GET",
+            "/v1/nodes?state=sleeping",
+            None,
+            400,
+            "\"sleeping\"",
+            Some("state"),
+        ),
+        (
+            "POST",
+            "/v1/nodes/12345/release",
+            None,
+            404,
+            "node 12345 not found",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/nodes/1/hold",
+            Some(r#"{"why": "x"}"#),
+            400,
+            "unknown field `why`",
+            Some("why"),
+        ),
+        (
+            "GET",
+            "/v1/images?provider=",
+            None,
+            400,
+            "\"\"",
+            Some("provider"),
+        ),
+        ("GET", "/v1/nope", None, 404, "no such endpoint", None),
+        (
+            "PUT",
+            "/v1/requests",
+            None,
+            405,
+            "does not take that method",
+            None,
+        ),
+    ];
+    for (method, path, body, status, error, field) in cases {
+        let answer = api.call(method, path, *body);
+        let context = format!("{method} {path} {body:?}: {answer:?}");
+        assert_eq!(answer.status, *status, "{context}");
+        let json = answer.json();
+        assert!(json["error"].as_str().unwrap().contains(error), "{context}");
+        assert_eq!(json["field"].as_str(), *field, "{context}");
+    }
+    let huge = format!(
+        r#"{{"labels": ["small"], "requestor": "{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
+    let answer = api.call("POST", "/v1/requests", Some(&huge));
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 64 KiB")
+    );
+    // Nothing above made a request.
+    assert_eq!(api.get("/v1/requests").as_array().unwrap().len(), 0);
+    api.stop();
+}
+
+#[test]
+fn a_token_guards_everything_but_health_and_clients_are_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret-token\n").unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "  token-file: {}\n  rate: 5\n",
+            dir.path().join("token").display()
+        ),
+    );
+    let mut api = Api::start(&config);
+    let refused = api.call("GET", "/v1/nodes", None);
+    assert_eq!(refused.status, 401, "{refused:?}");
+    assert_eq!(refused.authenticate.as_deref(), Some("Bearer"));
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization: Bearer")
+    );
+    api.token = Some("s3cret-tokex".into());
+    assert_eq!(api.call("GET", "/metrics", None).status, 401);
+    api.token = None;
+    let health = api.call("GET", "/health", None);
+    assert_ne!(health.status, 401, "health needs no token");
+    assert_eq!(health.json()["live"], true);
+    api.token = Some("s3cret-token".into());
+    // A burst of twice the rate, then 429 until the bucket refills.
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| api.call("GET", "/v1/nodes", None).status)
+        .collect();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(limited >= 1, "{statuses:?}");
+    assert!(statuses[..5].iter().all(|s| *s == 200), "{statuses:?}");
+    let answer = (0..20)
+        .map(|_| api.call("GET", "/v1/nodes", None))
+        .find(|a| a.status == 429)
+        .unwrap();
+    assert_eq!(answer.retry_after.as_deref(), Some("1"));
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("(api.rate)")
+    );
+    // The log never shows the token.
+    let mut api = api;
+    terminate(&api.child);
+    let log = follow_until(&mut api.log, "the daemon to stop", |l| {
+        l.contains("stopped")
+    });
+    assert!(!log.contains("s3cret"), "{log}");
+    assert!(api.child.wait().unwrap().success());
+}
+
+#[test]
+fn an_unreadable_token_file_or_a_taken_address_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-token");
+    let config = write_config(
+        dir.path(),
+        &format!("  token-file: {}\n", missing.display()),
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nodepoold"))
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("api.token-file: cannot read"), "{stderr}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let text = config_text_on_port(dir.path(), port);
+    std::fs::write(&config, text).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nodepoold"))
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port} (api.listen)")),
+        "{stderr}"
+    );
+}
+
+fn config_text_on_port(dir: &Path, port: u16) -> String {
+    config(dir).replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"))
+}
