@@ -57,6 +57,34 @@ pub struct ImageFilter {
     pub build_request: Option<BuildRequestId>,
 }
 
+/// Inserts a building upload and its first event within the caller's transaction.
+pub(crate) fn insert_image(
+    conn: &mut AnyConnection,
+    new: &NewImage,
+    now: Timestamp,
+    reason: &Reason,
+    actor: &str,
+) -> Result<Image> {
+    let id = next_ids(conn, "image", 1)?;
+    let row = ImageRow {
+        id,
+        provider: new.provider.to_string(),
+        name: new.name.to_string(),
+        version: new.version.unix_millis(),
+        hostname: None,
+        external_id: None,
+        server_external_id: None,
+        state: ImageState::Building.as_str().to_owned(),
+        state_time: now.unix_millis(),
+        build_request_id: new.build_request.map(|r| to_i64(r.get())),
+        created: now.unix_millis(),
+    };
+    diesel::insert_into(i::images).values(&row).execute(conn)?;
+    let image = row.into_model()?;
+    append_event(conn, Subject::Image(image.id), now, "created", reason, actor)?;
+    Ok(image)
+}
+
 pub(crate) fn load_image(conn: &mut AnyConnection, id: ImageId) -> Result<Image> {
     i::images
         .find(to_i64(id.get()))
@@ -120,33 +148,7 @@ impl Store {
     ///
     /// Database errors only.
     pub fn create_image(&self, new: &NewImage, now: Timestamp, reason: &Reason) -> Result<Image> {
-        self.write(|conn| {
-            let id = next_ids(conn, "image", 1)?;
-            let row = ImageRow {
-                id,
-                provider: new.provider.to_string(),
-                name: new.name.to_string(),
-                version: new.version.unix_millis(),
-                hostname: None,
-                external_id: None,
-                server_external_id: None,
-                state: ImageState::Building.as_str().to_owned(),
-                state_time: now.unix_millis(),
-                build_request_id: new.build_request.map(|r| to_i64(r.get())),
-                created: now.unix_millis(),
-            };
-            diesel::insert_into(i::images).values(&row).execute(conn)?;
-            let image = row.into_model()?;
-            append_event(
-                conn,
-                Subject::Image(image.id),
-                now,
-                "created",
-                reason,
-                &self.actor,
-            )?;
-            Ok(image)
-        })
+        self.write(|conn| insert_image(conn, new, now, reason, &self.actor))
     }
 
     /// Attaches the template server the build boots, and its host name (which is also the

@@ -40,6 +40,7 @@
 
 mod builds;
 mod connection;
+mod daemons;
 mod error;
 mod events;
 mod failures;
@@ -57,6 +58,7 @@ use nodepool_config::DbUri;
 use nodepool_model::{InstallationId, Reason, Subject, Timestamp};
 
 pub use connection::Backend;
+pub use daemons::{DaemonRecord, Planned};
 pub use error::{Result, StoreError};
 pub use images::{ImageFilter, NewImage};
 pub use nodes::{Intents, NewNode, NodeFilter};

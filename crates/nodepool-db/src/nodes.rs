@@ -132,6 +132,85 @@ pub(crate) fn move_node(
     }
 }
 
+/// Inserts building nodes and their first events within the caller's transaction.
+pub(crate) fn insert_nodes(
+    conn: &mut AnyConnection,
+    new: &[NewNode],
+    now: Timestamp,
+    reason: &Reason,
+    actor: &str,
+) -> Result<Vec<Node>> {
+    let first = next_ids(conn, "node", new.len())?;
+    let rows: Vec<NodeRow> = new
+        .iter()
+        .zip(first..)
+        .map(|(new, id)| NodeRow {
+            id,
+            provider: new.provider.to_string(),
+            label: new.label.to_string(),
+            az: new.az.clone(),
+            hostname: new
+                .hostname
+                .as_ref()
+                .map(|h| h.replace("{node_id}", &id.to_string())),
+            external_id: None,
+            public_ip: None,
+            private_ip: None,
+            state: NodeState::Building.as_str().to_owned(),
+            state_time: now.unix_millis(),
+            image_id: new.image.map(|i| to_i64(i.get())),
+            request_id: None,
+            hold_reason: None,
+            hold_by: None,
+            created: now.unix_millis(),
+            host_keys: None,
+        })
+        .collect();
+    // A new node's history starts here: its first event has sequence number 1.
+    let events: Vec<EventRow> = rows
+        .iter()
+        .map(|row| EventRow {
+            subject_kind: "node".to_owned(),
+            subject_id: row.id,
+            seq: 1,
+            time: now.unix_millis(),
+            what: "created".to_owned(),
+            reason_code: reason.code.to_string(),
+            reason: reason.text.clone(),
+            actor: actor.to_owned(),
+        })
+        .collect();
+    match conn {
+        // One statement per 500 rows, within the limit on bound parameters.
+        AnyConnection::Postgresql(pg) => {
+            for chunk in rows.chunks(500) {
+                diesel::insert_into(n::nodes).values(chunk).execute(pg)?;
+            }
+            for chunk in events.chunks(500) {
+                diesel::insert_into(crate::schema::events::table)
+                    .values(chunk)
+                    .execute(pg)?;
+            }
+        }
+        // SQLite runs in process: one statement per row costs microseconds.
+        AnyConnection::Sqlite(sqlite) => {
+            for row in &rows {
+                diesel::insert_into(n::nodes).values(row).execute(sqlite)?;
+            }
+            for event in &events {
+                diesel::insert_into(crate::schema::events::table)
+                    .values(event)
+                    .execute(sqlite)?;
+            }
+        }
+    }
+    let nodes = rows
+        .into_iter()
+        .map(NodeRow::into_model)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(nodes)
+}
+
 /// Moves one node to `to` within the caller's transaction; staying put is not a move.
 pub(crate) fn change_state(
     conn: &mut AnyConnection,
@@ -197,77 +276,7 @@ impl Store {
         if new.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(|conn| {
-            let first = next_ids(conn, "node", new.len())?;
-            let rows: Vec<NodeRow> = new
-                .iter()
-                .zip(first..)
-                .map(|(new, id)| NodeRow {
-                    id,
-                    provider: new.provider.to_string(),
-                    label: new.label.to_string(),
-                    az: new.az.clone(),
-                    hostname: new
-                        .hostname
-                        .as_ref()
-                        .map(|h| h.replace("{node_id}", &id.to_string())),
-                    external_id: None,
-                    public_ip: None,
-                    private_ip: None,
-                    state: NodeState::Building.as_str().to_owned(),
-                    state_time: now.unix_millis(),
-                    image_id: new.image.map(|i| to_i64(i.get())),
-                    request_id: None,
-                    hold_reason: None,
-                    hold_by: None,
-                    created: now.unix_millis(),
-                    host_keys: None,
-                })
-                .collect();
-            // A new node's history starts here: its first event has sequence number 1.
-            let events: Vec<EventRow> = rows
-                .iter()
-                .map(|row| EventRow {
-                    subject_kind: "node".to_owned(),
-                    subject_id: row.id,
-                    seq: 1,
-                    time: now.unix_millis(),
-                    what: "created".to_owned(),
-                    reason_code: reason.code.to_string(),
-                    reason: reason.text.clone(),
-                    actor: self.actor.clone(),
-                })
-                .collect();
-            match conn {
-                // One statement per 500 rows, within the limit on bound parameters.
-                AnyConnection::Postgresql(pg) => {
-                    for chunk in rows.chunks(500) {
-                        diesel::insert_into(n::nodes).values(chunk).execute(pg)?;
-                    }
-                    for chunk in events.chunks(500) {
-                        diesel::insert_into(crate::schema::events::table)
-                            .values(chunk)
-                            .execute(pg)?;
-                    }
-                }
-                // SQLite runs in process: one statement per row costs microseconds.
-                AnyConnection::Sqlite(sqlite) => {
-                    for row in &rows {
-                        diesel::insert_into(n::nodes).values(row).execute(sqlite)?;
-                    }
-                    for event in &events {
-                        diesel::insert_into(crate::schema::events::table)
-                            .values(event)
-                            .execute(sqlite)?;
-                    }
-                }
-            }
-            let nodes = rows
-                .into_iter()
-                .map(NodeRow::into_model)
-                .collect::<Result<Vec<_>>>()?;
-            Ok(nodes)
-        })
+        self.write(|conn| insert_nodes(conn, new, now, reason, &self.actor))
     }
 
     /// Attaches the cloud's server id to a node recorded by [`Store::create_node`].

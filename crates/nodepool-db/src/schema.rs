@@ -112,4 +112,23 @@ diesel::table! {
 }
 
 diesel::joinable!(request_labels -> node_requests (request_id));
-diesel::allow_tables_to_appear_in_same_query!(nodes, images, node_requests, request_labels);
+diesel::allow_tables_to_appear_in_same_query!(nodes, images, node_requests, request_labels, daemons, work);
+
+diesel::table! {
+    daemons (id) {
+        id -> Text,
+        host -> Text,
+        pid -> BigInt,
+        started -> BigInt,
+        expires -> BigInt,
+    }
+}
+
+diesel::table! {
+    work (subject_kind, subject_id) {
+        subject_kind -> Text,
+        subject_id -> BigInt,
+        daemon -> Text,
+        since -> BigInt,
+    }
+}

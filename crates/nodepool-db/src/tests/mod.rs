@@ -41,6 +41,8 @@ on_every_backend!(
     requests_are_served_oldest_ready_first,
     failed_and_finished_requests_get_no_nodes,
     ending_a_request_returns_or_releases_its_nodes,
+    daemons_claim_work_and_a_dead_ones_work_is_free,
+    launches_and_builds_recorded_since_the_plan_win,
     build_requests,
     snapshot_sees_everything_in_order,
     pruning_keeps_live_histories,

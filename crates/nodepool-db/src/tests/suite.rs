@@ -88,7 +88,7 @@ pub(crate) fn a_newer_schema_is_refused(db: &TestDb) {
     );
     assert_eq!(
         error.to_string(),
-        "the store's schema is newer than this nodepool: it has migration 29990101000000, this binary knows up to 20261125000003; upgrade nodepool (a downgrade would lose data)"
+        "the store's schema is newer than this nodepool: it has migration 29990101000000, this binary knows up to 20261126000004; upgrade nodepool (a downgrade would lose data)"
     );
     assert!(matches!(
         db.store.check_schema(),
@@ -654,6 +654,162 @@ pub(crate) fn ending_a_request_returns_or_releases_its_nodes(db: &TestDb) {
         store.cancel_request(nodepool_model::RequestId::new(424_242), at(12), &by("ci")),
         Err(StoreError::NotFound { .. })
     ));
+}
+
+fn daemon(id: &str, started: Timestamp) -> crate::DaemonRecord {
+    crate::DaemonRecord {
+        id: id.to_owned(),
+        host: "ci-host".to_owned(),
+        pid: 4242,
+        started,
+        expires: started,
+    }
+}
+
+pub(crate) fn daemons_claim_work_and_a_dead_ones_work_is_free(db: &TestDb) {
+    let store = &db.store;
+    let lease = Duration::from_secs(30);
+    let (a, b) = (daemon("a", at(0)), daemon("b", at(1)));
+    store.renew_lease(&a, at(0), lease).unwrap();
+    store.renew_lease(&b, at(1), lease).unwrap();
+    assert_eq!(
+        store.daemons().unwrap().iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    let new = NewNode::new(provider("cloud1"), label("small"));
+    let planned = crate::Planned::default();
+    let node = store
+        .create_node_checked(&new, &planned, "a", at(2), &why("min-ready"))
+        .unwrap()
+        .expect("nothing recorded since the plan");
+    let subject = Subject::Node(node.id);
+    assert!(store.claim_work(subject, "a", at(3)).unwrap(), "already a's");
+    assert!(!store.claim_work(subject, "b", at(3)).unwrap(), "a is alive");
+    assert_eq!(store.work_elsewhere("b", at(3)).unwrap(), [subject]);
+    assert!(store.work_elsewhere("a", at(3)).unwrap().is_empty());
+
+    // a stops renewing: once its lease is over, b may take the work.
+    store.renew_lease(&b, at(25), lease).unwrap();
+    assert!(store.work_elsewhere("b", at(31)).unwrap().is_empty(), "a is dead");
+    assert!(store.claim_work(subject, "b", at(31)).unwrap());
+    assert_eq!(store.work_elsewhere("a", at(31)).unwrap(), [subject]);
+    store.release_work(subject, "a").unwrap();
+    assert_eq!(store.work_elsewhere("a", at(31)).unwrap(), [subject], "only b gives it back");
+    store.release_work(subject, "b").unwrap();
+    assert!(store.work_elsewhere("a", at(31)).unwrap().is_empty());
+    store.retire_daemon("b", at(32)).unwrap();
+    assert_eq!(store.daemons().unwrap().len(), 1);
+}
+
+pub(crate) fn launches_and_builds_recorded_since_the_plan_win(db: &TestDb) {
+    let store = &db.store;
+    for (id, started) in [("a", 0), ("b", 0)] {
+        store
+            .renew_lease(&daemon(id, at(started)), at(0), Duration::from_secs(30))
+            .unwrap();
+    }
+    let small_east = NewNode::new(provider("east"), label("small"));
+    let small_west = NewNode::new(provider("west"), label("small"));
+    let large_west = NewNode::new(provider("west"), label("large"));
+    let other = NewNode::new(provider("north"), label("tiny"));
+    let seen = crate::Planned::default();
+    let first = store
+        .create_node_checked(&small_east, &seen, "a", at(1), &why("min-ready"))
+        .unwrap()
+        .unwrap();
+    // b planned on the same snapshot: a node of its label was recorded since.
+    assert_eq!(
+        store
+            .create_node_checked(&small_west, &seen, "b", at(1), &why("min-ready"))
+            .unwrap(),
+        None
+    );
+    // Nor may b add to east, whatever the label: east's count changed.
+    let east_large = NewNode::new(provider("east"), label("large"));
+    assert_eq!(
+        store
+            .create_node_checked(&east_large, &seen, "b", at(1), &why("min-ready"))
+            .unwrap(),
+        None
+    );
+    // A node of another provider and label is not in the way.
+    assert!(
+        store
+            .create_node_checked(&other, &seen, "b", at(1), &why("min-ready"))
+            .unwrap()
+            .is_some()
+    );
+    // a counted its own launch; b, on a snapshot that shows it, may launch too.
+    let mine = crate::Planned {
+        newest_node: None,
+        recorded_since: vec![first.id],
+    };
+    assert!(
+        store
+            .create_node_checked(&large_west, &mine, "a", at(2), &why("min-ready"))
+            .unwrap()
+            .is_some()
+    );
+    let fresh = crate::Planned {
+        newest_node: Some(NodeId::new(first.id.get() + 10)),
+        recorded_since: Vec::new(),
+    };
+    assert!(
+        store
+            .create_node_checked(&small_west, &fresh, "b", at(3), &why("min-ready"))
+            .unwrap()
+            .is_some()
+    );
+
+    // One build of an image on a provider at a time.
+    let build = NewImage::new(provider("east"), ImageName::new("base").unwrap(), at(4));
+    let image = store
+        .create_image_checked(&build, "a", at(4), &why("missing"))
+        .unwrap()
+        .expect("none building");
+    assert_eq!(
+        store
+            .create_image_checked(&build, "b", at(4), &why("missing"))
+            .unwrap(),
+        None
+    );
+    assert!(!store.claim_work(Subject::Image(image.id), "b", at(5)).unwrap());
+    store
+        .set_image_state(image.id, ImageState::Delete, at(6), &why("failed"))
+        .unwrap();
+    assert!(
+        store
+            .create_image_checked(&build, "b", at(7), &why("missing"))
+            .unwrap()
+            .is_some()
+    );
+
+    // Many writers on one snapshot: exactly one records its launch.
+    let seen = crate::Planned {
+        newest_node: Some(NodeId::new(1_000_000)),
+        recorded_since: Vec::new(),
+    };
+    let before = store.nodes(&NodeFilter::default()).unwrap();
+    let seen = crate::Planned {
+        newest_node: before.iter().map(|n| n.id).max(),
+        ..seen
+    };
+    let recorded: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, seen) = (store.clone(), seen.clone());
+                scope.spawn(move || {
+                    let new = NewNode::new(provider("south"), label("contended"));
+                    store
+                        .create_node_checked(&new, &seen, &format!("d{i}"), at(8), &why("x"))
+                        .unwrap()
+                        .is_some()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
+    });
+    assert_eq!(recorded, 1);
 }
 
 pub(crate) fn build_requests(db: &TestDb) {

@@ -1,0 +1,2 @@
+DROP TABLE work;
+DROP TABLE daemons;
