@@ -12,17 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_config::{Config, ConfigErrors};
-use nodepool_db::{NewImage, NewNode, Store};
+use nodepool_db::{DaemonRecord, NewImage, NewNode, Planned, Store, StoreError};
 use nodepool_image::{ImageAction, ImagePlan};
 use nodepool_model::{
     BuildRequestState, ExternalId, ImageId, ImageState, NodeId, NodeState, ProviderName, Reason,
-    Snapshot, Timestamp,
+    Snapshot, Subject, Timestamp,
 };
 use nodepool_node::{History, NodeAction, NodePlan, World};
 use nodepool_provider::Clock;
 use tokio::sync::{Notify, Semaphore, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use nodepool_executor::clouds::{Clouds, Connector};
 use nodepool_executor::executor::{self, Context};
@@ -71,6 +71,15 @@ impl Options {
 
 /// How long a provider that could not be connected waits before the next try.
 const CONNECT_AGAIN: Duration = Duration::from_secs(60);
+/// How long a daemon's claims outlive its last sign of life; the work of a daemon silent
+/// for longer is taken over by the others.
+const LEASE: Duration = Duration::from_secs(30);
+/// How soon a daemon whose plan another daemon outdated plans again.
+const REPLAN_AFTER: Duration = Duration::from_millis(200);
+/// A loop without a round for this long is stalled: its daemon stops renewing its lease.
+const LOOP_STALL: Duration = Duration::from_secs(60);
+/// How often a daemon renews its lease.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
 
 /// What finished.
 #[derive(Debug)]
@@ -125,6 +134,23 @@ pub struct Daemon {
     api: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     api_address: Option<std::net::SocketAddr>,
     gauges: Gauges,
+    /// This daemon, as the store's other daemons see it.
+    me: DaemonRecord,
+    /// Renews `me`'s lease while the daemon lives (a daemon dropped mid-run, as a killed
+    /// one, stops renewing).
+    heartbeat: AbortOnDrop,
+    /// Held while the daemon runs on a SQLite store, which serves one daemon.
+    _sqlite_lock: Option<std::fs::File>,
+    /// What other live daemons work on, as of this round's snapshot.
+    elsewhere_nodes: BTreeSet<NodeId>,
+    elsewhere_images: BTreeSet<ImageId>,
+    /// What this round's launches were planned on.
+    planned: Planned,
+    /// Daemons sharing the store, this one included, as of this round's snapshot.
+    live_daemons: usize,
+    /// Another daemon recorded a launch or build since this round's snapshot: plan again
+    /// soon, on fresh data.
+    outdated: bool,
 }
 
 impl Daemon {
@@ -148,7 +174,13 @@ impl Daemon {
             message: errors.to_string(),
         })?;
         let now = clock.now();
-        let actor = format!("nodepoold pid {}", std::process::id());
+        let sqlite_lock = match &config.dburi {
+            nodepool_config::DbUri::Sqlite(path) => Some(lock_sqlite(path)?),
+            _ => None,
+        };
+        let me = DaemonRecord::new(hostname(), std::process::id(), now)
+            .map_err(|e| DaemonError::Store(e.to_string()))?;
+        let actor = format!("nodepoold {} (pid {} on {})", &me.id[..8], me.pid, me.host);
         let uri = config.dburi.clone();
         let store = tokio::task::spawn_blocking(move || Store::open_and_migrate(&uri, actor, now))
             .await
@@ -157,7 +189,8 @@ impl Daemon {
         let installation = store::call(&store, |s| s.installation_id())
             .await
             .map_err(|e| DaemonError::Store(e.to_string()))?;
-        info!(installation = %installation, config = %options.config.display(), "starting");
+        info!(installation = %installation, config = %options.config.display(), daemon = %me.id, "starting");
+        let single = sqlite_lock.is_some();
         let config = Arc::new(config);
         let (status, status_seen) = watch::channel(Arc::new(Status {
             started: now,
@@ -172,6 +205,7 @@ impl Daemon {
             providers: BTreeMap::new(),
         }));
         let wake = Arc::new(Notify::new());
+        let heartbeat = register(&store, &clock, &me, single, status.subscribe()).await?;
         let (api, api_address) = if options.api {
             let token = config
                 .api
@@ -236,9 +270,16 @@ impl Daemon {
             api,
             api_address,
             gauges: Gauges::default(),
+            me,
+            heartbeat,
+            _sqlite_lock: sqlite_lock,
+            elsewhere_nodes: BTreeSet::new(),
+            elsewhere_images: BTreeSet::new(),
+            planned: Planned::default(),
+            live_daemons: 1,
+            outdated: false,
         };
         daemon.schedule_jobs(now);
-        daemon.recover().await?;
         Ok(daemon)
     }
 
@@ -252,20 +293,16 @@ impl Daemon {
         self.api_address
     }
 
-    /// Builds a previous run left unfinished cannot be resumed: they are failed, and the
-    /// image policy deletes them with their template servers. (Building nodes are the node
-    /// policy's: with no launch working on them, it deletes them and the server their tags
-    /// name.)
-    async fn recover(&mut self) -> Result<(), DaemonError> {
-        let now = self.clock.now();
-        let snapshot = store::call(&self.store, |s| s.snapshot())
-            .await
-            .map_err(|e| DaemonError::Store(e.to_string()))?;
-        for upload in snapshot
-            .images
-            .iter()
-            .filter(|i| i.state == ImageState::Building)
-        {
+    /// Builds whose daemon stopped before they finished (this one before a restart, or
+    /// another whose lease ran out) cannot be resumed: they are failed, and the image policy
+    /// deletes them with their template servers. (Building nodes are the node policy's: with
+    /// no launch working on them, it deletes them and the server their tags name.)
+    async fn interrupted_builds(&mut self, snapshot: &Snapshot, now: Timestamp) {
+        for upload in snapshot.images.iter().filter(|i| {
+            i.state == ImageState::Building
+                && !self.busy_images.contains_key(&i.id)
+                && !self.elsewhere_images.contains(&i.id)
+        }) {
             let id = upload.id;
             let reason = Reason::new(
                 "interrupted",
@@ -277,12 +314,34 @@ impl Daemon {
             .await
             {
                 Ok(_) => {
-                    warn!(image = %id, provider = %upload.provider, name = %upload.name, "build interrupted by a restart; deleting it")
+                    warn!(image = %id, provider = %upload.provider, name = %upload.name, "build interrupted: its daemon stopped; deleting it")
                 }
                 Err(e) => warn!(image = %id, "cannot fail the interrupted build: {e}"),
             }
         }
-        Ok(())
+    }
+
+    /// Claims the work on `subject` for this daemon: false if another live daemon has it
+    /// (or the store cannot say: then nobody should start on it now).
+    async fn claim(&self, subject: Subject, now: Timestamp) -> bool {
+        let me = self.me.id.clone();
+        match store::call(&self.store, move |s| s.claim_work(subject, &me, now)).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                warn!(%subject, "cannot claim the work: {e}");
+                false
+            }
+        }
+    }
+
+    /// What gives the work on `subject` back once an executor is done with it.
+    fn release(&self, subject: Subject) -> impl Future<Output = ()> + Send + 'static {
+        let (store, me) = (self.store.clone(), self.me.id.clone());
+        async move {
+            if let Err(e) = store::call(&store, move |s| s.release_work(subject, &me)).await {
+                warn!(%subject, "cannot give the work back: {e}");
+            }
+        }
     }
 
     fn context(&self) -> Context {
@@ -399,6 +458,11 @@ impl Daemon {
                 })
                 .collect();
             info!(provider = %name, "cloud calls: {}", calls.join(", "));
+        }
+        self.heartbeat.0.abort();
+        let (me, now) = (self.me.id.clone(), self.clock.now());
+        if let Err(e) = store::call(&self.store, move |s| s.retire_daemon(&me, now)).await {
+            warn!("cannot end this daemon's lease: {e}; the others wait for it to run out");
         }
         let Daemon { api, status, .. } = self;
         // Long polls end when the status they wait on is gone; then the server stops.
@@ -521,13 +585,36 @@ impl Daemon {
         for (provider, error) in self.clouds.refresh(now, every, busy_every).await {
             self.say(format!("provider {provider}: {error}"), true);
         }
-        let snapshot = match store::call(&self.store, |s| s.snapshot()).await {
-            Ok(snapshot) => snapshot,
+        let me = self.me.id.clone();
+        let snapshot = match store::call(&self.store, move |s| s.snapshot_and_work(&me, now)).await
+        {
+            Ok((snapshot, elsewhere, live)) => {
+                self.live_daemons = live.max(1);
+                self.elsewhere_nodes.clear();
+                self.elsewhere_images.clear();
+                for subject in elsewhere {
+                    match subject {
+                        Subject::Node(id) => {
+                            self.elsewhere_nodes.insert(id);
+                        }
+                        Subject::Image(id) => {
+                            self.elsewhere_images.insert(id);
+                        }
+                        _ => {}
+                    }
+                }
+                self.planned = Planned {
+                    newest_node: snapshot.nodes.iter().map(|n| n.id).max(),
+                    recorded_since: Vec::new(),
+                };
+                snapshot
+            }
             Err(e) => {
                 error!("cannot read the store: {e}");
                 return now.saturating_add(self.options.tick);
             }
         };
+        self.interrupted_builds(&snapshot, now).await;
         self.clouds.forget_retired(|provider| {
             snapshot.nodes.iter().any(|n| &n.provider == provider)
                 || snapshot.images.iter().any(|i| &i.provider == provider)
@@ -535,7 +622,13 @@ impl Daemon {
         let images = nodepool_image::plan(&snapshot, &self.config, now);
         let world = World {
             clouds: self.clouds.views(),
-            busy: self.busy_nodes.keys().copied().collect(),
+            // Work of other live daemons counts as busy: only its own daemon touches it.
+            busy: self
+                .busy_nodes
+                .keys()
+                .chain(&self.elsewhere_nodes)
+                .copied()
+                .collect(),
             history: self.history.clone(),
         };
         let nodes = nodepool_node::plan(&snapshot, &self.config, now, &world);
@@ -549,8 +642,11 @@ impl Daemon {
         metrics::histogram!("nodepool_round_seconds")
             .record(self.clock.now().saturating_since(now).as_secs_f64());
         // The next round comes when a provider's listing is due (sooner while an executor
-        // waits on one), or something planned is.
+        // waits on one), or something planned is, or at once if this plan was outdated.
         let mut next = now.saturating_add(self.options.tick);
+        if std::mem::take(&mut self.outdated) {
+            next = next.min(now.saturating_add(REPLAN_AFTER));
+        }
         for at in [
             self.clouds.next_listing(every, busy_every),
             images.next_wakeup,
@@ -686,6 +782,9 @@ impl Daemon {
                     let Some(record) = snapshot.images.iter().find(|i| i.id == *upload) else {
                         continue;
                     };
+                    if self.elsewhere_images.contains(upload) {
+                        continue;
+                    }
                     if let Some(task) = self.busy_images.get(upload) {
                         if reason.code != nodepool_image::codes::BUILD_TIMEOUT {
                             continue;
@@ -703,10 +802,15 @@ impl Daemon {
                         );
                         continue;
                     }
+                    if !self.claim(Subject::Image(*upload), now).await {
+                        continue;
+                    }
                     let ctx = self.context();
                     let (record, reason, id) = (record.clone(), reason.clone(), *upload);
+                    let done = self.release(Subject::Image(id));
                     let task = self.tasks.spawn(async move {
                         let _ = executor::delete_upload(ctx, connection, record, reason).await;
+                        done.await;
                         Done::Image(id)
                     });
                     self.busy_images.insert(id, task);
@@ -768,16 +872,24 @@ impl Daemon {
             new = new.for_request(request);
         }
         let why = reason.clone();
+        let me = self.me.id.clone();
         let created = store::call(&self.store, move |s| {
-            let upload = s.create_image(&new, now, &why)?;
+            let Some(upload) = s.create_image_checked(&new, &me, now, &why)? else {
+                return Ok(None);
+            };
             if let Some(request) = request {
                 s.set_build_request_state(request, BuildRequestState::Started, now, &why)?;
             }
-            Ok(upload)
+            Ok(Some(upload))
         })
         .await;
         let upload = match created {
-            Ok(upload) => upload,
+            Ok(Some(upload)) => upload,
+            Ok(None) => {
+                debug!(provider = %provider, name = %image, "another daemon builds it");
+                self.outdated = true;
+                return;
+            }
             Err(e) => {
                 warn!(provider = %provider, name = %image, "cannot record the build: {e}");
                 return;
@@ -788,8 +900,10 @@ impl Daemon {
         let (connection, remote) = (cloud.connection.clone(), cloud.remote.clone());
         let servers = cloud.servers.clone();
         let id = upload.id;
+        let done = self.release(Subject::Image(id));
         let task = self.tasks.spawn(async move {
             executor::build(ctx, connection, servers, remote, upload, flavor).await;
+            done.await;
             Done::Image(id)
         });
         self.busy_images.insert(id, task);
@@ -798,6 +912,29 @@ impl Daemon {
     async fn apply_nodes(&mut self, snapshot: &Snapshot, plan: &NodePlan, now: Timestamp) {
         // Nodes each request has, to tell when a claim fulfils it.
         let mut claimed: BTreeMap<nodepool_model::RequestId, usize> = BTreeMap::new();
+        // With other daemons on the store, this one keeps its share of the launches under
+        // way (those planned now and those already building, everywhere); the others
+        // start the rest on their next round. A daemon whose loop stalls loses its lease,
+        // and with it its share.
+        let planned = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, NodeAction::Launch { .. }))
+            .count();
+        let building = snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Building);
+        let (everywhere, mine) = building.fold((0, 0), |(all, mine), n| {
+            (
+                all + 1,
+                mine + usize::from(self.busy_nodes.contains_key(&n.id)),
+            )
+        });
+        let mut share = (planned + everywhere)
+            .div_ceil(self.live_daemons)
+            .saturating_sub(mine)
+            .min(planned);
         for action in &plan.actions {
             match action {
                 NodeAction::Claim {
@@ -836,6 +973,8 @@ impl Daemon {
                             metrics::counter!("nodepool_requests_total", "outcome" => reason.code.to_string())
                                 .increment(1);
                         }
+                        // Another daemon failed it first.
+                        Err(StoreError::InvalidTransition { .. }) => {}
                         Err(e) => warn!(request = %id, "cannot fail: {e}"),
                     }
                 }
@@ -846,6 +985,10 @@ impl Daemon {
                     az,
                     reason,
                 } => {
+                    if share == 0 {
+                        continue;
+                    }
+                    share -= 1;
                     self.start_launch(snapshot, provider, label, *image, az.clone(), reason, now)
                         .await;
                 }
@@ -857,6 +1000,9 @@ impl Daemon {
                     let Some(record) = snapshot.nodes.iter().find(|n| n.id == *node) else {
                         continue;
                     };
+                    if self.elsewhere_nodes.contains(node) {
+                        continue;
+                    }
                     if let Some(task) = self.busy_nodes.get(node) {
                         // Only a deadline takes a node from the executor working on it.
                         if !matches!(
@@ -881,12 +1027,17 @@ impl Daemon {
                         );
                         continue;
                     }
+                    if !self.claim(Subject::Node(*node), now).await {
+                        continue;
+                    }
                     let ctx = self.context();
                     let (record, server, reason, id) =
                         (record.clone(), server.clone(), reason.clone(), *node);
+                    let done = self.release(Subject::Node(id));
                     let task = self.tasks.spawn(async move {
                         let _ =
                             executor::delete_node(ctx, connection, record, server, reason).await;
+                        done.await;
                         Done::Node(id)
                     });
                     self.busy_nodes.insert(id, task);
@@ -957,8 +1108,18 @@ impl Daemon {
             new = new.az(az);
         }
         let why = reason.clone();
-        let node = match store::call(&self.store, move |s| s.create_node(&new, now, &why)).await {
-            Ok(node) => node,
+        let (me, planned) = (self.me.id.clone(), self.planned.clone());
+        let node = match store::call(&self.store, move |s| {
+            s.create_node_checked(&new, &planned, &me, now, &why)
+        })
+        .await
+        {
+            Ok(Some(node)) => node,
+            Ok(None) => {
+                debug!(provider = %provider, label = %label, "another daemon launched since this plan; planning again");
+                self.outdated = true;
+                return;
+            }
             Err(e) => {
                 warn!(provider = %provider, label = %label, "cannot record the launch: {e}");
                 return;
@@ -968,8 +1129,11 @@ impl Daemon {
         let (connection, remote) = (cloud.connection.clone(), cloud.remote.clone());
         let servers = cloud.servers.clone();
         let (id, upload) = (node.id, upload.clone());
+        self.planned.recorded_since.push(id);
+        let done = self.release(Subject::Node(id));
         let task = self.tasks.spawn(async move {
             executor::launch(ctx, connection, servers, remote, node, upload, flavor).await;
+            done.await;
             Done::Node(id)
         });
         self.busy_nodes.insert(id, task);
@@ -979,4 +1143,120 @@ impl Daemon {
 /// Reads a config file's bytes.
 fn load(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
     nodepool_config::parse_bytes(bytes, path).map(|loaded| loaded.config)
+}
+
+/// This machine's name, for the store's list of daemons and the event log.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// SQLite serves one daemon: a second one on the same file is refused, by a lock the system
+/// drops when its holder dies (so a crashed daemon never blocks its restart).
+fn lock_sqlite(path: &Path) -> Result<std::fs::File, DaemonError> {
+    use std::io::{Read, Seek, Write};
+    let lock_path = {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    };
+    let fail = |message: String| DaemonError::Store(message);
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| fail(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.set_len(0);
+            let _ = file.rewind();
+            let _ = write!(file, "{}", std::process::id());
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(fail(format!(
+                "another nodepoold (pid {}) runs on the SQLite store {}: SQLite serves one daemon; to run several, use PostgreSQL (dburi: postgres://USER@HOST/DATABASE)",
+                holder.trim(),
+                path.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(fail(format!("cannot lock {}: {e}", lock_path.display())))
+        }
+    }
+}
+
+/// Registers `me` with the store and starts renewing its lease. Daemons that cannot still
+/// run end their leases now: on SQLite every other one (the lock proves it), elsewhere
+/// those of this host whose process is gone (a restart after a crash).
+async fn register(
+    store: &Store,
+    clock: &Arc<dyn Clock>,
+    me: &DaemonRecord,
+    single: bool,
+    status: watch::Receiver<Arc<Status>>,
+) -> Result<AbortOnDrop, DaemonError> {
+    let now = clock.now();
+    let registered = {
+        let me = me.clone();
+        store::call(store, move |s| {
+            for other in s.daemons()? {
+                let gone = other.id != me.id
+                    && (single
+                        || (other.host == me.host
+                            && other.pid != me.pid
+                            && !Path::new(&format!("/proc/{}", other.pid)).exists()));
+                if gone && other.expires > now {
+                    s.retire_daemon(&other.id, now)?;
+                }
+            }
+            s.renew_lease(&me, now, LEASE)
+        })
+        .await
+    };
+    registered.map_err(|e| DaemonError::Store(e.to_string()))?;
+    let (store, clock, me) = (store.clone(), clock.clone(), me.clone());
+    Ok(AbortOnDrop(tokio::spawn(async move {
+        loop {
+            clock.sleep(RENEW_EVERY).await;
+            let (me, now) = (me.clone(), clock.now());
+            // A loop that stopped running rounds lets its lease run out, so that the other
+            // daemons take over its work.
+            let last = {
+                let status = status.borrow();
+                status.last_round.unwrap_or(status.started)
+            };
+            if now.saturating_since(last) > LOOP_STALL {
+                warn!(
+                    "no round for {}s: not renewing this daemon's lease",
+                    now.saturating_since(last).as_secs()
+                );
+                continue;
+            }
+            if let Err(e) = store::call(&store, move |s| s.renew_lease(&me, now, LEASE)).await {
+                warn!("cannot renew this daemon's lease: {e}");
+            }
+        }
+    })))
+}
+
+/// A task that ends with its owner.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

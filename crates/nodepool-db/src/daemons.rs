@@ -19,13 +19,13 @@ use std::time::Duration;
 use diesel::prelude::*;
 use nodepool_model::{Image, ImageState, Node, NodeId, Reason, Subject, Timestamp};
 
+use crate::Store;
 use crate::connection::AnyConnection;
 use crate::error::{Result, StoreError};
 use crate::images::{NewImage, insert_image};
 use crate::nodes::{NewNode, insert_nodes};
 use crate::rows::{to_i64, to_u64};
 use crate::schema::{daemons::dsl as d, images::dsl as i, nodes::dsl as n, work::dsl as w};
-use crate::Store;
 
 /// The advisory lock every checked launch and build holds on PostgreSQL ("nodepool").
 const RECORDING_LOCK: i64 = 0x6e6f_6465_706f_6f6c;
@@ -58,8 +58,7 @@ pub struct Planned {
 
 fn lock_recording(conn: &mut AnyConnection) -> Result<()> {
     if let AnyConnection::Postgresql(pg) = conn {
-        diesel::sql_query(format!("SELECT pg_advisory_xact_lock({RECORDING_LOCK})"))
-            .execute(pg)?;
+        diesel::sql_query(format!("SELECT pg_advisory_xact_lock({RECORDING_LOCK})")).execute(pg)?;
     }
     // SQLite: the write transaction (BEGIN IMMEDIATE) already keeps every other writer out.
     Ok(())
@@ -114,6 +113,65 @@ fn claim_in(
     Ok(taken == 1)
 }
 
+/// How many daemons hold a lease now.
+pub(crate) fn live_daemons(conn: &mut AnyConnection, now: Timestamp) -> Result<usize> {
+    let live: i64 = d::daemons
+        .filter(d::expires.gt(now.unix_millis()))
+        .count()
+        .get_result(conn)?;
+    Ok(usize::try_from(live).unwrap_or(0))
+}
+
+/// What live daemons other than `daemon` are working on.
+pub(crate) fn work_elsewhere(
+    conn: &mut AnyConnection,
+    daemon: &str,
+    now: Timestamp,
+) -> Result<Vec<Subject>> {
+    let rows: Vec<(String, i64)> = w::work
+        .filter(w::daemon.ne(daemon))
+        .filter(
+            w::daemon.eq_any(
+                d::daemons
+                    .filter(d::expires.gt(now.unix_millis()))
+                    .select(d::id),
+            ),
+        )
+        .select((w::subject_kind, w::subject_id))
+        .order((w::subject_kind, w::subject_id))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(kind, id)| {
+            let id = to_u64(id);
+            match kind.as_str() {
+                "node" => Some(Subject::Node(NodeId::new(id))),
+                "image" => Some(Subject::Image(nodepool_model::ImageId::new(id))),
+                _ => None,
+            }
+        })
+        .collect())
+}
+
+impl DaemonRecord {
+    /// A daemon starting now on `host` as process `pid`, with a new random id.
+    ///
+    /// # Errors
+    ///
+    /// The system's random source failed.
+    pub fn new(host: impl Into<String>, pid: u32, started: Timestamp) -> Result<DaemonRecord> {
+        let id = crate::random_id()
+            .map_err(|e| StoreError::Invalid(format!("no random daemon id: {e}")))?;
+        Ok(DaemonRecord {
+            id,
+            host: host.into(),
+            pid,
+            started,
+            expires: started,
+        })
+    }
+}
+
 impl Store {
     /// Registers a daemon (or renews its lease): it holds its claims until `now + lease`.
     ///
@@ -152,7 +210,9 @@ impl Store {
     ///
     /// Database errors only.
     pub fn retire_daemon(&self, daemon: &str, now: Timestamp) -> Result<()> {
-        let forgotten = now.saturating_sub(Duration::from_secs(24 * 3600)).unix_millis();
+        let forgotten = now
+            .saturating_sub(Duration::from_secs(24 * 3600))
+            .unix_millis();
         self.write(|conn| {
             diesel::delete(w::work.filter(w::daemon.eq(daemon))).execute(conn)?;
             diesel::delete(d::daemons.filter(d::id.eq(daemon).or(d::expires.lt(forgotten))))
@@ -224,31 +284,7 @@ impl Store {
     ///
     /// Database errors only.
     pub fn work_elsewhere(&self, daemon: &str, now: Timestamp) -> Result<Vec<Subject>> {
-        let rows: Vec<(String, i64)> = self.read(|conn| {
-            Ok(w::work
-                .filter(w::daemon.ne(daemon))
-                .filter(
-                    w::daemon.eq_any(
-                        d::daemons
-                            .filter(d::expires.gt(now.unix_millis()))
-                            .select(d::id),
-                    ),
-                )
-                .select((w::subject_kind, w::subject_id))
-                .order((w::subject_kind, w::subject_id))
-                .load(conn)?)
-        })?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(kind, id)| {
-                let id = to_u64(id);
-                match kind.as_str() {
-                    "node" => Some(Subject::Node(NodeId::new(id))),
-                    "image" => Some(Subject::Image(nodepool_model::ImageId::new(id))),
-                    _ => None,
-                }
-            })
-            .collect())
+        self.read(|conn| work_elsewhere(conn, daemon, now))
     }
 
     /// Records a node to launch, claimed by `daemon`, unless another writer recorded a node
@@ -287,8 +323,8 @@ impl Store {
             if others > 0 {
                 return Ok(None);
             }
-            let node = insert_nodes(conn, std::slice::from_ref(new), now, reason, &self.actor)?
-                .remove(0);
+            let node =
+                insert_nodes(conn, std::slice::from_ref(new), now, reason, &self.actor)?.remove(0);
             if !claim_in(conn, Subject::Node(node.id), daemon, now)? {
                 return Err(StoreError::Invalid(format!(
                     "node {} was claimed before it was recorded",

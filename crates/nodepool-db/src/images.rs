@@ -81,7 +81,14 @@ pub(crate) fn insert_image(
     };
     diesel::insert_into(i::images).values(&row).execute(conn)?;
     let image = row.into_model()?;
-    append_event(conn, Subject::Image(image.id), now, "created", reason, actor)?;
+    append_event(
+        conn,
+        Subject::Image(image.id),
+        now,
+        "created",
+        reason,
+        actor,
+    )?;
     Ok(image)
 }
 

@@ -112,7 +112,14 @@ diesel::table! {
 }
 
 diesel::joinable!(request_labels -> node_requests (request_id));
-diesel::allow_tables_to_appear_in_same_query!(nodes, images, node_requests, request_labels, daemons, work);
+diesel::allow_tables_to_appear_in_same_query!(
+    nodes,
+    images,
+    node_requests,
+    request_labels,
+    daemons,
+    work
+);
 
 diesel::table! {
     daemons (id) {

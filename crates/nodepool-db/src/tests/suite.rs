@@ -673,7 +673,12 @@ pub(crate) fn daemons_claim_work_and_a_dead_ones_work_is_free(db: &TestDb) {
     store.renew_lease(&a, at(0), lease).unwrap();
     store.renew_lease(&b, at(1), lease).unwrap();
     assert_eq!(
-        store.daemons().unwrap().iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        store
+            .daemons()
+            .unwrap()
+            .iter()
+            .map(|d| d.id.as_str())
+            .collect::<Vec<_>>(),
         ["a", "b"]
     );
     let new = NewNode::new(provider("cloud1"), label("small"));
@@ -683,18 +688,31 @@ pub(crate) fn daemons_claim_work_and_a_dead_ones_work_is_free(db: &TestDb) {
         .unwrap()
         .expect("nothing recorded since the plan");
     let subject = Subject::Node(node.id);
-    assert!(store.claim_work(subject, "a", at(3)).unwrap(), "already a's");
-    assert!(!store.claim_work(subject, "b", at(3)).unwrap(), "a is alive");
+    assert!(
+        store.claim_work(subject, "a", at(3)).unwrap(),
+        "already a's"
+    );
+    assert!(
+        !store.claim_work(subject, "b", at(3)).unwrap(),
+        "a is alive"
+    );
     assert_eq!(store.work_elsewhere("b", at(3)).unwrap(), [subject]);
     assert!(store.work_elsewhere("a", at(3)).unwrap().is_empty());
 
     // a stops renewing: once its lease is over, b may take the work.
     store.renew_lease(&b, at(25), lease).unwrap();
-    assert!(store.work_elsewhere("b", at(31)).unwrap().is_empty(), "a is dead");
+    assert!(
+        store.work_elsewhere("b", at(31)).unwrap().is_empty(),
+        "a is dead"
+    );
     assert!(store.claim_work(subject, "b", at(31)).unwrap());
     assert_eq!(store.work_elsewhere("a", at(31)).unwrap(), [subject]);
     store.release_work(subject, "a").unwrap();
-    assert_eq!(store.work_elsewhere("a", at(31)).unwrap(), [subject], "only b gives it back");
+    assert_eq!(
+        store.work_elsewhere("a", at(31)).unwrap(),
+        [subject],
+        "only b gives it back"
+    );
     store.release_work(subject, "b").unwrap();
     assert!(store.work_elsewhere("a", at(31)).unwrap().is_empty());
     store.retire_daemon("b", at(32)).unwrap();
@@ -773,7 +791,11 @@ pub(crate) fn launches_and_builds_recorded_since_the_plan_win(db: &TestDb) {
             .unwrap(),
         None
     );
-    assert!(!store.claim_work(Subject::Image(image.id), "b", at(5)).unwrap());
+    assert!(
+        !store
+            .claim_work(Subject::Image(image.id), "b", at(5))
+            .unwrap()
+    );
     store
         .set_image_state(image.id, ImageState::Delete, at(6), &why("failed"))
         .unwrap();
@@ -807,7 +829,10 @@ pub(crate) fn launches_and_builds_recorded_since_the_plan_win(db: &TestDb) {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
+        handles
+            .into_iter()
+            .map(|h| usize::from(h.join().unwrap()))
+            .sum()
     });
     assert_eq!(recorded, 1);
 }
