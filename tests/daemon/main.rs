@@ -237,3 +237,37 @@ fn config_edits_apply_on_sighup_and_a_broken_edit_is_ignored() {
     let mut child = child;
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_second_daemon_on_one_sqlite_store_is_refused_and_a_killed_ones_restart_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nodepool.yaml");
+    std::fs::write(&path, config(dir.path())).unwrap();
+    let (mut first, mut log) = nodepoold(&path);
+    follow(&mut log, "API listening", 1);
+    let output = Command::new(env!("CARGO_BIN_EXE_nodepoold"))
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "another nodepoold (pid {}) runs on the SQLite store",
+            first.id()
+        )) && stderr.contains("use PostgreSQL"),
+        "{stderr}"
+    );
+    // kill -9: the lock goes with the process, and its claims with the next start.
+    signal(&first, "KILL");
+    first.wait().unwrap();
+    let (second, mut log) = nodepoold(&path);
+    follow(&mut log, "API listening", 1);
+    let store = Store::open(&DbUri::Sqlite(dir.path().join("nodepool.sqlite")), "test").unwrap();
+    let daemons = store.daemons().unwrap();
+    assert_eq!(daemons.len(), 1, "the killed daemon's lease ended: {daemons:?}");
+    assert_eq!(daemons[0].pid, second.id());
+    terminate(&second);
+    follow(&mut log, "stopped", 1);
+}
