@@ -26,7 +26,7 @@ use crate::{deadline, follow_until, nodepoold, past, pause, terminate, until};
 /// This test's provider name: what an interrupted run left is found by it.
 const PROVIDER: &str = "daemon-kill";
 
-fn connect(rt: &tokio::runtime::Runtime) -> Option<OpenStackProvider> {
+pub(crate) fn connect(rt: &tokio::runtime::Runtime) -> Option<OpenStackProvider> {
     rt.block_on(support::local_cloud("the kill -9 test"))
 }
 
@@ -53,42 +53,59 @@ providers:
     )
 }
 
-fn kill_9(child: &mut std::process::Child) {
+pub(crate) fn kill_9(child: &mut std::process::Child) {
     child.kill().expect("SIGKILL is sent");
     child.wait().expect("the killed daemon is reaped");
 }
 
 /// What is tagged in the cloud for this provider, by kind.
-struct Tagged {
-    servers: Vec<(String, BTreeMap<String, String>)>,
-    images: Vec<(String, BTreeMap<String, String>)>,
-    floating_ips: Vec<(String, BTreeMap<String, String>)>,
+pub(crate) struct Tagged {
+    pub(crate) servers: Vec<(String, BTreeMap<String, String>)>,
+    pub(crate) images: Vec<(String, BTreeMap<String, String>)>,
+    pub(crate) floating_ips: Vec<(String, BTreeMap<String, String>)>,
 }
 
 fn tagged(rt: &tokio::runtime::Runtime, cloud: &OpenStackProvider) -> Tagged {
-    let ours = |m: &BTreeMap<String, String>| m.get(PROVIDER_KEY).is_some_and(|p| p == PROVIDER);
+    tagged_for(rt, cloud, PROVIDER)
+}
+
+/// What is tagged in the cloud for `provider`.
+pub(crate) fn tagged_for(
+    rt: &tokio::runtime::Runtime,
+    cloud: &OpenStackProvider,
+    provider: &str,
+) -> Tagged {
+    let ours = |m: &BTreeMap<String, String>| m.get(PROVIDER_KEY).is_some_and(|p| p == provider);
+    // A listing may meet a transient error while the daemons change the cloud under it
+    // (a page whose marker moved); such a listing is asked again.
+    async fn again<T, F: std::future::Future<Output = nodepool_provider::Result<T>>>(
+        call: impl Fn() -> F,
+    ) -> T {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Ok(value) => return value,
+                Err(e) if e.is_retryable() && attempt < 5 => attempt += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
     rt.block_on(async {
         Tagged {
-            servers: cloud
-                .list_servers()
+            servers: again(|| cloud.list_servers())
                 .await
-                .unwrap()
                 .into_iter()
                 .filter(|s| ours(&s.metadata))
                 .map(|s| (s.id.to_string(), s.metadata))
                 .collect(),
-            images: cloud
-                .list_images()
+            images: again(|| cloud.list_images())
                 .await
-                .unwrap()
                 .into_iter()
                 .filter(|i| ours(&i.properties))
                 .map(|i| (i.id.to_string(), i.properties))
                 .collect(),
-            floating_ips: cloud
-                .list_floating_ips()
+            floating_ips: again(|| cloud.list_floating_ips())
                 .await
-                .unwrap()
                 .into_iter()
                 .filter(|ip| ours(&ip.metadata))
                 .map(|ip| (ip.id.to_string(), ip.metadata))
@@ -99,7 +116,16 @@ fn tagged(rt: &tokio::runtime::Runtime, cloud: &OpenStackProvider) -> Tagged {
 
 /// Deletes what an interrupted run of this test left.
 fn clear_leftovers(rt: &tokio::runtime::Runtime, cloud: &OpenStackProvider) {
-    let left = tagged(rt, cloud);
+    clear_leftovers_of(rt, cloud, PROVIDER);
+}
+
+/// Deletes what an interrupted run left for `provider`.
+pub(crate) fn clear_leftovers_of(
+    rt: &tokio::runtime::Runtime,
+    cloud: &OpenStackProvider,
+    provider: &str,
+) {
+    let left = tagged_for(rt, cloud, provider);
     rt.block_on(async {
         for (id, _) in left.floating_ips {
             let _ = cloud.delete_floating_ip(&id.as_str().into()).await;
@@ -115,7 +141,7 @@ fn clear_leftovers(rt: &tokio::runtime::Runtime, cloud: &OpenStackProvider) {
 
 /// Why the cloud and the store disagree, if they do: a tagged server that is no node's or
 /// building upload's, a tagged image that is no upload's.
-fn disagreement(snapshot: &Snapshot, cloud: &Tagged) -> Option<String> {
+pub(crate) fn disagreement(snapshot: &Snapshot, cloud: &Tagged) -> Option<String> {
     for (id, _) in &cloud.servers {
         let known = snapshot
             .nodes

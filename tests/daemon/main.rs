@@ -6,6 +6,7 @@
 
 mod api;
 mod cloud;
+mod ha;
 #[path = "../../crates/nodepool-daemon/tests/support/mod.rs"]
 mod support;
 
@@ -266,7 +267,11 @@ fn a_second_daemon_on_one_sqlite_store_is_refused_and_a_killed_ones_restart_is_n
     follow(&mut log, "API listening", 1);
     let store = Store::open(&DbUri::Sqlite(dir.path().join("nodepool.sqlite")), "test").unwrap();
     let daemons = store.daemons().unwrap();
-    assert_eq!(daemons.len(), 1, "the killed daemon's lease ended: {daemons:?}");
+    assert_eq!(
+        daemons.len(),
+        1,
+        "the killed daemon's lease ended: {daemons:?}"
+    );
     assert_eq!(daemons[0].pid, second.id());
     terminate(&second);
     follow(&mut log, "stopped", 1);

@@ -3,6 +3,7 @@
 //! One set of SQL files serves every backend. A database that has a migration this binary
 //! does not know was written by a newer nodepool: that is an error, never a silent downgrade.
 
+use diesel::RunQueryDsl;
 use diesel::migration::MigrationSource;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -46,11 +47,27 @@ pub(crate) fn check_not_newer(conn: &mut AnyConnection) -> Result<Vec<String>> {
     Ok(applied)
 }
 
-/// Applies every pending migration; returns the versions applied now.
+/// The session lock that lets one process at a time migrate a PostgreSQL store ("migrate").
+const MIGRATION_LOCK: i64 = 0x6d69_6772_6174_65;
+
+/// Applies every pending migration; returns the versions applied now. Daemons starting
+/// together on one PostgreSQL store take turns: the first migrates, the others find
+/// nothing left to do.
 pub(crate) fn run_pending(conn: &mut AnyConnection) -> Result<Vec<String>> {
-    check_not_newer(conn)?;
-    let applied = conn
-        .run_pending_migrations(MIGRATIONS)
-        .map_err(migration_error)?;
-    Ok(applied.into_iter().map(|v| v.to_string()).collect())
+    let postgres = matches!(conn, AnyConnection::Postgresql(_));
+    if let AnyConnection::Postgresql(pg) = conn {
+        diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(pg)?;
+    }
+    let result: Result<Vec<String>> = check_not_newer(conn).and_then(|_| {
+        Ok(conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(migration_error)?
+            .into_iter()
+            .map(|v| v.to_string())
+            .collect())
+    });
+    if postgres && let AnyConnection::Postgresql(pg) = conn {
+        diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(pg)?;
+    }
+    result
 }
