@@ -10,6 +10,7 @@
 //! and fails under `CI=true`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -78,9 +79,7 @@ pub(crate) fn tagged_for(
     let ours = |m: &BTreeMap<String, String>| m.get(PROVIDER_KEY).is_some_and(|p| p == provider);
     // A listing may meet a transient error while the daemons change the cloud under it
     // (a page whose marker moved); such a listing is asked again.
-    async fn again<T, F: std::future::Future<Output = nodepool_provider::Result<T>>>(
-        call: impl Fn() -> F,
-    ) -> T {
+    async fn again<T, F: Future<Output = nodepool_provider::Result<T>>>(call: impl Fn() -> F) -> T {
         let mut attempt = 0;
         loop {
             match call().await {

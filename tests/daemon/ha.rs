@@ -217,7 +217,8 @@ fn two_daemons_share_one_store_and_one_finishes_what_a_killed_one_left() {
     // daemon's cleanup within two listings. Either way the cloud empties while c runs.
     let end = deadline(Duration::from_secs(120));
     let mut left = tagged_for(&rt, &cloud, PROVIDER);
-    while !(left.servers.is_empty() && left.images.is_empty()) && !past(end) {
+    let empty = |t: &crate::cloud::Tagged| t.servers.is_empty() && t.images.is_empty();
+    while !empty(&left) && !past(end) {
         pause(Duration::from_secs(2));
         left = tagged_for(&rt, &cloud, PROVIDER);
     }

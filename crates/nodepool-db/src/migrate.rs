@@ -48,7 +48,7 @@ pub(crate) fn check_not_newer(conn: &mut AnyConnection) -> Result<Vec<String>> {
 }
 
 /// The session lock that lets one process at a time migrate a PostgreSQL store ("migrate").
-const MIGRATION_LOCK: i64 = 0x6d69_6772_6174_65;
+const MIGRATION_LOCK: i64 = 0x006d_6967_7261_7465;
 
 /// Applies every pending migration; returns the versions applied now. Daemons starting
 /// together on one PostgreSQL store take turns: the first migrates, the others find
