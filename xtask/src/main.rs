@@ -11,6 +11,8 @@
 //!   command line's definition; a test fails while it is stale.
 //! - `cargo xtask cloud install|up|down|reset|smoke|env`: a real OpenStack on 127.0.0.1 for
 //!   the driver tests (`xtask/cloud/README.md`).
+//! - `cargo xtask api`: the HTTP API against `docs/api/openapi.yaml`, with schemathesis
+//!   (`xtask/api-check.sh`).
 //!
 //! The tidy checks (module docs, architecture rules) are ordinary tests of this crate,
 //! so `cargo test` runs them too.
@@ -30,9 +32,10 @@ fn main() -> anyhow::Result<()> {
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("docs") => docs(),
         Some("cloud") => cloud(&args[1..]),
+        Some("api") => api(),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [SUITE]  benchmarks (store, policy, cli, cloud, fill; all by default), as Markdown tables\n  docs           regenerate docs/nodepool.1, the man page, from the command line's definition\n  cloud CMD      local OpenStack: install, up, down, reset, smoke [N], env"
+                "usage: cargo xtask <task>\n\ntasks:\n  ci             formatting, clippy -D warnings, all tests, docs -D warnings\n  bench [SUITE]  benchmarks (store, policy, cli, cloud, fill; all by default), as Markdown tables\n  docs           regenerate docs/nodepool.1, the man page, from the command line's definition\n  cloud CMD      local OpenStack: install, up, down, reset, smoke [N], env\n  api            the HTTP API against docs/api/openapi.yaml (schemathesis)"
             );
             Ok(())
         }
@@ -145,6 +148,12 @@ fn cloud(args: &[String]) -> anyhow::Result<()> {
     }
 }
 
+/// The HTTP API against its OpenAPI document.
+fn api() -> anyhow::Result<()> {
+    let script = tidy::workspace_root().join("xtask/api-check.sh");
+    step("api", "bash", &[&script.display().to_string()], &[])
+}
+
 fn ci() -> anyhow::Result<()> {
     let root = tidy::workspace_root();
     std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
@@ -173,6 +182,7 @@ fn ci() -> anyhow::Result<()> {
         &["test", "--workspace", "--locked"],
         &[("CI", "true")],
     )?;
+    api()?;
     step(
         "docs",
         &cargo,

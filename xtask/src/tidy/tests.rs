@@ -264,3 +264,50 @@ fn the_cli_never_depends_on_the_daemon() {
     }
     assert!(deps["nodepool-cli"].contains("nodepool-executor"));
 }
+
+/// Every route the API serves is in its OpenAPI document, with the same methods, and the
+/// document describes no route the API lacks. (Schemathesis, `cargo xtask api`, checks the
+/// answers against the document.)
+#[test]
+fn the_openapi_document_lists_every_route_of_the_api() {
+    let root = workspace_root();
+    let source =
+        std::fs::read_to_string(root.join("crates/nodepool-daemon/src/api/mod.rs")).unwrap();
+    let mut served: BTreeSet<(String, String)> = BTreeSet::new();
+    for (at, _) in source.match_indices(".route(") {
+        let rest = &source[at + ".route(".len()..];
+        let path = rest.split('"').nth(1).unwrap().to_owned();
+        // Up to the next route, or the end of the router.
+        let end = [".route(", ".route_layer(", ".fallback("]
+            .iter()
+            .filter_map(|next| rest.find(next))
+            .min()
+            .unwrap_or(rest.len());
+        let call = &rest[..end];
+        for method in ["get", "post", "delete", "put", "patch"] {
+            if call.contains(&format!("{method}(routes::")) {
+                served.insert((path.clone(), method.to_owned()));
+            }
+        }
+    }
+    let document = std::fs::read_to_string(root.join("docs/api/openapi.yaml")).unwrap();
+    let mut documented = BTreeSet::new();
+    let mut path = None;
+    for line in document.lines() {
+        if let Some(p) = line.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) {
+            path = Some(format!("/{p}"));
+        } else if !line.starts_with("  ") {
+            path = None;
+        } else if let (Some(path), Some(method)) = (&path, line.strip_prefix("    ")) {
+            let method = method.trim_end_matches(':');
+            if ["get", "post", "delete", "put", "patch"].contains(&method) {
+                documented.insert((path.clone(), method.to_owned()));
+            }
+        }
+    }
+    assert!(served.len() >= 10, "the check sees the routes: {served:?}");
+    assert_eq!(
+        served, documented,
+        "served (left) and documented (right) differ"
+    );
+}

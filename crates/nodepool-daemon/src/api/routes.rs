@@ -184,8 +184,8 @@ pub(super) async fn get_request(
     let request = RequestId::new(id(&text, "request")?);
     let wait = match query(q)?.wait {
         None => Duration::ZERO,
-        Some(secs) if secs.is_finite() && secs >= 0.0 => {
-            Duration::from_secs_f64(secs).min(MAX_WAIT)
+        Some(secs) if secs.is_finite() && (0.0..=MAX_WAIT.as_secs_f64()).contains(&secs) => {
+            Duration::from_secs_f64(secs)
         }
         Some(secs) => {
             return Err(ApiError::field(
