@@ -643,3 +643,130 @@ fn an_unreadable_token_file_or_a_taken_address_stops_the_start() {
 fn config_text_on_port(dir: &Path, port: u16) -> String {
     config(dir).replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"))
 }
+
+/// 200 clients at once, 50 calls each: every request is served exactly once, no node goes
+/// to two requests, and every node is accounted for.
+#[test]
+fn two_hundred_clients_at_once_lose_no_request_and_share_no_node() {
+    const CLIENTS: usize = 200;
+    const REQUESTS: usize = 2;
+    const CALLS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "  rate: 1000000\n");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("min-ready: 2", "min-ready: 40")
+        .replace("max-servers: 4", "max-servers: 150\n    rate: 0.001");
+    std::fs::write(&path, text).unwrap();
+    let api = Api::start(&path);
+    ready_nodes(&api, 40);
+    let base = api.base.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let served: Vec<(u64, u64)> = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let (client, base) = (client.clone(), base.clone());
+                tokio::spawn(async move {
+                    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+                        let mut request = client.request(method, format!("{base}{path}"));
+                        if let Some(body) = body {
+                            request = request.body(body.to_string());
+                        }
+                        async move {
+                            let response = request.send().await.expect("the API answers");
+                            let status = response.status().as_u16();
+                            let text = response.text().await.unwrap_or_default();
+                            let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                            assert!(status < 300, "{status}: {json}");
+                            json
+                        }
+                    };
+                    let mut calls = 0;
+                    let mut mine = Vec::new();
+                    for _ in 0..REQUESTS {
+                        let created = call(
+                            reqwest::Method::POST,
+                            "/v1/requests".into(),
+                            Some(
+                                json!({"labels": ["small"], "requestor": format!("ci-{}", i % 7)}),
+                            ),
+                        )
+                        .await;
+                        calls += 1;
+                        let id = created["id"].as_u64().unwrap();
+                        let node = loop {
+                            let got = call(
+                                reqwest::Method::GET,
+                                format!("/v1/requests/{id}?wait=30"),
+                                None,
+                            )
+                            .await;
+                            calls += 1;
+                            match got["state"].as_str().unwrap() {
+                                "fulfilled" => break got["nodes"][0]["id"].as_u64().unwrap(),
+                                "requested" => {}
+                                other => panic!("request {id} {other}: {got}"),
+                            }
+                        };
+                        call(
+                            reqwest::Method::POST,
+                            format!("/v1/nodes/{node}/release"),
+                            None,
+                        )
+                        .await;
+                        calls += 1;
+                        mine.push((id, node));
+                    }
+                    let reads = [
+                        "/v1/nodes?state=ready",
+                        "/v1/providers",
+                        "/health",
+                        "/v1/images",
+                    ];
+                    while calls < CALLS {
+                        call(
+                            reqwest::Method::GET,
+                            reads[calls % reads.len()].into(),
+                            None,
+                        )
+                        .await;
+                        calls += 1;
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut served = Vec::new();
+        for task in tasks {
+            served.extend(task.await.unwrap());
+        }
+        served
+    });
+    assert_eq!(served.len(), CLIENTS * REQUESTS, "every request served");
+    let nodes: std::collections::BTreeSet<u64> = served.iter().map(|(_, n)| *n).collect();
+    assert_eq!(nodes.len(), served.len(), "no node went to two requests");
+    // The store agrees: every request fulfilled with its one node, none lost or extra.
+    let requests = api.get("/v1/requests");
+    let requests = requests.as_array().unwrap();
+    assert_eq!(requests.len(), served.len());
+    for request in requests {
+        assert_eq!(request["state"], "fulfilled", "{request}");
+        let id = request["id"].as_u64().unwrap();
+        let node = served
+            .iter()
+            .find(|(r, _)| *r == id)
+            .expect("a request we made")
+            .1;
+        assert_eq!(request["node_ids"], json!([node]));
+    }
+    // Every node is accounted for: released ones are used or already deleted; none is
+    // in use by a request nobody holds.
+    let in_use = api.get("/v1/nodes?state=in-use");
+    assert!(in_use.as_array().unwrap().is_empty(), "{in_use:#}");
+    api.stop();
+}

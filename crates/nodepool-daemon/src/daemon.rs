@@ -637,7 +637,7 @@ impl Daemon {
         self.apply_images(&snapshot, &images, now).await;
         self.apply_nodes(&snapshot, &nodes, now).await;
         self.publish(now);
-        self.gauges.update(&snapshot, &self.clouds);
+        self.gauges.update(&snapshot, &self.clouds, &self.config);
         self.run_jobs(&snapshot, now).await;
         metrics::histogram!("nodepool_round_seconds")
             .record(self.clock.now().saturating_since(now).as_secs_f64());

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use nodepool_config::Config;
 use nodepool_executor::clouds::Clouds;
 use nodepool_model::Snapshot;
 
@@ -46,7 +47,11 @@ pub(crate) struct Gauges {
 
 impl Gauges {
     /// Sets the gauges from one round's snapshot and the clouds' call counters.
-    pub(crate) fn update(&mut self, snapshot: &Snapshot, clouds: &Clouds) {
+    pub(crate) fn update(&mut self, snapshot: &Snapshot, clouds: &Clouds, config: &Config) {
+        for provider in &config.providers {
+            metrics::gauge!("nodepool_provider_max_servers", "provider" => provider.name.to_string())
+                .set(f64::from(provider.max_servers));
+        }
         let mut nodes: BTreeMap<(String, String, &'static str), usize> = BTreeMap::new();
         for node in &snapshot.nodes {
             *nodes
