@@ -1,8 +1,8 @@
 //! Two real `nodepoold` processes on one PostgreSQL store and the local OpenStack
 //! (`cargo xtask cloud up`): together they fill `min-ready` once, never have more node
 //! servers than `max-servers` nor two builds of an image at once (the cloud is sampled
-//! all along), and when one is killed with SIGKILL mid-launch, the other finishes its work
-//! with nothing leaked. Without PostgreSQL, the cloud or sshd the test is skipped on a
+//! all along), and when one is killed with SIGKILL mid-launch or mid-build, another
+//! finishes its work with nothing leaked. Without PostgreSQL, the cloud or sshd the test is skipped on a
 //! laptop and fails under `CI=true`.
 
 use std::path::Path;
@@ -196,7 +196,39 @@ fn two_daemons_share_one_store_and_one_finishes_what_a_killed_one_left() {
         pause(Duration::from_secs(2));
     }
 
+    // An operator asks for a rebuild; c is killed once the build's template server exists,
+    // and d cleans up: the half-built upload goes with its template server, and the
+    // operator's request ends (failed: the build was interrupted; the next one is cron's).
+    let now = nodepool_provider::Clock::now(&nodepool_daemon::SystemClock);
+    store
+        .request_image_build(None, &"base".parse().unwrap(), "operator", now)
+        .unwrap();
+    let mut c = c;
+    follow_until(&mut c_log, "the rebuild's template server created", |l| {
+        l.contains("template server") && l.contains("created")
+    });
+    kill_9(&mut c);
+    let (d, mut d_log) = nodepoold(&path);
+    follow(&mut d_log, "API listening", 1);
+    let end = deadline(Duration::from_secs(600));
+    loop {
+        let snapshot = store.snapshot().unwrap();
+        let settled = full(&snapshot, 4) && snapshot.build_requests.is_empty();
+        let problem = if settled {
+            disagreement(&snapshot, &tagged_for(&rt, &cloud, PROVIDER))
+        } else {
+            Some("the interrupted build is not cleaned up yet".to_owned())
+        };
+        let Some(problem) = problem else { break };
+        assert!(
+            !past(end),
+            "not settled after 10 minutes: {problem}: {snapshot:#?}"
+        );
+        pause(Duration::from_secs(2));
+    }
+
     // Retire everything, then stop.
+    let (c, mut c_log) = (d, d_log);
     std::fs::write(&path, config(dir, &db.uri(), sshd.port, -1, 4)).unwrap();
     crate::signal(&c, "HUP");
     follow(&mut c_log, "config changed", 1);

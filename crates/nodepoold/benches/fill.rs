@@ -8,6 +8,10 @@
 //! answers at every node's (loopback) address. Prints medians of five runs as a Markdown
 //! table for docs/benchmarks.md: the local cloud's own pace varies by a quarter from run to
 //! run, so fewer say little.
+//!
+//! When a PostgreSQL server answers at 127.0.0.1:5432, each run also fills the pool from a
+//! PostgreSQL store with one daemon and with two daemons sharing it: two must be no slower
+//! than one.
 
 // A benchmark measures wall time and waits on the cloud; it reports on stdout.
 #![allow(
@@ -40,7 +44,7 @@ fn runs() -> usize {
 }
 const PROVIDER: &str = "bench-fill";
 
-fn config(dir: &Path, port: u16, min_ready: i32) -> String {
+fn config(dir: &Path, dburi: &str, port: u16, min_ready: i32) -> String {
     let labels: String = (1..=4)
         .map(|i| {
             format!(
@@ -51,7 +55,9 @@ fn config(dir: &Path, port: u16, min_ready: i32) -> String {
     // No `networks`: Nova picks the network, as it does for smoke.py.
     format!(
         "script-dir: {dir}/scripts
-dburi: sqlite://{dir}/nodepool.sqlite
+dburi: {dburi}
+api:
+  listen: 127.0.0.1:0
 labels:
 {labels}providers:
 {provider}",
@@ -181,6 +187,100 @@ fn smoke() -> Duration {
     Duration::from_secs_f64(seconds.parse().unwrap())
 }
 
+/// A PostgreSQL database for the run, or `None` without a server.
+fn postgres() -> Option<String> {
+    let name = format!("nodepool_bench_fill_{}", std::process::id());
+    let made = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q"])
+        .args(["-c", &format!("DROP DATABASE IF EXISTS {name}")])
+        .args(["-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .ok()?;
+    made.status.success().then_some(name)
+}
+
+fn drop_postgres(name: &str) {
+    let _ = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-q",
+            "-c",
+        ])
+        .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .output();
+}
+
+/// Opens the store once the daemon has made it.
+fn open(uri: &DbUri) -> Store {
+    loop {
+        if let Ok(store) = Store::open(uri, "bench")
+            && store.check_schema().is_ok()
+        {
+            return store;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Builds the image into the store of `path` (min-ready 0 launches nothing).
+fn build_image(path: &Path, uri: &DbUri) -> Store {
+    let child = nodepoold(path);
+    let store = open(uri);
+    wait_for(&store, "the image", Duration::from_secs(600), |s| {
+        s.images(&ImageFilter::default())
+            .unwrap()
+            .iter()
+            .any(|i| i.state == ImageState::Ready)
+    });
+    stop(child);
+    store
+}
+
+/// Starts `daemons` daemons on `path` and times them to 40 READY nodes; then empties the
+/// pool. Returns the time, and the first daemon's peak RSS and CPU.
+fn fill(
+    runtime: &tokio::runtime::Runtime,
+    cloud: &OpenStackProvider,
+    store: &Store,
+    path: &Path,
+    daemons: usize,
+) -> (f64, f64, f64) {
+    let start = Instant::now();
+    let children: Vec<Child> = (0..daemons).map(|_| nodepoold(path)).collect();
+    wait_for(store, "40 ready nodes", Duration::from_secs(600), |s| {
+        s.nodes(&NodeFilter::default())
+            .unwrap()
+            .iter()
+            .filter(|n| n.state == NodeState::Ready)
+            .count()
+            >= NODES
+    });
+    let fill = start.elapsed().as_secs_f64();
+    let peak = peak_rss_mb(children[0].id());
+    let used = cpu_seconds(children[0].id());
+    for child in children {
+        stop(child);
+    }
+    // Back to an empty pool for the next run: servers deleted, rows removed.
+    clear(runtime, cloud, false);
+    let now = Timestamp::from_unix_seconds(0);
+    let why = Reason::new("bench", "next run");
+    for node in store.nodes(&NodeFilter::default()).unwrap() {
+        store
+            .set_node_state(node.id, NodeState::Delete, node.state_time, &why)
+            .unwrap();
+        store
+            .remove_node(node.id, now.max(node.state_time), &why)
+            .unwrap();
+    }
+    (fill, peak, used)
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -201,66 +301,44 @@ fn main() {
     std::fs::write(dir.join("scripts/prepare.sh"), "#!/bin/sh\ntrue\n").unwrap();
     let path = dir.join("nodepool.yaml");
 
-    // The image first (min-ready 0 builds it and launches nothing).
-    std::fs::write(&path, config(dir, sshd.port, 0)).unwrap();
-    let child = nodepoold(&path);
-    let uri = DbUri::Sqlite(dir.join("nodepool.sqlite"));
-    let store = loop {
-        if let Ok(store) = Store::open(&uri, "bench")
-            && store.check_schema().is_ok()
-        {
-            break store;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    wait_for(&store, "the image", Duration::from_secs(600), |s| {
-        s.images(&ImageFilter::default())
-            .unwrap()
-            .iter()
-            .any(|i| i.state == ImageState::Ready)
+    // The image first, in each store (min-ready 0 builds it and launches nothing).
+    let sqlite = format!("sqlite://{}/nodepool.sqlite", dir.display());
+    std::fs::write(&path, config(dir, &sqlite, sshd.port, 0)).unwrap();
+    let store = build_image(&path, &DbUri::Sqlite(dir.join("nodepool.sqlite")));
+    let pg = postgres().map(|name| {
+        let uri = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let pg_path = dir.join("nodepool-pg.yaml");
+        std::fs::write(&pg_path, config(dir, &uri, sshd.port, 0)).unwrap();
+        let store = build_image(&pg_path, &DbUri::parse(&uri, None).unwrap());
+        std::fs::write(&pg_path, config(dir, &uri, sshd.port, 10)).unwrap();
+        (name, pg_path, store)
     });
-    stop(child);
+    if pg.is_none() {
+        eprintln!("no PostgreSQL at 127.0.0.1:5432: one daemon on SQLite only");
+    }
 
     let (mut fills, mut rss, mut cpu, mut smokes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut pg_one, mut pg_two) = (Vec::new(), Vec::new());
+    std::fs::write(&path, config(dir, &sqlite, sshd.port, 10)).unwrap();
     for run in 1..=runs() {
-        std::fs::write(&path, config(dir, sshd.port, 10)).unwrap();
-        let start = Instant::now();
-        let child = nodepoold(&path);
-        wait_for(&store, "40 ready nodes", Duration::from_secs(600), |s| {
-            s.nodes(&NodeFilter::default())
-                .unwrap()
-                .iter()
-                .filter(|n| n.state == NodeState::Ready)
-                .count()
-                >= NODES
-        });
-        let fill = start.elapsed();
-        let peak = peak_rss_mb(child.id());
-        let used = cpu_seconds(child.id());
-        stop(child);
-        // Back to an empty pool for the next run: servers deleted, rows removed.
-        clear(&runtime, &cloud, false);
-        let now = Timestamp::from_unix_seconds(0);
-        let why = Reason::new("bench", "next run");
-        for node in store.nodes(&NodeFilter::default()).unwrap() {
-            store
-                .set_node_state(node.id, NodeState::Delete, node.state_time, &why)
-                .unwrap();
-            store
-                .remove_node(node.id, now.max(node.state_time), &why)
-                .unwrap();
-        }
+        let (time, peak, used) = fill(&runtime, &cloud, &store, &path, 1);
         let raw = smoke();
         eprintln!(
-            "run {run}: nodepoold {:.1} s to {NODES} READY (peak RSS {peak:.1} MB, CPU {used:.2} s); smoke.py {:.1} s to {NODES} ACTIVE",
-            fill.as_secs_f64(),
+            "run {run}: nodepoold {time:.1} s to {NODES} READY (peak RSS {peak:.1} MB, CPU {used:.2} s); smoke.py {:.1} s to {NODES} ACTIVE",
             raw.as_secs_f64()
         );
-        fills.push(fill.as_secs_f64());
+        fills.push(time);
         rss.push(peak);
         cpu.push(used);
         smokes.push(raw.as_secs_f64());
+        if let Some((_, pg_path, pg_store)) = &pg {
+            let (one, ..) = fill(&runtime, &cloud, pg_store, pg_path, 1);
+            let (two, ..) = fill(&runtime, &cloud, pg_store, pg_path, 2);
+            eprintln!("run {run}: on PostgreSQL, one daemon {one:.1} s, two daemons {two:.1} s");
+            pg_one.push(one);
+            pg_two.push(two);
+        }
     }
     clear(&runtime, &cloud, true);
     let runs = fills.len();
@@ -274,4 +352,14 @@ fn main() {
     );
     println!("| smoke.py (raw HTTP), create to ACTIVE | {raw:.1} s | | |");
     println!("| ratio | {:.2}x | | |", fill / raw);
+    if let Some((name, ..)) = pg {
+        let (one, two) = (median(pg_one), median(pg_two));
+        println!();
+        println!("| PostgreSQL store | {NODES} nodes (median of {runs}) |");
+        println!("| --- | ---: |");
+        println!("| one nodepoold | {one:.1} s |");
+        println!("| two nodepoold sharing it | {two:.1} s |");
+        println!("| two / one | {:.2}x |", two / one);
+        drop_postgres(&name);
+    }
 }

@@ -62,10 +62,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Arc::new(FakeRemote::new()),
         Arc::new(SshRemote::new()),
     );
-    let daemon = Daemon::start(Options::new(args.config), clock, Arc::new(connect)).await?;
+    // Signals are caught from before the start: a SIGTERM that arrives while the daemon
+    // starts stops it gracefully once it has started.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    let daemon = Daemon::start(Options::new(args.config), clock, Arc::new(connect)).await?;
     let reload = Arc::new(tokio::sync::Notify::new());
     let on_hangup = reload.clone();
     tokio::spawn(async move {
