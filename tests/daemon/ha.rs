@@ -6,7 +6,6 @@
 //! laptop and fails under `CI=true`.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use nodepool_config::DbUri;
@@ -19,53 +18,6 @@ use crate::support;
 use crate::{deadline, follow, follow_until, nodepoold, past, pause, terminate, until};
 
 const PROVIDER: &str = "daemon-ha";
-
-/// A PostgreSQL database for this test, dropped after it.
-struct PgDb(String);
-
-impl PgDb {
-    #[allow(clippy::print_stderr)]
-    fn create() -> Option<PgDb> {
-        let name = format!("nodepool_test_{}_ha", std::process::id());
-        let made = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q"])
-            .args(["-c", &format!("DROP DATABASE IF EXISTS {name}")])
-            .args(["-c", &format!("CREATE DATABASE {name}")])
-            .output();
-        match made {
-            Ok(out) if out.status.success() => Some(PgDb(name)),
-            other if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("the HA test needs PostgreSQL in CI: {other:?}")
-            }
-            other => {
-                eprintln!("skipped: no PostgreSQL ({other:?})");
-                None
-            }
-        }
-    }
-
-    fn uri(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.0)
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-q",
-                "-c",
-            ])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0))
-            .output();
-    }
-}
 
 fn config(dir: &Path, uri: &str, port: u16, min_ready: i32, max_servers: u32) -> String {
     format!(
@@ -112,7 +64,9 @@ fn two_daemons_share_one_store_and_one_finishes_what_a_killed_one_left() {
     let Some(sshd) = support::sshd() else { return };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let Some(cloud) = connect(&rt) else { return };
-    let Some(db) = PgDb::create() else { return };
+    let Some(db) = support::PgDb::create("ha") else {
+        return;
+    };
     clear_leftovers_of(&rt, &cloud, PROVIDER);
     let dir = sshd.dir.path();
     std::fs::create_dir_all(dir.join("scripts")).unwrap();

@@ -11,6 +11,9 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::{Connect, Connector, Daemon, FakeRemote, Options, Recorded, TokioClock};
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 /// 2014-05-13T05:00:00Z.
 const T0: Timestamp = Timestamp::from_unix_seconds(1_399_957_200);
 
@@ -958,72 +961,6 @@ async fn between_full_listings_only_the_changes_are_listed() {
     running.stop().await;
 }
 
-/// A PostgreSQL database made for one test and dropped after it (through `psql`), or
-/// `None` on a developer's machine without a server. Under `CI=true` a missing server
-/// fails the test.
-struct PgDb {
-    name: String,
-    uri: String,
-}
-
-impl PgDb {
-    #[allow(clippy::print_stderr)]
-    fn create(test: &str) -> Option<PgDb> {
-        let name = format!("nodepool_test_{}_{test}", std::process::id());
-        let made = std::process::Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-q",
-                "-c",
-            ])
-            .arg(format!("DROP DATABASE IF EXISTS {name}"))
-            .arg("-c")
-            .arg(format!("CREATE DATABASE {name}"))
-            .output();
-        match made {
-            Ok(out) if out.status.success() => Some(PgDb {
-                uri: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-                name,
-            }),
-            other if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("PostgreSQL is required in CI but cannot be reached: {other:?}")
-            }
-            other => {
-                eprintln!(
-                    "skipping a PostgreSQL test: no server ({other:?}); set CI=true to make this a failure"
-                );
-                None
-            }
-        }
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-q",
-                "-c",
-            ])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
-    }
-}
-
 /// `config` with its store moved to `uri`.
 fn on_store(text: &str, dir: &Path, uri: &str) -> String {
     text.replace(
@@ -1047,14 +984,14 @@ async fn servers_in(shared: &SharedClouds, name: &str) -> usize {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn three_daemons_on_one_postgresql_fill_min_ready_once_within_max_servers() {
-    let Some(db) = PgDb::create("three_fill") else {
+    let Some(db) = support::PgDb::create("three_fill") else {
         return;
     };
     let (clock, remote, shared) = shared_clouds();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut daemons = Vec::new();
     for dir in &dirs {
-        let text = on_store(&config(dir.path(), 8, ""), dir.path(), &db.uri);
+        let text = on_store(&config(dir.path(), 8, ""), dir.path(), &db.uri());
         daemons.push(
             start_with(
                 dir.path(),
@@ -1123,7 +1060,7 @@ async fn three_daemons_on_one_postgresql_fill_min_ready_once_within_max_servers(
         daemon.stop().await;
     }
     let store = Store::open(
-        &nodepool_config::DbUri::parse(&db.uri, None).unwrap(),
+        &nodepool_config::DbUri::parse(&db.uri(), None).unwrap(),
         "test",
     )
     .unwrap();
@@ -1135,12 +1072,12 @@ async fn three_daemons_on_one_postgresql_fill_min_ready_once_within_max_servers(
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_daemon_killed_mid_launch_and_mid_build_has_its_work_finished_by_another() {
-    let Some(db) = PgDb::create("takeover") else {
+    let Some(db) = support::PgDb::create("takeover") else {
         return;
     };
     let (clock, remote, shared) = shared_clouds();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let text = |dir: &Path, min_ready| on_store(&config(dir, min_ready, ""), dir, &db.uri);
+    let text = |dir: &Path, min_ready| on_store(&config(dir, min_ready, ""), dir, &db.uri());
     let first = start_with(
         dir_a.path(),
         &text(dir_a.path(), 2),

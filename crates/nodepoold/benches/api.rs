@@ -13,6 +13,9 @@
 // A benchmark measures wall time; it reports on stdout.
 #![allow(clippy::disallowed_methods, clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "../../nodepool-daemon/tests/support/mod.rs"]
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -195,47 +198,14 @@ fn measure(dburi: &str, dir: &Path) -> (Duration, Duration, f64) {
     result
 }
 
-/// A PostgreSQL database for the run, or `None` without a server.
-fn postgres() -> Option<String> {
-    let name = format!("nodepool_bench_api_{}", std::process::id());
-    let made = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q"])
-        .args(["-c", &format!("DROP DATABASE IF EXISTS {name}")])
-        .args(["-c", &format!("CREATE DATABASE {name}")])
-        .output()
-        .ok()?;
-    made.status.success().then_some(name)
-}
-
-fn drop_postgres(name: &str) {
-    let _ = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-q",
-            "-c",
-        ])
-        .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .output();
-}
-
 fn main() {
     let mut rows = Vec::new();
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}/nodepool.sqlite", dir.path().display());
     rows.push(("SQLite", measure(&sqlite, dir.path())));
-    match postgres() {
-        Some(name) => {
-            let dir = tempfile::tempdir().unwrap();
-            let uri = format!("postgres://postgres@127.0.0.1:5432/{name}");
-            rows.push(("PostgreSQL", measure(&uri, dir.path())));
-            drop_postgres(&name);
-        }
-        None => eprintln!("PostgreSQL skipped: no server at 127.0.0.1:5432"),
+    if let Some(db) = support::PgDb::create("bench_api") {
+        let dir = tempfile::tempdir().unwrap();
+        rows.push(("PostgreSQL", measure(&db.uri(), dir.path())));
     }
     println!(
         "\n| store | request → fulfilled from ready, p50 | p99 | {CLIENTS} clients at once: requests fulfilled/s |"

@@ -187,34 +187,6 @@ fn smoke() -> Duration {
     Duration::from_secs_f64(seconds.parse().unwrap())
 }
 
-/// A PostgreSQL database for the run, or `None` without a server.
-fn postgres() -> Option<String> {
-    let name = format!("nodepool_bench_fill_{}", std::process::id());
-    let made = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q"])
-        .args(["-c", &format!("DROP DATABASE IF EXISTS {name}")])
-        .args(["-c", &format!("CREATE DATABASE {name}")])
-        .output()
-        .ok()?;
-    made.status.success().then_some(name)
-}
-
-fn drop_postgres(name: &str) {
-    let _ = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-q",
-            "-c",
-        ])
-        .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .output();
-}
-
 /// Opens the store once the daemon has made it.
 fn open(uri: &DbUri) -> Store {
     loop {
@@ -305,13 +277,13 @@ fn main() {
     let sqlite = format!("sqlite://{}/nodepool.sqlite", dir.display());
     std::fs::write(&path, config(dir, &sqlite, sshd.port, 0)).unwrap();
     let store = build_image(&path, &DbUri::Sqlite(dir.join("nodepool.sqlite")));
-    let pg = postgres().map(|name| {
-        let uri = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let pg = support::PgDb::create("bench_fill").map(|db| {
+        let uri = db.uri();
         let pg_path = dir.join("nodepool-pg.yaml");
         std::fs::write(&pg_path, config(dir, &uri, sshd.port, 0)).unwrap();
         let store = build_image(&pg_path, &DbUri::parse(&uri, None).unwrap());
         std::fs::write(&pg_path, config(dir, &uri, sshd.port, 10)).unwrap();
-        (name, pg_path, store)
+        (db, pg_path, store)
     });
     if pg.is_none() {
         eprintln!("no PostgreSQL at 127.0.0.1:5432: one daemon on SQLite only");
@@ -352,7 +324,7 @@ fn main() {
     );
     println!("| smoke.py (raw HTTP), create to ACTIVE | {raw:.1} s | | |");
     println!("| ratio | {:.2}x | | |", fill / raw);
-    if let Some((name, ..)) = pg {
+    if pg.is_some() {
         let (one, two) = (median(pg_one), median(pg_two));
         println!();
         println!("| PostgreSQL store | {NODES} nodes (median of {runs}) |");
@@ -360,6 +332,5 @@ fn main() {
         println!("| one nodepoold | {one:.1} s |");
         println!("| two nodepoold sharing it | {two:.1} s |");
         println!("| two / one | {:.2}x |", two / one);
-        drop_postgres(&name);
     }
 }

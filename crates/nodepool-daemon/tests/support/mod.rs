@@ -167,3 +167,59 @@ pub(crate) fn cloud_provider(name: &str, dir: &Path, port: u16, extra: &str) -> 
         me = whoami(),
     )
 }
+
+/// A PostgreSQL database made (with `psql`, as user `postgres` on 127.0.0.1:5432) for one
+/// test or benchmark run, dropped with this value. Without a server it is `None`, with a
+/// note, on a developer's machine; under `CI=true` a missing server fails the test.
+pub(crate) struct PgDb {
+    name: String,
+}
+
+impl PgDb {
+    pub(crate) fn create(purpose: &str) -> Option<PgDb> {
+        let name = format!("nodepool_test_{}_{purpose}", std::process::id());
+        let made = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q"])
+            .args(["-c", &format!("DROP DATABASE IF EXISTS {name}")])
+            .args(["-c", &format!("CREATE DATABASE {name}")])
+            .output();
+        match made {
+            Ok(out) if out.status.success() => Some(PgDb { name }),
+            other if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("{purpose} needs PostgreSQL in CI, at 127.0.0.1:5432: {other:?}")
+            }
+            other => {
+                eprintln!(
+                    "skipped {purpose}: no PostgreSQL at 127.0.0.1:5432 ({other:?}); set CI=true to make this a failure"
+                );
+                None
+            }
+        }
+    }
+
+    /// Its `dburi`.
+    pub(crate) fn uri(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-q",
+                "-c",
+            ])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
