@@ -74,6 +74,8 @@ const CONNECT_AGAIN: Duration = Duration::from_secs(60);
 /// How long a daemon's claims outlive its last sign of life; the work of a daemon silent
 /// for longer is taken over by the others.
 const LEASE: Duration = Duration::from_secs(30);
+/// How long launches are left to the other daemons before this one starts them itself.
+const SHARE_GRACE: Duration = Duration::from_secs(2);
 /// How soon a daemon whose plan another daemon outdated plans again.
 const REPLAN_AFTER: Duration = Duration::from_millis(200);
 /// A loop without a round for this long is stalled: its daemon stops renewing its lease.
@@ -151,6 +153,8 @@ pub struct Daemon {
     /// Another daemon recorded a launch or build since this round's snapshot: plan again
     /// soon, on fresh data.
     outdated: bool,
+    /// Since when launches this daemon planned have been left to the other daemons.
+    held_back_since: Option<Timestamp>,
 }
 
 impl Daemon {
@@ -278,6 +282,7 @@ impl Daemon {
             planned: Planned::default(),
             live_daemons: 1,
             outdated: false,
+            held_back_since: None,
         };
         daemon.schedule_jobs(now);
         Ok(daemon)
@@ -643,9 +648,19 @@ impl Daemon {
             .record(self.clock.now().saturating_since(now).as_secs_f64());
         // The next round comes when a provider's listing is due (sooner while an executor
         // waits on one), or something planned is, or at once if this plan was outdated.
-        let mut next = now.saturating_add(self.options.tick);
+        // With other daemons on the store, a round comes every busy tick: nothing wakes this
+        // loop when another daemon leaves it a share of the launches.
+        let most = if self.live_daemons > 1 {
+            self.options.busy_tick
+        } else {
+            self.options.tick
+        };
+        let mut next = now.saturating_add(most);
         if std::mem::take(&mut self.outdated) {
             next = next.min(now.saturating_add(REPLAN_AFTER));
+        }
+        if let Some(since) = self.held_back_since {
+            next = next.min(since.saturating_add(SHARE_GRACE));
         }
         for at in [
             self.clouds.next_listing(every, busy_every),
@@ -717,22 +732,25 @@ impl Daemon {
         }
     }
 
-    /// Forgets old history: events of what no longer exists, and failures the backoff no
-    /// longer looks at.
+    /// Forgets old history: requests that ended long ago, events of what no longer
+    /// exists, and failures the backoff no longer looks at.
     async fn prune(&self, now: Timestamp) {
         let events_before = now.saturating_sub(jobs::HISTORY_KEPT);
         let failures_before = now.saturating_sub(jobs::FAILURES_KEPT);
         match store::call(&self.store, move |s| {
             Ok((
+                s.prune_requests(events_before)?,
                 s.prune_events(events_before)?,
                 s.prune_failures(failures_before)?,
             ))
         })
         .await
         {
-            Ok((0, 0)) => {}
-            Ok((events, failures)) => {
-                info!("pruned {events} old event(s) and {failures} old failure(s)")
+            Ok((0, 0, 0)) => {}
+            Ok((requests, events, failures)) => {
+                info!(
+                    "pruned {requests} old request(s), {events} old event(s) and {failures} old failure(s)"
+                )
             }
             Err(e) => warn!("cannot prune old history: {e}"),
         }
@@ -935,6 +953,17 @@ impl Daemon {
             .div_ceil(self.live_daemons)
             .saturating_sub(mine)
             .min(planned);
+        // Launches left to the others for longer than a short grace (they may be idle
+        // until their next tick) are this daemon's after all.
+        if share < planned {
+            let since = *self.held_back_since.get_or_insert(now);
+            if now.saturating_since(since) >= SHARE_GRACE {
+                share = planned;
+                self.held_back_since = None;
+            }
+        } else {
+            self.held_back_since = None;
+        }
         for action in &plan.actions {
             match action {
                 NodeAction::Claim {

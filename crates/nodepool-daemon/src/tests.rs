@@ -588,14 +588,23 @@ async fn a_provider_removed_from_the_config_has_its_nodes_and_images_deleted() {
     use nodepool_provider::Provider;
     let dir = tempfile::tempdir().unwrap();
     let (clock, remote, shared) = shared_clouds();
+    // The images first: launched while only one provider had its image, every node would
+    // go there.
     let running = start_with(
         dir.path(),
-        &config(dir.path(), 4, ""),
+        &config(dir.path(), 0, ""),
         clock,
         shared.clone(),
         remote,
     )
     .await;
+    running
+        .until(Duration::from_secs(600), "both images", |s| {
+            ready_images(s) == 2
+        })
+        .await;
+    std::fs::write(dir.path().join("nodepool.yaml"), config(dir.path(), 4, "")).unwrap();
+    running.reload.notify_one();
     running
         .until(Duration::from_secs(600), "nodes on both providers", |s| {
             ready(s, "small") == 4 && s.nodes.iter().any(|n| n.provider.as_str() == "cloud2")

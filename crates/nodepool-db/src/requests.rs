@@ -430,6 +430,46 @@ impl Store {
         })
     }
 
+    /// Forgets node requests that ended (fulfilled, failed or canceled) before `before` and
+    /// hold no node any more, and operators' build requests that ended before it; returns
+    /// how many went. Their events go later, with the other events of what is gone.
+    ///
+    /// # Errors
+    ///
+    /// Database errors only.
+    pub fn prune_requests(&self, before: Timestamp) -> Result<usize> {
+        use crate::schema::build_requests::dsl as b;
+        let ended = [
+            RequestState::Fulfilled.as_str(),
+            RequestState::Failed.as_str(),
+            RequestState::Canceled.as_str(),
+        ];
+        self.write(|conn| {
+            let old: Vec<i64> = r::node_requests
+                .filter(r::state.eq_any(ended))
+                .filter(r::state_time.lt(before.unix_millis()))
+                .filter(diesel::dsl::not(diesel::dsl::exists(
+                    n::nodes.filter(n::request_id.eq(r::id.nullable())),
+                )))
+                .select(r::id)
+                .load(conn)?;
+            let mut pruned = 0;
+            for chunk in old.chunks(500) {
+                diesel::delete(rl::request_labels.filter(rl::request_id.eq_any(chunk)))
+                    .execute(conn)?;
+                pruned +=
+                    diesel::delete(r::node_requests.filter(r::id.eq_any(chunk))).execute(conn)?;
+            }
+            pruned += diesel::delete(
+                b::build_requests
+                    .filter(b::state.eq_any(["done", "failed"]))
+                    .filter(b::state_time.lt(before.unix_millis())),
+            )
+            .execute(conn)?;
+            Ok(pruned)
+        })
+    }
+
     /// One request, with its labels and the nodes assigned so far.
     ///
     /// # Errors

@@ -42,6 +42,7 @@ on_every_backend!(
     failed_and_finished_requests_get_no_nodes,
     ending_a_request_returns_or_releases_its_nodes,
     daemons_claim_work_and_a_dead_ones_work_is_free,
+    requests_that_ended_long_ago_are_forgotten,
     launches_and_builds_recorded_since_the_plan_win,
     build_requests,
     snapshot_sees_everything_in_order,

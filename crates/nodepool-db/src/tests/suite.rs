@@ -837,6 +837,56 @@ pub(crate) fn launches_and_builds_recorded_since_the_plan_win(db: &TestDb) {
     assert_eq!(recorded, 1);
 }
 
+pub(crate) fn requests_that_ended_long_ago_are_forgotten(db: &TestDb) {
+    let store = &db.store;
+    let small = ready_nodes(store, "cloud1", "small", 2, at(0));
+    let failed = store
+        .create_request(&[label("gpu")], "ci", 0, at(1))
+        .unwrap();
+    store
+        .fail_request(failed.id, at(2), &why("unservable"))
+        .unwrap();
+    let holding = store
+        .create_request(&[label("small")], "ci", 0, at(3))
+        .unwrap();
+    store
+        .claim_ready_nodes(holding.id, &label("small"), 1, at(4))
+        .unwrap();
+    let waiting = store
+        .create_request(&[label("small")], "ci", 0, at(5))
+        .unwrap();
+    let build = store
+        .request_image_build(None, &ImageName::new("base").unwrap(), "alice", at(6))
+        .unwrap();
+    for state in [BuildRequestState::Started, BuildRequestState::Failed] {
+        store
+            .set_build_request_state(build.id, state, at(7), &why("x"))
+            .unwrap();
+    }
+    // Only what ended before the cut goes: not a request still holding its node, not one
+    // still waiting.
+    assert_eq!(store.prune_requests(at(100)).unwrap(), 2);
+    let left: Vec<_> = store.requests(None).unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(left, [holding.id, waiting.id]);
+    store.release_node(small[0].id, at(200), "ci").unwrap();
+    store
+        .set_node_state(small[0].id, NodeState::Delete, at(201), &why("used"))
+        .unwrap();
+    store
+        .remove_node(small[0].id, at(202), &why("deleted"))
+        .unwrap();
+    assert_eq!(
+        store.prune_requests(at(300)).unwrap(),
+        1,
+        "its node is gone"
+    );
+    assert_eq!(store.requests(None).unwrap().len(), 1);
+    assert!(
+        store.prune_events(at(400)).unwrap() > 0,
+        "their events go too"
+    );
+}
+
 pub(crate) fn build_requests(db: &TestDb) {
     let store = &db.store;
     let image = ImageName::new("centos").unwrap();
