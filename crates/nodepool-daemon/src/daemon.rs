@@ -209,7 +209,6 @@ impl Daemon {
             providers: BTreeMap::new(),
         }));
         let wake = Arc::new(Notify::new());
-        let heartbeat = register(&store, &clock, &me, single, status.subscribe()).await?;
         let (api, api_address) = if options.api {
             let token = config
                 .api
@@ -238,6 +237,8 @@ impl Daemon {
         } else {
             (None, None)
         };
+        // Registered once nothing can fail the start any more.
+        let heartbeat = register(&store, &clock, &me, single, status.subscribe()).await?;
         let mut clouds = Clouds::new(clock.clone(), installation.clone(), connector);
         let mut connect_errors = BTreeMap::new();
         for (provider, error) in clouds.reconcile(&config).await {
