@@ -209,36 +209,42 @@ impl Daemon {
             providers: BTreeMap::new(),
         }));
         let wake = Arc::new(Notify::new());
-        let (api, api_address) = if options.api {
+        // The API's address and token are checked before the daemon registers, so that a
+        // start they fail leaves no lease behind; it serves once the daemon is registered.
+        let listening = if options.api {
             let token = config
                 .api
                 .token_file
                 .as_deref()
                 .map(api::read_token)
                 .transpose()?;
-            let listener = api::bind(config.api.listen).await?;
-            let address = listener.local_addr().ok();
-            if let Some(address) = address {
-                info!(token = token.is_some(), "API listening on http://{address}");
-            }
-            let shared = api::Shared::new(
-                store.clone(),
-                clock.clone(),
-                status_seen,
-                wake.clone(),
-                crate::metrics::handle(),
-                token,
-            );
-            let (stop, stopped) = oneshot::channel::<()>();
-            let task = tokio::spawn(api::serve(listener, shared, async {
-                let _ = stopped.await;
-            }));
-            (Some((stop, task)), address)
+            Some((api::bind(config.api.listen).await?, token))
         } else {
-            (None, None)
+            None
         };
-        // Registered once nothing can fail the start any more.
         let heartbeat = register(&store, &clock, &me, single, status.subscribe()).await?;
+        let (api, api_address) = match listening {
+            Some((listener, token)) => {
+                let address = listener.local_addr().ok();
+                if let Some(address) = address {
+                    info!(token = token.is_some(), "API listening on http://{address}");
+                }
+                let shared = api::Shared::new(
+                    store.clone(),
+                    clock.clone(),
+                    status_seen,
+                    wake.clone(),
+                    crate::metrics::handle(),
+                    token,
+                );
+                let (stop, stopped) = oneshot::channel::<()>();
+                let task = tokio::spawn(api::serve(listener, shared, async {
+                    let _ = stopped.await;
+                }));
+                (Some((stop, task)), address)
+            }
+            None => (None, None),
+        };
         let mut clouds = Clouds::new(clock.clone(), installation.clone(), connector);
         let mut connect_errors = BTreeMap::new();
         for (provider, error) in clouds.reconcile(&config).await {
