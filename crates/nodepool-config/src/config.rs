@@ -248,6 +248,20 @@ pub struct OpenStackSettings {
     pub service_type: Option<String>,
     /// `service-name` of the compute endpoint.
     pub service_name: Option<String>,
+    /// `user-domain-name` or `user-domain-id`: the Keystone v3 domain of the user
+    /// (`Default` when neither is given and no clouds.yaml entry says).
+    pub user_domain: Option<Domain>,
+    /// `project-domain-name` or `project-domain-id`: the domain of the project.
+    pub project_domain: Option<Domain>,
+}
+
+/// A Keystone v3 domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Domain {
+    /// By name (`...-domain-name`).
+    Name(String),
+    /// By id (`...-domain-id`).
+    Id(String),
 }
 
 /// The project (tenant) to work in.

@@ -57,8 +57,8 @@ mod yaml;
 use std::path::Path;
 
 pub use config::{
-    Api, BaseImage, Config, CronJob, CronSchedules, Driver, Label, Network, OpenStackSettings,
-    Project, Provider, ProviderImage, Secret, defaults,
+    Api, BaseImage, Config, CronJob, CronSchedules, Domain, Driver, Label, Network,
+    OpenStackSettings, Project, Provider, ProviderImage, Secret, defaults,
 };
 pub use cron::{Schedule, ScheduleError};
 pub use dburi::{DbUri, DbUriError, DbUrl};

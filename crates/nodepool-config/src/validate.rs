@@ -11,8 +11,8 @@ use std::time::Duration;
 use nodepool_model::{ImageName, LabelName, NameError, ProviderName};
 
 use crate::config::{
-    Api, BaseImage, Config, CronSchedules, Driver, Label, Network, OpenStackSettings, Project,
-    Provider, ProviderImage, Secret, defaults,
+    Api, BaseImage, Config, CronSchedules, Domain, Driver, Label, Network, OpenStackSettings,
+    Project, Provider, ProviderImage, Secret, defaults,
 };
 use crate::cron::Schedule;
 use crate::dburi::DbUri;
@@ -398,6 +398,20 @@ impl Validator<'_> {
                 return None;
             }
         }
+        if let Some(at) = &raw.identity_api_version
+            && !matches!(at.value.trim(), "3" | "3.0")
+        {
+            self.error(
+                at,
+                format!(
+                    "identity API version {}: nodepool speaks Keystone v3 only; write `identity-api-version: 3` (v2 credentials work with v3, with `user-domain-name` and `project-domain-name` of their domain, `Default` unless told otherwise)",
+                    at.value
+                ),
+            );
+        }
+        let user_domain = self.domain(&raw.user_domain_name, &raw.user_domain_id, "user");
+        let project_domain =
+            self.domain(&raw.project_domain_name, &raw.project_domain_id, "project");
         let text = |at: &Option<At<String>>| at.as_ref().map(|at| at.value.clone());
         Some(Driver::OpenStack(OpenStackSettings {
             cloud: text(&raw.cloud),
@@ -411,7 +425,30 @@ impl Validator<'_> {
             region_name: text(&raw.region_name),
             service_type: text(&raw.service_type),
             service_name: text(&raw.service_name),
+            user_domain,
+            project_domain,
         }))
+    }
+
+    /// `{what}-domain-name` or `{what}-domain-id`, not both.
+    fn domain(
+        &mut self,
+        name: &Option<At<String>>,
+        id: &Option<At<String>>,
+        what: &str,
+    ) -> Option<Domain> {
+        match (name, id) {
+            (Some(_), Some(id)) => {
+                self.error(
+                    id,
+                    format!("give {what}-domain-name or {what}-domain-id, not both"),
+                );
+                None
+            }
+            (Some(name), None) => Some(Domain::Name(name.value.clone())),
+            (None, Some(id)) => Some(Domain::Id(id.value.clone())),
+            (None, None) => None,
+        }
     }
 
     fn image(&mut self, raw: &RawImage, have_script_dir: bool) -> Option<ProviderImage> {

@@ -4,12 +4,13 @@
 //! checks (`OS_CLIENT_CONFIG_FILE` alone if set, otherwise `./clouds.yaml`,
 //! `~/.config/openstack/clouds.yaml`, `/etc/openstack/clouds.yaml`); inline keys of the
 //! provider override the entry's. Without `cloud:`, the inline keys are the whole
-//! configuration, with the `Default` domain. Both end as one `osauth::CloudConfig`, which
+//! configuration, with the `Default` domain unless `user-domain-*` / `project-domain-*` say
+//! otherwise. Both end as one `osauth::CloudConfig`, which
 //! supports password and application-credential authentication.
 
 use std::collections::BTreeMap;
 
-use nodepool_config::{Environment, OpenStackSettings, Project};
+use nodepool_config::{Domain, Environment, OpenStackSettings, Project};
 use serde_json::{Map, Value, json};
 
 /// Why a session could not be made. Messages never contain a password.
@@ -83,6 +84,19 @@ pub(crate) fn cloud_config(
         Some(Project::Name(name)) => set("project_name", Some(name)),
         Some(Project::Id(id)) => set("project_id", Some(id)),
         None => {}
+    }
+    // A domain given inline replaces the entry's (or the default's), by name or by id.
+    for (what, domain) in [
+        ("user", &settings.user_domain),
+        ("project", &settings.project_domain),
+    ] {
+        let (key, other, value) = match domain {
+            Some(Domain::Name(name)) => ("name", "id", name),
+            Some(Domain::Id(id)) => ("id", "name", id),
+            None => continue,
+        };
+        auth.remove(&format!("{what}_domain_{other}"));
+        auth.insert(format!("{what}_domain_{key}"), Value::String(value.clone()));
     }
     if let Some(region) = &settings.region_name {
         root.insert("region_name".into(), Value::String(region.clone()));

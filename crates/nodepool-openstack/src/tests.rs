@@ -257,6 +257,22 @@ fn inline_credentials_use_the_default_domain() {
 }
 
 #[test]
+fn inline_domains_replace_the_default_by_name_or_by_id() {
+    let mut settings = inline_settings();
+    settings.user_domain = Some(nodepool_config::Domain::Id("default".into()));
+    settings.project_domain = Some(nodepool_config::Domain::Name("ci-domain".into()));
+    let config = auth::cloud_config(&settings, &Environment::default()).unwrap();
+    assert_eq!(
+        config["auth"],
+        json!({
+            "auth_url": "http://127.0.0.1:5000/v3", "username": "nodepool", "password": "hunter2",
+            "project_name": "ci", "user_domain_id": "default", "project_domain_name": "ci-domain"
+        })
+    );
+    let _: osauth::CloudConfig = serde_json::from_value(config).unwrap();
+}
+
+#[test]
 fn clouds_yaml_entries_with_inline_overrides() {
     let dir = std::env::temp_dir().join(format!("nodepool-openstack-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

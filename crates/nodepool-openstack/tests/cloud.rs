@@ -217,6 +217,33 @@ async fn a_wrong_password_is_an_auth_error_without_the_password() {
     );
 }
 
+/// Keystone v3 domains given inline, by id and by name, log in; a domain that does not
+/// exist is an authentication error.
+#[tokio::test]
+async fn inline_keystone_v3_domains_log_in() {
+    let Some(_) = cloud("probe").await else {
+        return;
+    };
+    let mut by_id = settings(&env("OS_PROJECT_NAME", "admin"));
+    by_id.user_domain = Some(nodepool_config::Domain::Id("default".into()));
+    by_id.project_domain = Some(nodepool_config::Domain::Name("Default".into()));
+    let provider =
+        OpenStackProvider::connect("domains".parse().unwrap(), &by_id, &Environment::default())
+            .await
+            .expect("logs in with the domains given inline");
+    assert!(provider.limits().await.is_ok());
+    let mut elsewhere = by_id.clone();
+    elsewhere.user_domain = Some(nodepool_config::Domain::Name("no-such-domain".into()));
+    let error = OpenStackProvider::connect(
+        "domains".parse().unwrap(),
+        &elsewhere,
+        &Environment::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Auth, "{error}");
+}
+
 #[tokio::test]
 async fn an_unreachable_keystone_is_transient() {
     let mut unreachable = settings("admin");

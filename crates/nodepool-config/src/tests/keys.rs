@@ -170,6 +170,8 @@ fn every_key_is_read() {
             region_name: Some("DFW".into()),
             service_type: Some("compute".into()),
             service_name: Some("cloudServersOpenStack".into()),
+            user_domain: None,
+            project_domain: None,
         })
     );
     assert_eq!(cloud1.max_servers, 96);
@@ -380,4 +382,30 @@ fn api_defaults_to_loopback_and_reads_every_key() {
     );
     assert_eq!(api.request_timeout, Duration::from_millis(90_500));
     assert_eq!(api.rate, 20);
+}
+
+#[test]
+fn keystone_v3_domains_are_read_by_name_or_by_id() {
+    let openstack = |extra: &str| {
+        let text = MINIMAL.replace(
+            "    driver: fake\n",
+            &format!(
+                "    auth-url: https://keystone.example.org/v3\n    username: ci\n    password: s3cret\n    project-name: ci\n{extra}"
+            ),
+        );
+        match &load(&text).config.providers[0].driver {
+            Driver::OpenStack(settings) => settings.clone(),
+            Driver::Fake => panic!("an OpenStack provider"),
+        }
+    };
+    let none = openstack("");
+    assert_eq!((none.user_domain, none.project_domain), (None, None));
+    let given = openstack(
+        "    user-domain-id: default\n    project-domain-name: Engineering\n    identity-api-version: 3\n",
+    );
+    assert_eq!(given.user_domain, Some(crate::Domain::Id("default".into())));
+    assert_eq!(
+        given.project_domain,
+        Some(crate::Domain::Name("Engineering".into()))
+    );
 }

@@ -479,3 +479,17 @@ fn api_beyond_loopback_needs_a_token_and_a_real_address() {
         "#]],
     );
 }
+
+#[test]
+fn keystone_v2_and_two_domains_at_once_are_refused() {
+    check(
+        &MINIMAL.replace(
+            "    driver: fake\n",
+            "    auth-url: https://keystone.example.org/v2.0\n    username: ci\n    password: s3cret\n    project-name: ci\n    identity-api-version: 2\n    user-domain-name: Default\n    user-domain-id: default\n",
+        ),
+        expect![[r#"
+            nodepool.yaml:12:27: error: providers[0].identity-api-version: identity API version 2: nodepool speaks Keystone v3 only; write `identity-api-version: 3` (v2 credentials work with v3, with `user-domain-name` and `project-domain-name` of their domain, `Default` unless told otherwise)
+            nodepool.yaml:14:21: error: providers[0].user-domain-id: give user-domain-name or user-domain-id, not both
+        "#]],
+    );
+}
