@@ -192,7 +192,7 @@ pub(crate) fn read_config(cx: &mut Cx<'_>, root: &Node) -> RawConfig {
     };
     let config = RawConfig {
         script_dir: f.string(cx, "script-dir"),
-        dburi: f.string(cx, "dburi"),
+        dburi: f.string_as_written(cx, "dburi"),
         cron: match f.get("cron") {
             Some(node) => read_cron(cx, node, &f.path("cron")),
             None => RawCron::default(),

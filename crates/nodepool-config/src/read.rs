@@ -34,10 +34,16 @@ pub(crate) fn child(parent: &str, key: &str) -> String {
 impl Cx<'_> {
     fn type_error(&mut self, node: &Node, key: &str, expected: &str) {
         let found = node.describe(self.source);
+        let hint = match &node.kind {
+            Kind::Str(s) => unrendered(s)
+                .map(|kind| format!("; it looks like an unrendered {kind} template: render the file before nodepool reads it"))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
         self.sink.error(
             node.location,
             key,
-            format!("expected {expected}, found {found}"),
+            format!("expected {expected}, found {found}{hint}"),
         );
     }
 
@@ -77,7 +83,22 @@ impl Cx<'_> {
     }
 
     /// A string. Numbers and booleans are taken as written (`project-id: 0123` is "0123").
+    /// One that still holds template markup is taken, with a warning.
     pub(crate) fn string(&mut self, node: &Node, key: &str) -> Option<String> {
+        if let Kind::Str(s) = &node.kind
+            && let Some(kind) = unrendered(s)
+        {
+            self.sink.warning(
+                node.location,
+                key,
+                format!("{s:?} looks like an unrendered {kind} template: render the file before nodepool reads it"),
+            );
+        }
+        self.string_as_written(node, key)
+    }
+
+    /// A string, without the template warning: for values whose parser says more.
+    pub(crate) fn string_as_written(&mut self, node: &Node, key: &str) -> Option<String> {
         match &node.kind {
             Kind::Str(s) => Some(s.clone()),
             Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) => node
@@ -238,6 +259,11 @@ impl<'n> Fields<'n> {
         self.read(cx, name, Cx::string)
     }
 
+    /// As [`Fields::string`], without the template warning.
+    pub(crate) fn string_as_written(&mut self, cx: &mut Cx<'_>, name: &str) -> Option<At<String>> {
+        self.read(cx, name, Cx::string_as_written)
+    }
+
     pub(crate) fn integer(&mut self, cx: &mut Cx<'_>, name: &str) -> Option<At<i64>> {
         self.read(cx, name, Cx::integer)
     }
@@ -294,5 +320,21 @@ impl<'n> Fields<'n> {
                 message,
             );
         }
+    }
+}
+
+/// The template language whose markup `text` still holds, if any: what a deployment tool
+/// (Puppet's ERB, Ansible's or Salt's Jinja) should have replaced before writing the file.
+pub(crate) fn unrendered(text: &str) -> Option<&'static str> {
+    let between = |open: &str, close: &str| {
+        text.find(open)
+            .is_some_and(|at| text[at + open.len()..].contains(close))
+    };
+    if between("<%", "%>") {
+        Some("ERB")
+    } else if between("{{", "}}") || between("{%", "%}") {
+        Some("Jinja")
+    } else {
+        None
     }
 }

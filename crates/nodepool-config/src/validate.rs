@@ -151,7 +151,10 @@ impl Validator<'_> {
                     Some(uri)
                 }
                 Err(error) => {
-                    self.error(at, error.to_string());
+                    let hint = crate::read::unrendered(&at.value)
+                        .map(|kind| format!("; it looks like an unrendered {kind} template: render the file before nodepool reads it"))
+                        .unwrap_or_default();
+                    self.error(at, format!("{error}{hint}"));
                     None
                 }
             },

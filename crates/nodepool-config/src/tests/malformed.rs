@@ -493,3 +493,21 @@ fn keystone_v2_and_two_domains_at_once_are_refused() {
         "#]],
     );
 }
+
+#[test]
+fn unrendered_templates_are_named() {
+    check(
+        &format!(
+            "dburi: <%= @dburi %>\n{}",
+            MINIMAL.replace(
+                "max-servers: 10",
+                "max-servers: '{{ max_servers }}'\n    keypair: \"{{ nodepool_keypair }}\""
+            )
+        ),
+        expect![[r#"
+            nodepool.yaml:1:8: error: dburi: "<%= @dburi %>" is not a database URL; expected sqlite://PATH or postgres://USER@HOST/DATABASE; it looks like an unrendered ERB template: render the file before nodepool reads it
+            nodepool.yaml:10:18: error: providers[0].max-servers: expected an integer, found "{{ max_servers }}"; it looks like an unrendered Jinja template: render the file before nodepool reads it
+            nodepool.yaml:11:14: warning: providers[0].keypair: "{{ nodepool_keypair }}" looks like an unrendered Jinja template: render the file before nodepool reads it
+        "#]],
+    );
+}
