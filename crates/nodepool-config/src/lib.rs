@@ -48,6 +48,7 @@ mod dburi;
 mod diagnostic;
 mod diff;
 mod environment;
+mod formats;
 mod raw;
 mod read;
 mod suggest;
@@ -124,6 +125,15 @@ pub fn parse(text: &str, source: impl AsRef<Path>) -> Result<Loaded, ConfigError
             return Err(into_errors(sink));
         }
     };
+    if let Some(foreign) = formats::foreign(&root) {
+        sink.push(
+            Severity::Error,
+            Some(foreign.location),
+            &foreign.key,
+            foreign.message,
+        );
+        return Err(into_errors(sink));
+    }
     let mut cx = read::Cx { source: text, sink };
     let raw = raw::read_config(&mut cx, &root);
     let mut sink = cx.sink;

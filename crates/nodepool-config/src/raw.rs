@@ -25,6 +25,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "elements-dir",
     "images-dir",
     "diskimages",
+    "zookeeper-servers",
     "api",
 ];
 pub(crate) const API_KEYS: &[&str] = &["listen", "token-file", "request-timeout", "rate"];
@@ -214,6 +215,11 @@ pub(crate) fn read_config(cx: &mut Cx<'_>, root: &Node) -> RawConfig {
     for dib in ["elements-dir", "images-dir", "diskimages"] {
         f.ignore(cx, dib, NO_DIB);
     }
+    f.ignore(
+        cx,
+        "zookeeper-servers",
+        "nodepool-rs keeps its state in its own store (`dburi`), not in ZooKeeper",
+    );
     f.require(cx, "labels", "a config needs a list of labels");
     f.require(cx, "providers", "a config needs a list of providers");
     f.finish(cx, TOP_KEYS);

@@ -409,3 +409,20 @@ fn keystone_v3_domains_are_read_by_name_or_by_id() {
         Some(crate::Domain::Name("Engineering".into()))
     );
 }
+
+#[test]
+fn a_transitional_0_4_file_with_zookeeper_next_to_targets_runs() {
+    let text = format!(
+        "zookeeper-servers:\n  - host: zk1.example.org\n    port: 2181\ntargets:\n  - name: jenkins1\n{MINIMAL}"
+    );
+    let loaded = load(&text);
+    let warned: Vec<&str> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(warned, ["zookeeper-servers", "targets"]);
+    assert!(
+        loaded.warnings[0]
+            .message
+            .contains("its own store (`dburi`)"),
+        "{:?}",
+        loaded.warnings[0]
+    );
+}

@@ -511,3 +511,37 @@ fn unrendered_templates_are_named() {
         "#]],
     );
 }
+
+#[test]
+fn a_nodepool_v3_file_gets_one_message() {
+    check(
+        "zookeeper-servers:\n  - host: zk1.example.org\nlabels:\n  - name: xenial\n    min-ready: 1\nproviders:\n  - name: cloud1\n    cloud: mycloud\n    pools:\n      - name: main\n        max-servers: 10\n",
+        expect![[r#"
+            nodepool.yaml:10:7: error: providers[0].pools: this is a nodepool v3 (or later) file: providers with `pools`, labels without `image`, ZooKeeper instead of a database. This version runs the earlier format (nodepool up to 0.4: `labels` with `image` and `providers`, `providers[].images`, `dburi`); see "Coming from nodepool v3" in docs/configuration.md for how each part maps
+        "#]],
+    );
+    // Labels without images, ZooKeeper and no targets: v3 too, pools or not.
+    check(
+        "zookeeper-servers:\n  - host: zk1.example.org\nlabels:\n  - name: xenial\n    min-ready: 1\nproviders: []\n",
+        expect![[r#"
+            nodepool.yaml:4:5: error: labels[0]: this is a nodepool v3 (or later) file: providers with `pools`, labels without `image`, ZooKeeper instead of a database. This version runs the earlier format (nodepool up to 0.4: `labels` with `image` and `providers`, `providers[].images`, `dburi`); see "Coming from nodepool v3" in docs/configuration.md for how each part maps
+        "#]],
+    );
+}
+
+#[test]
+fn the_2013_format_gets_its_labels_section_ready_to_paste() {
+    check(
+        "providers:\n  - name: rax\n    driver: fake\n    max-servers: 10\n    images:\n      - {name: precise, base-image: b, min-ram: 8192}\n  - name: hp\n    driver: fake\n    max-servers: 10\n    images:\n      - {name: precise, base-image: b, min-ram: 8192}\ntargets:\n  - name: jenkins1\n    images:\n      - name: precise\n        providers:\n          - name: rax\n            min-ready: 4\n          - name: hp\n            min-ready: 2\n  - name: jenkins2\n    images:\n      - name: precise\n        providers:\n          - name: rax\n            min-ready: 1\n",
+        expect![[r#"
+            nodepool.yaml:15:9: error: targets: this is the 2013 format: images listed under `targets[].images[]`, with a `min-ready` per provider. Since 2014 nodes are asked for by label: add this `labels:` section (each image's min-ready is the sum over its providers; the allocator spreads it over them), then remove `images` from each target
+
+            labels:
+              - name: precise
+                image: precise
+                min-ready: 7
+                providers: [{name: rax}, {name: hp}]
+
+        "#]],
+    );
+}
