@@ -253,6 +253,9 @@ pub struct OpenStackSettings {
     pub user_domain: Option<Domain>,
     /// `project-domain-name` or `project-domain-id`: the domain of the project.
     pub project_domain: Option<Domain>,
+    /// `api-timeout`: how long one request to the cloud may take (the driver's default,
+    /// 60 s, when not given).
+    pub api_timeout: Option<Duration>,
 }
 
 /// A Keystone v3 domain.

@@ -66,8 +66,12 @@ pub(crate) const PROVIDER_KEYS: &[&str] = &[
     "availability-zones",
     "template-hostname",
     "images",
+    "api-timeout",
+    "image-type",
+    "ipv6-preferred",
+    "clean-floating-ips",
 ];
-pub(crate) const NETWORK_KEYS: &[&str] = &["net-id", "net-label", "name"];
+pub(crate) const NETWORK_KEYS: &[&str] = &["net-id", "net-label", "name", "public"];
 pub(crate) const IMAGE_KEYS: &[&str] = &[
     "name",
     "base-image",
@@ -81,6 +85,7 @@ pub(crate) const IMAGE_KEYS: &[&str] = &[
     "meta",
     "diskimage",
     "connection-port",
+    "config-drive",
 ];
 
 /// One `meta` entry: the key and the value, each where it was written.
@@ -136,6 +141,7 @@ pub(crate) struct RawProvider {
     pub(crate) region_name: Option<At<String>>,
     pub(crate) service_type: Option<At<String>>,
     pub(crate) service_name: Option<At<String>>,
+    pub(crate) api_timeout: Option<At<f64>>,
     pub(crate) user_domain_name: Option<At<String>>,
     pub(crate) user_domain_id: Option<At<String>>,
     pub(crate) project_domain_name: Option<At<String>>,
@@ -343,6 +349,7 @@ fn read_provider(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawProvider {
         region_name: f.string(cx, "region-name"),
         service_type: f.string(cx, "service-type"),
         service_name: f.string(cx, "service-name"),
+        api_timeout: f.number(cx, "api-timeout"),
         user_domain_name: f.string(cx, "user-domain-name"),
         user_domain_id: f.string(cx, "user-domain-id"),
         project_domain_name: f.string(cx, "project-domain-name"),
@@ -368,6 +375,22 @@ fn read_provider(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawProvider {
         "a provider needs a server quota (0 launches nothing)",
     );
     f.require(cx, "images", "a provider needs a list of images");
+    for (key, why) in [
+        (
+            "image-type",
+            "it chose the disk format of diskimage-builder uploads, which this version does not make",
+        ),
+        (
+            "ipv6-preferred",
+            "nodes are reached at their public address, else their private one, as the cloud lists them",
+        ),
+        (
+            "clean-floating-ips",
+            "the cleanup job already deletes the floating IPs nodepool tagged whose node is gone, and never others",
+        ),
+    ] {
+        f.ignore(cx, key, why);
+    }
     f.finish(cx, PROVIDER_KEYS);
     provider
 }
@@ -380,6 +403,11 @@ fn read_network(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawNetwork {
         net_label: f.string(cx, "net-label"),
         name: f.string(cx, "name"),
     };
+    f.ignore(
+        cx,
+        "public",
+        "which address is public is read from the cloud's answer, not from the config",
+    );
     f.finish(cx, NETWORK_KEYS);
     network
 }
@@ -405,6 +433,11 @@ fn read_image(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawImage {
         diskimage: f.string(cx, "diskimage"),
         connection_port: f.integer(cx, "connection-port"),
     };
+    f.ignore(
+        cx,
+        "config-drive",
+        "servers are created with Nova's default for config drives",
+    );
     f.require(cx, "name", "every image needs a name");
     f.require(
         cx,

@@ -430,6 +430,10 @@ impl Validator<'_> {
             service_name: text(&raw.service_name),
             user_domain,
             project_domain,
+            api_timeout: raw
+                .api_timeout
+                .as_ref()
+                .map(|_| self.seconds(&raw.api_timeout, Duration::from_secs(60), false)),
         }))
     }
 

@@ -91,12 +91,15 @@ impl Connector for Connect {
                 (Arc::new(cloud), self.fake_remote.clone())
             }
             Driver::OpenStack(settings) => {
-                let cloud = OpenStackProvider::connect(
+                let mut cloud = OpenStackProvider::connect(
                     provider.name.clone(),
                     settings,
                     &Environment::from_process(),
                 )
                 .await?;
+                if let Some(timeout) = settings.api_timeout {
+                    cloud = cloud.with_timeout(timeout);
+                }
                 (Arc::new(cloud), self.ssh_remote.clone())
             }
             other => {

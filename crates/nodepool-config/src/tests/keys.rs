@@ -172,6 +172,7 @@ fn every_key_is_read() {
             service_name: Some("cloudServersOpenStack".into()),
             user_domain: None,
             project_domain: None,
+            api_timeout: None,
         })
     );
     assert_eq!(cloud1.max_servers, 96);
@@ -399,10 +400,12 @@ fn keystone_v3_domains_are_read_by_name_or_by_id() {
         }
     };
     let none = openstack("");
-    assert_eq!((none.user_domain, none.project_domain), (None, None));
+    assert_eq!((&none.user_domain, &none.project_domain), (&None, &None));
     let given = openstack(
-        "    user-domain-id: default\n    project-domain-name: Engineering\n    identity-api-version: 3\n",
+        "    user-domain-id: default\n    project-domain-name: Engineering\n    identity-api-version: 3\n    api-timeout: 30\n",
     );
+    assert_eq!(given.api_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(none.api_timeout, None);
     assert_eq!(given.user_domain, Some(crate::Domain::Id("default".into())));
     assert_eq!(
         given.project_domain,
