@@ -49,7 +49,9 @@ for _ in $(seq 1 300); do
   kill -0 "$pid" 2>/dev/null || { cat "$dir/daemon.log"; echo "nodepoold exited" >&2; exit 1; }
   sleep 0.1
 done
-"$venv/bin/st" run docs/api/openapi.yaml \
+# schemathesis keeps a cache in the folder it runs in: the temporary one, not the checkout.
+cd "$dir"
+"$venv/bin/st" run "$root/docs/api/openapi.yaml" \
   --url "http://127.0.0.1:$port" \
   --checks all \
   --max-examples "${ST_EXAMPLES:-30}" \
