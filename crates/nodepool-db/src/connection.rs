@@ -3,7 +3,11 @@
 //! SQLite gets WAL (readers never wait for the writer), a busy timeout (writers wait for
 //! each other instead of failing) and foreign keys. Write transactions on SQLite start
 //! with `BEGIN IMMEDIATE`, so two writers never both read and then fail to upgrade their
-//! lock; on PostgreSQL, rows are locked where it matters.
+//! lock; on PostgreSQL and MySQL, rows are locked where it matters.
+//!
+//! MySQL and MariaDB (behind the `mysql` feature) run write transactions at READ COMMITTED,
+//! as PostgreSQL does by default, so that a statement after a lock sees what the lock
+//! holder's predecessors committed; read transactions are REPEATABLE READ on both.
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,11 +22,54 @@ use nodepool_config::DbUri;
 use crate::error::{Result, StoreError};
 
 /// A connection to any supported database.
+#[cfg(not(feature = "mysql"))]
 #[derive(diesel::MultiConnection)]
 pub(crate) enum AnyConnection {
     Postgresql(PgConnection),
     Sqlite(SqliteConnection),
 }
+
+/// A connection to any supported database.
+#[cfg(feature = "mysql")]
+#[derive(diesel::MultiConnection)]
+pub(crate) enum AnyConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+    Mysql(diesel::mysql::MysqlConnection),
+}
+
+/// Whether this build can open MySQL and MariaDB stores (the `mysql` feature).
+pub const MYSQL_SUPPORTED: bool = cfg!(feature = "mysql");
+
+/// The oldest MariaDB with `SKIP LOCKED`, which claims need.
+const MARIADB_MIN: (u32, u32) = (10, 6);
+/// The oldest MySQL with `SKIP LOCKED`.
+const MYSQL_MIN: (u32, u32) = (8, 0);
+
+/// `UPDATE … RETURNING` for one row: `$update` with `.returning($returning)` where the
+/// backend has it; on MySQL, which lacks it, `$update` and then `$reread` (the update holds
+/// the row's lock until the transaction ends, so nothing changes it in between). `None`
+/// when no row matched.
+macro_rules! update_returning {
+    ($conn:expr, $update:expr, $returning:expr, $reread:expr) => {{
+        use diesel::{OptionalExtension as _, RunQueryDsl as _};
+        match $conn {
+            $crate::connection::AnyConnection::Postgresql(c) => {
+                $update.returning($returning).get_result(c).optional()
+            }
+            $crate::connection::AnyConnection::Sqlite(c) => {
+                $update.returning($returning).get_result(c).optional()
+            }
+            #[cfg(feature = "mysql")]
+            $crate::connection::AnyConnection::Mysql(c) => match $update.execute(c) {
+                Ok(0) => Ok(None),
+                Ok(_) => $reread.first(c).optional(),
+                Err(error) => Err(error),
+            },
+        }
+    }};
+}
+pub(crate) use update_returning;
 
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +79,8 @@ pub enum Backend {
     Sqlite,
     /// PostgreSQL: one or more daemons.
     Postgres,
+    /// MySQL or MariaDB: one or more daemons.
+    Mysql,
 }
 
 pub(crate) type ConnectionPool = Pool<ConnectionManager<AnyConnection>>;
@@ -47,6 +96,10 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for Setup {
                 configure_sqlite(conn).map_err(diesel::r2d2::Error::QueryError)
             }
             AnyConnection::Postgresql(_) => Ok(()),
+            #[cfg(feature = "mysql")]
+            AnyConnection::Mysql(conn) => {
+                configure_mysql(conn).map_err(diesel::r2d2::Error::QueryError)
+            }
         }
     }
 }
@@ -60,6 +113,50 @@ fn configure_sqlite(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
     )
 }
 
+#[cfg(feature = "mysql")]
+fn configure_mysql(conn: &mut diesel::mysql::MysqlConnection) -> diesel::QueryResult<()> {
+    // Wait for a row lock no longer than SQLite waits for its write lock; a timeout is an
+    // error the caller may retry.
+    conn.batch_execute(
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED;
+         SET SESSION innodb_lock_wait_timeout = 30;",
+    )
+}
+
+/// The answer to a `mysql://` dburi from a build without the `mysql` feature.
+pub fn mysql_not_built(uri: &DbUri) -> StoreError {
+    StoreError::Unavailable {
+        uri: uri.to_string(),
+        message: "built without MySQL support: rebuild with `--features mysql`, or use sqlite:// or postgres://".into(),
+    }
+}
+
+/// Checks that a MySQL or MariaDB server is new enough for nodepool (`SKIP LOCKED`).
+///
+/// # Errors
+///
+/// A message naming the version found and the oldest one that works.
+pub fn check_mysql_version(version: &str) -> std::result::Result<(), String> {
+    let mariadb = version.to_ascii_lowercase().contains("mariadb");
+    let mut numbers = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let found = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    let (name, min) = if mariadb {
+        ("MariaDB", MARIADB_MIN)
+    } else {
+        ("MySQL", MYSQL_MIN)
+    };
+    if found < min {
+        return Err(format!(
+            "{name} {version} is too old: nodepool needs {name} {}.{} or newer (for SKIP LOCKED)",
+            min.0, min.1
+        ));
+    }
+    Ok(())
+}
+
 /// What diesel connects to for `uri`; makes an SQLite file's folder on the way.
 fn target(uri: &DbUri) -> Result<(String, Backend)> {
     match uri {
@@ -68,12 +165,10 @@ fn target(uri: &DbUri) -> Result<(String, Backend)> {
             Ok((path.to_string_lossy().into_owned(), Backend::Sqlite))
         }
         DbUri::Postgres(url) => Ok((url.expose().to_owned(), Backend::Postgres)),
-        DbUri::Mysql(_) => Err(StoreError::Unavailable {
-            uri: uri.to_string(),
-            message:
-                "MySQL and MariaDB are not supported by this version; use sqlite:// or postgres://"
-                    .into(),
-        }),
+        #[cfg(feature = "mysql")]
+        DbUri::Mysql(url) => Ok((mysql_url(url.expose()), Backend::Mysql)),
+        #[cfg(not(feature = "mysql"))]
+        DbUri::Mysql(_) => Err(mysql_not_built(uri)),
         other => Err(StoreError::Unavailable {
             uri: other.to_string(),
             message: "unsupported database".into(),
@@ -105,12 +200,52 @@ pub(crate) fn establish(uri: &DbUri) -> Result<AnyConnection> {
     let mut conn = match backend {
         Backend::Postgres => PgConnection::establish(&url).map(AnyConnection::Postgresql),
         Backend::Sqlite => SqliteConnection::establish(&url).map(AnyConnection::Sqlite),
+        #[cfg(feature = "mysql")]
+        Backend::Mysql => diesel::mysql::MysqlConnection::establish(&url).map(AnyConnection::Mysql),
+        #[cfg(not(feature = "mysql"))]
+        Backend::Mysql => return Err(mysql_not_built(uri)),
     }
     .map_err(|e| unavailable(one_line(&e.to_string())))?;
-    if let AnyConnection::Sqlite(sqlite) = &mut conn {
-        configure_sqlite(sqlite).map_err(|e| unavailable(e.to_string()))?;
+    match &mut conn {
+        AnyConnection::Sqlite(sqlite) => {
+            configure_sqlite(sqlite).map_err(|e| unavailable(e.to_string()))?;
+        }
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(mysql) => {
+            use diesel::RunQueryDsl;
+            #[derive(diesel::QueryableByName)]
+            struct Version {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                version: String,
+            }
+            let found: Version = diesel::sql_query("SELECT VERSION() AS version")
+                .get_result(mysql)
+                .map_err(|e| unavailable(e.to_string()))?;
+            check_mysql_version(&found.version).map_err(unavailable)?;
+            configure_mysql(mysql).map_err(|e| unavailable(e.to_string()))?;
+        }
+        AnyConnection::Postgresql(_) => {}
     }
     Ok(conn)
+}
+
+/// The URL diesel's MySQL connection reads: query options it does not know, such as
+/// SQLAlchemy's `charset=utf8`, are dropped (diesel always speaks utf8mb4).
+#[cfg(feature = "mysql")]
+fn mysql_url(url: &str) -> String {
+    const KNOWN: [&str; 5] = ["unix_socket", "ssl_mode", "ssl_ca", "ssl_cert", "ssl_key"];
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| KNOWN.contains(&pair.split('=').next().unwrap_or("")))
+        .collect();
+    if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
 }
 
 /// A driver's message on one line (libpq spreads its advice over several).
@@ -157,6 +292,13 @@ pub(crate) fn transaction<T>(
         (AnyConnection::Postgresql(_), Mode::Read) => {
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
         }
+        #[cfg(feature = "mysql")]
+        (AnyConnection::Mysql(_), Mode::Write) => "START TRANSACTION READ WRITE",
+        #[cfg(feature = "mysql")]
+        (AnyConnection::Mysql(_), Mode::Read) => {
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
+             START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT"
+        }
     };
     begin_sql(conn, begin)?;
     match f(conn) {
@@ -176,6 +318,8 @@ fn begin_sql(conn: &mut AnyConnection, sql: &str) -> Result<()> {
     match conn {
         AnyConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, sql)?,
         AnyConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction_sql(c, sql)?,
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(c) => AnsiTransactionManager::begin_transaction_sql(c, sql)?,
     }
     Ok(())
 }
@@ -184,6 +328,8 @@ fn commit(conn: &mut AnyConnection) -> Result<()> {
     match conn {
         AnyConnection::Sqlite(c) => AnsiTransactionManager::commit_transaction(c)?,
         AnyConnection::Postgresql(c) => AnsiTransactionManager::commit_transaction(c)?,
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(c) => AnsiTransactionManager::commit_transaction(c)?,
     }
     Ok(())
 }
@@ -192,6 +338,8 @@ fn rollback(conn: &mut AnyConnection) -> Result<()> {
     match conn {
         AnyConnection::Sqlite(c) => AnsiTransactionManager::rollback_transaction(c)?,
         AnyConnection::Postgresql(c) => AnsiTransactionManager::rollback_transaction(c)?,
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(c) => AnsiTransactionManager::rollback_transaction(c)?,
     }
     Ok(())
 }

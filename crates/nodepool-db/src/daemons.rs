@@ -57,10 +57,24 @@ pub struct Planned {
 }
 
 fn lock_recording(conn: &mut AnyConnection) -> Result<()> {
-    if let AnyConnection::Postgresql(pg) = conn {
-        diesel::sql_query(format!("SELECT pg_advisory_xact_lock({RECORDING_LOCK})")).execute(pg)?;
+    match conn {
+        AnyConnection::Postgresql(pg) => {
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({RECORDING_LOCK})"))
+                .execute(pg)?;
+        }
+        // MySQL's named locks outlive the transaction; the node counter's row lock does not.
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(mysql) => {
+            use crate::schema::counters::dsl as c;
+            c::counters
+                .find("node")
+                .select(c::value)
+                .for_update()
+                .first::<i64>(mysql)?;
+        }
+        // SQLite: the write transaction (BEGIN IMMEDIATE) already keeps every other writer out.
+        AnyConnection::Sqlite(_) => {}
     }
-    // SQLite: the write transaction (BEGIN IMMEDIATE) already keeps every other writer out.
     Ok(())
 }
 

@@ -57,7 +57,7 @@ use diesel::prelude::*;
 use nodepool_config::DbUri;
 use nodepool_model::{InstallationId, Reason, Subject, Timestamp};
 
-pub use connection::Backend;
+pub use connection::{Backend, MYSQL_SUPPORTED, check_mysql_version, mysql_not_built};
 pub use daemons::{DaemonRecord, Planned};
 pub use error::{Result, StoreError};
 pub use images::{ImageFilter, NewImage};
@@ -251,10 +251,13 @@ fn random_id() -> std::result::Result<String, getrandom::Error> {
 pub(crate) fn next_ids(conn: &mut AnyConnection, kind: &str, n: usize) -> Result<i64> {
     use schema::counters::dsl as c;
     let n = i64::try_from(n).map_err(|_| StoreError::Invalid("too many records at once".into()))?;
-    let last: i64 = diesel::update(c::counters.find(kind))
-        .set(c::value.eq(c::value + n))
-        .returning(c::value)
-        .get_result(conn)?;
+    let last: Option<i64> = connection::update_returning!(
+        conn,
+        diesel::update(c::counters.find(kind)).set(c::value.eq(c::value + n)),
+        c::value,
+        c::counters.find(kind).select(c::value)
+    )?;
+    let last = last.ok_or_else(|| StoreError::Invalid(format!("no {kind} counter")))?;
     Ok(last - n + 1)
 }
 

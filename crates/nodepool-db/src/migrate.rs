@@ -54,11 +54,11 @@ const MIGRATION_LOCK: i64 = 0x006d_6967_7261_7465;
 /// together on one PostgreSQL store take turns: the first migrates, the others find
 /// nothing left to do.
 pub(crate) fn run_pending(conn: &mut AnyConnection) -> Result<Vec<String>> {
-    let postgres = matches!(conn, AnyConnection::Postgresql(_));
-    if let AnyConnection::Postgresql(pg) = conn {
-        diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(pg)?;
-    }
-    let result: Result<Vec<String>> = check_not_newer(conn).and_then(|_| {
+    lock(conn, true)?;
+    let result: Result<Vec<String>> = check_not_newer(conn).and_then(|applied| {
+        if applied.is_empty() {
+            before_first_migration(conn)?;
+        }
         Ok(conn
             .run_pending_migrations(MIGRATIONS)
             .map_err(migration_error)?
@@ -66,8 +66,45 @@ pub(crate) fn run_pending(conn: &mut AnyConnection) -> Result<Vec<String>> {
             .map(|v| v.to_string())
             .collect())
     });
-    if postgres && let AnyConnection::Postgresql(pg) = conn {
-        diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(pg)?;
-    }
+    lock(conn, false)?;
     result
+}
+
+/// Takes or gives back the session lock that serialises migrations (SQLite's file lock
+/// does that on its own).
+fn lock(conn: &mut AnyConnection, take: bool) -> Result<()> {
+    match conn {
+        AnyConnection::Postgresql(pg) => {
+            let function = if take {
+                "pg_advisory_lock"
+            } else {
+                "pg_advisory_unlock"
+            };
+            diesel::sql_query(format!("SELECT {function}({MIGRATION_LOCK})")).execute(pg)?;
+        }
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(mysql) => {
+            let sql = if take {
+                "SELECT GET_LOCK('nodepool-migrate', 600)"
+            } else {
+                "SELECT RELEASE_LOCK('nodepool-migrate')"
+            };
+            diesel::sql_query(sql).execute(mysql)?;
+        }
+        AnyConnection::Sqlite(_) => {}
+    }
+    Ok(())
+}
+
+/// Prepares an empty database. On MySQL, text compares byte for byte as on the other
+/// backends (the server's default collation would take `Small` and `small` for one label,
+/// and one cloud id for another that differs in case only).
+fn before_first_migration(conn: &mut AnyConnection) -> Result<()> {
+    #[cfg(feature = "mysql")]
+    if let AnyConnection::Mysql(mysql) = conn {
+        diesel::sql_query("ALTER DATABASE CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            .execute(mysql)?;
+    }
+    let _ = conn;
+    Ok(())
 }

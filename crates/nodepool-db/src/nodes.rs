@@ -8,7 +8,7 @@ use nodepool_model::{
     RequestId, Subject, Timestamp,
 };
 
-use crate::connection::AnyConnection;
+use crate::connection::{AnyConnection, update_returning};
 use crate::error::{Result, StoreError};
 use crate::rows::{EventRow, NodeRow, to_i64};
 use crate::schema::nodes::dsl as n;
@@ -105,23 +105,25 @@ pub(crate) fn move_node(
     let id = to_i64(node.id.get());
     let target = n::nodes.filter(n::id.eq(id).and(n::state.eq(node.state.as_str())));
     let moved: Option<NodeRow> = match request {
-        Some(request) => diesel::update(target)
-            .set((
+        Some(request) => update_returning!(
+            conn,
+            diesel::update(target).set((
                 n::state.eq(to.as_str()),
                 n::state_time.eq(now.unix_millis()),
                 n::request_id.eq(request.map(|r| to_i64(r.get()))),
-            ))
-            .returning(crate::schema::nodes::all_columns)
-            .get_result(conn)
-            .optional()?,
-        None => diesel::update(target)
-            .set((
+            )),
+            crate::schema::nodes::all_columns,
+            n::nodes.find(id)
+        )?,
+        None => update_returning!(
+            conn,
+            diesel::update(target).set((
                 n::state.eq(to.as_str()),
                 n::state_time.eq(now.unix_millis()),
-            ))
-            .returning(crate::schema::nodes::all_columns)
-            .get_result(conn)
-            .optional()?,
+            )),
+            crate::schema::nodes::all_columns,
+            n::nodes.find(id)
+        )?,
     };
     match moved {
         Some(row) => row.into_model(),
@@ -190,6 +192,17 @@ pub(crate) fn insert_nodes(
                 diesel::insert_into(crate::schema::events::table)
                     .values(chunk)
                     .execute(pg)?;
+            }
+        }
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(mysql) => {
+            for chunk in rows.chunks(500) {
+                diesel::insert_into(n::nodes).values(chunk).execute(mysql)?;
+            }
+            for chunk in events.chunks(500) {
+                diesel::insert_into(crate::schema::events::table)
+                    .values(chunk)
+                    .execute(mysql)?;
             }
         }
         // SQLite runs in process: one statement per row costs microseconds.
@@ -631,6 +644,8 @@ pub(crate) fn load_nodes(conn: &mut AnyConnection, filter: &NodeFilter) -> Resul
     let rows = match conn {
         AnyConnection::Sqlite(c) => load!(c, diesel::sqlite::Sqlite),
         AnyConnection::Postgresql(c) => load!(c, diesel::pg::Pg),
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(c) => load!(c, diesel::mysql::Mysql),
     };
     rows.into_iter().map(NodeRow::into_model).collect()
 }

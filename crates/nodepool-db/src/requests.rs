@@ -9,7 +9,7 @@ use nodepool_model::{
     Timestamp,
 };
 
-use crate::connection::AnyConnection;
+use crate::connection::{AnyConnection, update_returning};
 use crate::error::{Result, StoreError};
 use crate::rows::{NodeRow, RequestRow, to_i64, to_u64};
 use crate::schema::{node_requests::dsl as r, nodes::dsl as n, request_labels::dsl as rl};
@@ -110,19 +110,26 @@ pub(crate) fn list_requests(
 }
 
 /// Ready, unassigned nodes of `label`, oldest first.
+/// On MySQL the nodes are locked, and nodes another claim has locked are passed over.
 fn claimable(conn: &mut AnyConnection, label: &LabelName, limit: i64) -> Result<Vec<i64>> {
-    Ok(n::nodes
+    let query = n::nodes
         .filter(n::label.eq(label.as_str().to_owned()))
         .filter(n::state.eq(NodeState::Ready.as_str()))
         .filter(n::request_id.is_null())
         .order((n::state_time, n::id))
         .limit(limit)
-        .select(n::id)
-        .load(conn)?)
+        .select(n::id);
+    Ok(match conn {
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(mysql) => query.for_update().skip_locked().load(mysql)?,
+        _ => query.load(conn)?,
+    })
 }
 
-/// The claim one statement at a time, for SQLite: in process, a statement costs microseconds,
-/// and the write transaction (begun IMMEDIATE) keeps every other writer out.
+/// The claim one statement at a time, for SQLite and MySQL. On SQLite a statement costs
+/// microseconds in process, and the write transaction (begun IMMEDIATE) keeps every other
+/// writer out; on MySQL the request's row and the claimed nodes are locked, and a node
+/// locked by another claim is skipped.
 fn claim_in_steps(
     conn: &mut AnyConnection,
     request: RequestId,
@@ -133,17 +140,19 @@ fn claim_in_steps(
 ) -> Result<Vec<Node>> {
     let id = to_i64(request.get());
     // Writing the request's row first locks it: claims for one request take turns.
-    let requestor: Option<String> = diesel::update(
-        r::node_requests.filter(
-            r::id
-                .eq(id)
-                .and(r::state.eq(RequestState::Requested.as_str())),
-        ),
-    )
-    .set(r::state_time.eq(r::state_time))
-    .returning(r::requestor)
-    .get_result(conn)
-    .optional()?;
+    let requestor: Option<String> = update_returning!(
+        conn,
+        diesel::update(
+            r::node_requests.filter(
+                r::id
+                    .eq(id)
+                    .and(r::state.eq(RequestState::Requested.as_str())),
+            ),
+        )
+        .set(r::state_time.eq(r::state_time)),
+        r::requestor,
+        r::node_requests.find(id).select(r::requestor)
+    )?;
     let Some(requestor) = requestor else {
         let current = load(conn, request)?;
         return Err(StoreError::Conflict {
@@ -269,21 +278,23 @@ fn claim_node(
     request: RequestId,
     now: Timestamp,
 ) -> Result<Node> {
-    let row: Option<NodeRow> = diesel::update(
-        n::nodes.filter(
-            n::id
-                .eq(node_id)
-                .and(n::state.eq(NodeState::Ready.as_str())),
-        ),
-    )
-    .set((
-        n::state.eq(NodeState::InUse.as_str()),
-        n::state_time.eq(now.unix_millis()),
-        n::request_id.eq(to_i64(request.get())),
-    ))
-    .returning(crate::schema::nodes::all_columns)
-    .get_result(conn)
-    .optional()?;
+    let row: Option<NodeRow> = update_returning!(
+        conn,
+        diesel::update(
+            n::nodes.filter(
+                n::id
+                    .eq(node_id)
+                    .and(n::state.eq(NodeState::Ready.as_str())),
+            ),
+        )
+        .set((
+            n::state.eq(NodeState::InUse.as_str()),
+            n::state_time.eq(now.unix_millis()),
+            n::request_id.eq(to_i64(request.get())),
+        )),
+        crate::schema::nodes::all_columns,
+        n::nodes.find(node_id)
+    )?;
     let subject = Subject::Node(NodeId::new(to_u64(node_id)));
     row.ok_or(StoreError::Raced {
         subject,

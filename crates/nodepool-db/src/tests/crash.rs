@@ -63,7 +63,7 @@ fn crash_child() {
 fn kill_after(step: &str, uri: &DbUri) -> String {
     let uri = match uri {
         DbUri::Sqlite(path) => format!("sqlite://{}", path.display()),
-        DbUri::Postgres(url) => url.expose().to_owned(),
+        DbUri::Postgres(url) | DbUri::Mysql(url) => url.expose().to_owned(),
         other => panic!("{other}"),
     };
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -143,6 +143,14 @@ fn killed_writers_on_sqlite() {
 #[test]
 fn killed_writers_on_postgres() {
     if let Some(db) = TestDb::postgres() {
+        check(&db);
+    }
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn killed_writers_on_mysql() {
+    if let Some(db) = TestDb::mysql() {
         check(&db);
     }
 }

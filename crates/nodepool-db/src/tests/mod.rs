@@ -1,5 +1,5 @@
-//! Store tests. Every test of `suite` runs on SQLite (a temporary file) and on PostgreSQL
-//! (a database made for the test and dropped after it).
+//! Store tests. Every test of `suite` runs on SQLite (a temporary file), on PostgreSQL and,
+//! with the `mysql` feature, on MySQL (a database made for the test and dropped after it).
 
 mod crash;
 mod suite;
@@ -26,6 +26,16 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        #[cfg(feature = "mysql")]
+        mod mysql {
+            $(
+                #[test]
+                fn $name() {
+                    let Some(db) = super::support::TestDb::mysql() else { return };
+                    super::suite::$name(&db);
+                }
+            )*
+        }
     };
 }
 
@@ -36,6 +46,7 @@ on_every_backend!(
     node_lifecycle_with_events,
     wrong_moves_are_refused_and_write_nothing,
     duplicate_external_ids_are_refused,
+    names_and_ids_compare_byte_for_byte,
     holds,
     image_lifecycle,
     requests_are_served_oldest_ready_first,
@@ -66,4 +77,63 @@ fn a_lost_race_is_worth_retrying_and_says_so() {
     );
     let refused = crate::StoreError::Invalid("no".into());
     assert!(!refused.is_retryable());
+}
+
+#[test]
+fn mysql_servers_without_skip_locked_are_refused_by_name() {
+    use crate::check_mysql_version;
+    assert_eq!(check_mysql_version("10.11.19-MariaDB-0+deb12u1"), Ok(()));
+    assert_eq!(check_mysql_version("8.0.36"), Ok(()));
+    assert_eq!(check_mysql_version("11.4.2-MariaDB"), Ok(()));
+    assert_eq!(
+        check_mysql_version("10.3.39-MariaDB-0+deb10u1"),
+        Err("MariaDB 10.3.39-MariaDB-0+deb10u1 is too old: nodepool needs MariaDB 10.6 or newer (for SKIP LOCKED)".into())
+    );
+    assert_eq!(
+        check_mysql_version("5.7.44-log"),
+        Err(
+            "MySQL 5.7.44-log is too old: nodepool needs MySQL 8.0 or newer (for SKIP LOCKED)"
+                .into()
+        )
+    );
+}
+
+#[test]
+fn a_build_without_mysql_says_how_to_get_it() {
+    let uri = nodepool_config::DbUri::parse("mysql+pymysql://np:secret@db/np?charset=utf8", None)
+        .unwrap();
+    let error = crate::mysql_not_built(&uri).to_string();
+    assert!(
+        error.ends_with(": built without MySQL support: rebuild with `--features mysql`, or use sqlite:// or postgres://"),
+        "{error}"
+    );
+    assert!(!error.contains("secret"), "{error}");
+    if !crate::MYSQL_SUPPORTED {
+        let Err(opened) = crate::Store::open(&uri, "test") else {
+            panic!("a build without MySQL opened {uri}");
+        };
+        assert_eq!(opened.to_string(), error);
+    }
+}
+
+/// The SQLAlchemy spelling real files carry opens the same database; options diesel does
+/// not know (`charset`) are dropped.
+#[cfg(feature = "mysql")]
+#[test]
+fn sqlalchemy_mysql_uris_open_the_same_store() {
+    let Some(db) = support::TestDb::mysql() else {
+        return;
+    };
+    let plain = db.uri.to_string();
+    let written = format!(
+        "{}?charset=utf8",
+        plain.replacen("mysql://", "mysql+pymysql://", 1)
+    );
+    let uri = nodepool_config::DbUri::parse(&written, None).unwrap();
+    let store = crate::Store::open(&uri, "test").unwrap();
+    assert_eq!(store.backend(), crate::Backend::Mysql);
+    assert_eq!(
+        store.installation_id().unwrap(),
+        db.store.installation_id().unwrap()
+    );
 }

@@ -272,6 +272,40 @@ pub(crate) fn wrong_moves_are_refused_and_write_nothing(db: &TestDb) {
     ));
 }
 
+/// Names and cloud ids compare byte for byte on every backend (MySQL's default collation
+/// would fold case): `Small` is another label, `ABC` another server.
+pub(crate) fn names_and_ids_compare_byte_for_byte(db: &TestDb) {
+    let store = &db.store;
+    let lower = store
+        .create_node(
+            &NewNode::new(provider("cloud1"), label("small")),
+            at(0),
+            &why("x"),
+        )
+        .unwrap();
+    let upper = store
+        .create_node(
+            &NewNode::new(provider("cloud1"), label("Small")),
+            at(0),
+            &why("x"),
+        )
+        .unwrap();
+    store
+        .attach_node_server(lower.id, &"abc".into(), at(1))
+        .unwrap();
+    store
+        .attach_node_server(upper.id, &"ABC".into(), at(1))
+        .unwrap();
+    let small = store
+        .nodes(&NodeFilter {
+            label: Some(label("small")),
+            ..NodeFilter::default()
+        })
+        .unwrap();
+    assert_eq!(small.iter().map(|n| n.id).collect::<Vec<_>>(), [lower.id]);
+    assert_eq!(small[0].external_id, Some("abc".into()));
+}
+
 pub(crate) fn duplicate_external_ids_are_refused(db: &TestDb) {
     let store = &db.store;
     let new = NewNode::new(provider("cloud1"), label("small"));
@@ -1161,7 +1195,9 @@ pub(crate) fn an_aborted_transaction_leaves_the_previous_state(db: &TestDb) {
         use diesel::connection::SimpleConnection;
         let url = match &db.uri {
             nodepool_config::DbUri::Sqlite(path) => path.display().to_string(),
-            nodepool_config::DbUri::Postgres(url) => url.expose().to_owned(),
+            nodepool_config::DbUri::Postgres(url) | nodepool_config::DbUri::Mysql(url) => {
+                url.expose().to_owned()
+            }
             other => panic!("{other}"),
         };
         let mut raw = crate::connection::AnyConnection::establish(&url).unwrap();
