@@ -5,7 +5,8 @@
 # good input accepted, that the token is enforced, and that nothing answers 5xx.
 # nodepoold runs on the fake cloud with a SQLite store in a temporary folder.
 #
-# Env: ST_VENV (default ${TMPDIR:-/tmp}/nodepool-schemathesis), ST_EXAMPLES (default 30).
+# Env: ST_VENV (default ${TMPDIR:-/tmp}/nodepool-schemathesis), ST_EXAMPLES (default 30),
+# NODEPOOLD_FEATURES (cargo features nodepoold is built with, such as mysql).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${ST_VENV:-${TMPDIR:-/tmp}/nodepool-schemathesis}
@@ -14,7 +15,7 @@ if [ ! -x "$venv/bin/st" ]; then
   "$venv/bin/pip" install -q "schemathesis==4.32.5"
 fi
 cd "$root"
-cargo build -q --locked -p nodepoold
+cargo build -q --locked -p nodepoold ${NODEPOOLD_FEATURES:+--features "$NODEPOOLD_FEATURES"}
 target=$(cargo metadata --format-version 1 --no-deps \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 

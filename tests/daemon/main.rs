@@ -7,6 +7,7 @@
 mod api;
 mod cloud;
 mod ha;
+mod stores;
 #[path = "../../crates/nodepool-daemon/tests/support/mod.rs"]
 mod support;
 

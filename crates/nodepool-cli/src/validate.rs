@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use nodepool_config::{Diagnostic, Environment};
+use nodepool_config::{DbUri, Diagnostic, Environment, Loaded, Severity};
 use serde::Serialize;
 
 use crate::{Cli, EXIT_OK, EXIT_USAGE};
@@ -36,12 +36,34 @@ fn json(d: &Diagnostic) -> JsonDiagnostic<'_> {
     }
 }
 
+/// A store this build cannot open: a warning here (the file may be meant for another
+/// build), an error when nodepoold starts.
+fn unsupported_store(loaded: &Loaded) -> Option<Diagnostic> {
+    let uri = &loaded.config.dburi;
+    if !matches!(uri, DbUri::Mysql(_)) || nodepool_db::MYSQL_SUPPORTED {
+        return None;
+    }
+    let error = nodepool_db::mysql_not_built(uri);
+    let message = match &error {
+        nodepool_db::StoreError::Unavailable { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    Some(Diagnostic {
+        severity: Severity::Warning,
+        file: loaded.file.clone(),
+        location: loaded.origins.get("dburi"),
+        key: "dburi".into(),
+        message: format!("{message}; nodepoold built this way will not start with it"),
+    })
+}
+
 pub(crate) fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
     let (valid, errors, mut warnings) = match nodepool_config::load(&cli.config) {
         Ok(loaded) => {
             let mut warnings = loaded.warnings.clone();
             let environment = loaded.check_environment(&Environment::from_process());
             warnings.extend(environment.into_iter().map(|issue| issue.diagnostic));
+            warnings.extend(unsupported_store(&loaded));
             (true, Vec::new(), warnings)
         }
         Err(failure) => (false, failure.errors, failure.warnings),

@@ -3,8 +3,8 @@
 //! - `sqlite://PATH` (the default, `sqlite:///var/lib/nodepool/nodepool.sqlite`): an embedded
 //!   database for a single daemon. A relative PATH is relative to the config file's folder.
 //! - `postgres://...` or `postgresql://...`: PostgreSQL, for several daemons sharing one store.
-//! - `mysql://...`: MySQL or MariaDB, which 2014 deployments used; recognised so that their
-//!   files validate, but this version cannot open it yet (a warning from `config-validate`).
+//! - `mysql://...` or `mariadb://...`: MySQL 8.0+ or MariaDB 10.6+, which 2014 deployments
+//!   used, for one or more daemons. Opening it needs a build with the `mysql` feature.
 //!
 //! SQLAlchemy driver suffixes (`mysql+pymysql://`, `postgresql+psycopg2://`) are accepted
 //! and dropped. A URL with a password never prints it.

@@ -145,9 +145,7 @@ impl Validator<'_> {
             None => DbUri::parse(defaults::DBURI, None).ok(),
             Some(at) => match DbUri::parse(&at.value, self.base) {
                 Ok(uri) => {
-                    if let DbUri::Mysql(_) = uri {
-                        self.warning(at, "MySQL and MariaDB stores are not supported by this version; nodepoold will refuse to start with it: use sqlite://PATH or postgres://USER@HOST/DATABASE");
-                    }
+                    self.origins.note(at);
                     Some(uri)
                 }
                 Err(error) => {

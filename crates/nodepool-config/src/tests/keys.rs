@@ -345,15 +345,27 @@ fn relative_paths_are_relative_to_the_config_file() {
 }
 
 #[test]
-fn mysql_dburis_are_recognised_with_a_warning() {
-    for uri in [
-        "mysql://nodepool@localhost/nodepool",
-        "mysql+pymysql://np:pw@db/np?charset=utf8",
+fn mysql_dburis_are_read_in_every_spelling() {
+    for (uri, normal) in [
+        (
+            "mysql://nodepool@localhost/nodepool",
+            "mysql://nodepool@localhost/nodepool",
+        ),
+        (
+            "mysql+pymysql://np:pw@db/np?charset=utf8",
+            "mysql://np:pw@db/np?charset=utf8",
+        ),
+        ("mysql+mysqldb://np@db:3307/np", "mysql://np@db:3307/np"),
+        ("mariadb://np@db/np", "mysql://np@db/np"),
     ] {
         let loaded = load(&format!("dburi: '{uri}'\n{MINIMAL}"));
-        assert!(matches!(loaded.config.dburi, DbUri::Mysql(_)), "{uri}");
-        assert_eq!(loaded.warnings.len(), 1, "{uri}");
-        assert!(!loaded.warnings[0].message.contains("pw"));
+        let DbUri::Mysql(url) = &loaded.config.dburi else {
+            panic!("{uri} read as {}", loaded.config.dburi);
+        };
+        assert_eq!(url.expose(), normal);
+        assert!(loaded.warnings.is_empty(), "{uri}: {:?}", loaded.warnings);
+        assert!(!loaded.config.dburi.to_string().contains("pw"));
+        assert_eq!(loaded.origins.get("dburi").map(|l| l.line), Some(1));
     }
 }
 

@@ -223,3 +223,46 @@ impl Drop for PgDb {
             .output();
     }
 }
+
+/// A MariaDB (MySQL) database made (with the `mysql` client, as root on 127.0.0.1:3306) for
+/// one test, dropped with this value; `None` or a failure as for [`PgDb`].
+pub(crate) struct MariaDb {
+    name: String,
+}
+
+fn mariadb(sql: &str) -> std::io::Result<std::process::Output> {
+    Command::new("mysql")
+        .args(["-h", "127.0.0.1", "-P", "3306", "-u", "root", "-e", sql])
+        .output()
+}
+
+impl MariaDb {
+    pub(crate) fn create(purpose: &str) -> Option<MariaDb> {
+        let name = format!("nodepool_test_{}_{purpose}", std::process::id());
+        match mariadb(&format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+        )) {
+            Ok(out) if out.status.success() => Some(MariaDb { name }),
+            other if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("{purpose} needs MariaDB in CI, at 127.0.0.1:3306: {other:?}")
+            }
+            other => {
+                eprintln!(
+                    "skipped {purpose}: no MariaDB at 127.0.0.1:3306 ({other:?}); set CI=true to make this a failure"
+                );
+                None
+            }
+        }
+    }
+
+    /// Its `dburi`.
+    pub(crate) fn uri(&self) -> String {
+        format!("mysql://root@127.0.0.1:3306/{}", self.name)
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let _ = mariadb(&format!("DROP DATABASE IF EXISTS {}", self.name));
+    }
+}
