@@ -353,14 +353,34 @@ impl BaseImage {
     }
 }
 
+/// How an image is made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageSource {
+    /// By snapshot: a template server boots `base-image`, runs `setup`, and is snapshotted.
+    Snapshot(BaseImage),
+    /// By diskimage-builder, from the `diskimages` entry of this name (`diskimage`). This
+    /// version does not build such images: nothing is built or launched from them.
+    Diskimage(String),
+}
+
+impl ImageSource {
+    /// The base image of a snapshot build; `None` for an image this version cannot build.
+    pub fn base_image(&self) -> Option<&BaseImage> {
+        match self {
+            ImageSource::Snapshot(base) => Some(base),
+            ImageSource::Diskimage(_) => None,
+        }
+    }
+}
+
 /// How to build one image on one provider, and how to reach nodes booted from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProviderImage {
     /// `name`: labels refer to it; the same name on several providers means equivalent images.
     pub name: ImageName,
-    /// `base-image`: what the template server boots from.
-    pub base_image: BaseImage,
+    /// `base-image` (a snapshot build) or `diskimage` (a diskimage-builder image).
+    pub source: ImageSource,
     /// `min-ram`: the flavor is the one with the least RAM of at least this many MB.
     pub min_ram: u32,
     /// `name-filter`: the flavor's name must contain this.

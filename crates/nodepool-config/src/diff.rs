@@ -84,7 +84,7 @@ fn provider_fields(old: &Provider, new: &Provider) -> Vec<&'static str> {
 
 fn image_fields(old: &ProviderImage, new: &ProviderImage) -> Vec<&'static str> {
     changed!(old, new, {
-        base_image => "base-image",
+        source => "base-image",
         min_ram => "min-ram",
         name_filter => "name-filter",
         setup => "setup",

@@ -58,7 +58,7 @@ mod yaml;
 use std::path::Path;
 
 pub use config::{
-    Api, BaseImage, Config, CronJob, CronSchedules, Domain, Driver, Label, Network,
+    Api, BaseImage, Config, CronJob, CronSchedules, Domain, Driver, ImageSource, Label, Network,
     OpenStackSettings, Project, Provider, ProviderImage, Secret, defaults,
 };
 pub use cron::{Schedule, ScheduleError};
@@ -142,6 +142,7 @@ pub fn parse(text: &str, source: impl AsRef<Path>) -> Result<Loaded, ConfigError
         sink: &mut sink,
         base,
         origins: Origins::default(),
+        diskimages: None,
     };
     let config = validator.config(raw);
     let origins = validator.origins;

@@ -12,6 +12,11 @@ const NO_JENKINS: &str = "nodepool-rs hands nodes to CI systems through its node
                           not through Jenkins, Gearman or ZMQ";
 const NO_DIB: &str = "diskimage-builder images are not built by this version; \
                       images are built by snapshot from `base-image`";
+/// Why a `diskimages` entry is read but not built.
+pub(crate) const NO_DIB_BUILDS: &str = "this version does not build diskimage-builder images: \
+                                        provider images made from these are neither built nor \
+                                        launched from; give them `base-image` (and `setup`) to \
+                                        build them by snapshot";
 
 pub(crate) const TOP_KEYS: &[&str] = &[
     "script-dir",
@@ -37,6 +42,15 @@ pub(crate) const LABEL_KEYS: &[&str] = &[
     "providers",
     "ready-script",
     "subnodes",
+];
+pub(crate) const DISKIMAGE_KEYS: &[&str] = &[
+    "name",
+    "elements",
+    "release",
+    "env-vars",
+    "qemu-img-options",
+    "pause",
+    "rebuild-age",
 ];
 pub(crate) const LABEL_PROVIDER_KEYS: &[&str] = &["name"];
 pub(crate) const PROVIDER_KEYS: &[&str] = &[
@@ -86,6 +100,7 @@ pub(crate) const IMAGE_KEYS: &[&str] = &[
     "diskimage",
     "connection-port",
     "config-drive",
+    "pause",
 ];
 
 /// One `meta` entry: the key and the value, each where it was written.
@@ -99,6 +114,13 @@ pub(crate) struct RawConfig {
     pub(crate) labels: Option<At<Vec<RawLabel>>>,
     pub(crate) providers: Option<At<Vec<RawProvider>>>,
     pub(crate) api: RawApi,
+    pub(crate) diskimages: Option<At<Vec<RawDiskimage>>>,
+}
+
+/// A `diskimages` entry: read for its name and checked, never built.
+#[derive(Debug)]
+pub(crate) struct RawDiskimage {
+    pub(crate) name: Option<At<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -174,6 +196,8 @@ pub(crate) struct RawImage {
     pub(crate) key: String,
     pub(crate) name: Option<At<String>>,
     pub(crate) base_image: Option<At<String>>,
+    /// Whether `base-image` is written at all (it may be of the wrong type).
+    pub(crate) base_image_written: bool,
     pub(crate) min_ram: Option<At<i64>>,
     pub(crate) name_filter: Option<At<String>>,
     pub(crate) setup: Option<At<String>>,
@@ -214,11 +238,18 @@ pub(crate) fn read_config(cx: &mut Cx<'_>, root: &Node) -> RawConfig {
             Some(node) => read_api(cx, node, &f.path("api")),
             None => RawApi::default(),
         },
+        diskimages: f.read(cx, "diskimages", |cx, node, key| {
+            let entries = list_of(cx, node, key, read_diskimage);
+            if entries.as_ref().is_some_and(|e| !e.is_empty()) {
+                cx.sink.warning(node.location, key, NO_DIB_BUILDS);
+            }
+            entries
+        }),
     };
     for legacy in ["targets", "gearman-servers", "zmq-publishers"] {
         f.ignore(cx, legacy, NO_JENKINS);
     }
-    for dib in ["elements-dir", "images-dir", "diskimages"] {
+    for dib in ["elements-dir", "images-dir"] {
         f.ignore(cx, dib, NO_DIB);
     }
     f.ignore(
@@ -245,6 +276,22 @@ fn list_of<T>(
             .filter_map(|(item, key)| cx.fields(item, &key).map(|f| read(cx, f)))
             .collect(),
     )
+}
+
+fn read_diskimage(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawDiskimage {
+    let diskimage = RawDiskimage {
+        name: f.string(cx, "name"),
+    };
+    // Checked for their types, as nodepool checked them, and otherwise unused.
+    f.strings(cx, "elements");
+    f.string(cx, "release");
+    f.read(cx, "env-vars", read_meta);
+    f.string(cx, "qemu-img-options");
+    f.string(cx, "pause");
+    f.integer(cx, "rebuild-age");
+    f.require(cx, "name", "every diskimage needs a name");
+    f.finish(cx, DISKIMAGE_KEYS);
+    diskimage
 }
 
 fn read_cron(cx: &mut Cx<'_>, node: &Node, key: &str) -> RawCron {
@@ -422,6 +469,7 @@ fn read_image(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawImage {
         location: f.location,
         key: f.key.clone(),
         name: f.string(cx, "name"),
+        base_image_written: f.get("base-image").is_some(),
         base_image: f.string(cx, "base-image"),
         min_ram: f.integer(cx, "min-ram"),
         name_filter: f.string(cx, "name-filter"),
@@ -438,12 +486,12 @@ fn read_image(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawImage {
         "config-drive",
         "servers are created with Nova's default for config drives",
     );
-    f.require(cx, "name", "every image needs a name");
-    f.require(
+    f.ignore(
         cx,
-        "base-image",
-        "give the name or id of the cloud image to build from",
+        "pause",
+        "it paused diskimage-builder uploads, which this version does not make; to stop building an image, set min-ready: -1 on the labels that use it",
     );
+    f.require(cx, "name", "every image needs a name");
     f.require(
         cx,
         "min-ram",

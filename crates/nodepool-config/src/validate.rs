@@ -11,8 +11,8 @@ use std::time::Duration;
 use nodepool_model::{ImageName, LabelName, NameError, ProviderName};
 
 use crate::config::{
-    Api, BaseImage, Config, CronSchedules, Domain, Driver, Label, Network, OpenStackSettings,
-    Project, Provider, ProviderImage, Secret, defaults,
+    Api, BaseImage, Config, CronSchedules, Domain, Driver, ImageSource, Label, Network,
+    OpenStackSettings, Project, Provider, ProviderImage, Secret, defaults,
 };
 use crate::cron::Schedule;
 use crate::dburi::DbUri;
@@ -52,6 +52,8 @@ pub(crate) struct Validator<'a> {
     /// The folder of the config file, for relative paths.
     pub(crate) base: Option<&'a Path>,
     pub(crate) origins: Origins,
+    /// The names of the `diskimages` entries; `None` without that section.
+    pub(crate) diskimages: Option<Vec<String>>,
 }
 
 /// A name, checked; `None` if absent (already reported as missing) or invalid (reported).
@@ -166,6 +168,12 @@ impl Validator<'_> {
 
         // Without a readable providers list, references to providers cannot be checked;
         // that list's own problem is already reported.
+        self.diskimages = raw.diskimages.as_ref().map(|at| {
+            at.value
+                .iter()
+                .filter_map(|d| d.name.as_ref().map(|n| n.value.clone()))
+                .collect()
+        });
         let providers_readable = raw.providers.is_some();
         let raw_providers = raw.providers.map(|at| at.value).unwrap_or_default();
         let providers: Vec<Provider> = raw_providers
@@ -456,23 +464,81 @@ impl Validator<'_> {
         }
     }
 
-    fn image(&mut self, raw: &RawImage, have_script_dir: bool) -> Option<ProviderImage> {
-        self.origins.note_entry(&raw.key, raw.location);
-        let name = name(self.sink, &raw.name, ImageName::new);
-        if let Some(at) = &raw.diskimage {
-            self.warning(at, "has no effect: diskimage-builder images are not built by this version; the image is built by snapshot from `base-image`");
-        }
-        let base_image = match &raw.base_image {
-            Some(at) if !at.value.trim().is_empty() => Some(BaseImage::parse(at.value.trim())),
-            Some(at) => {
+    /// How an image is made: by snapshot from `base-image`, or by diskimage-builder from the
+    /// `diskimages` entry that `diskimage` names (nodepool 0.3) or that has the image's own
+    /// name (nodepool 0.4, which has no `base-image`).
+    fn image_source(&mut self, raw: &RawImage) -> Option<ImageSource> {
+        let entry_named = |name: &str| {
+            self.diskimages
+                .as_ref()
+                .is_some_and(|names| names.iter().any(|n| n == name))
+        };
+        match (&raw.base_image, &raw.diskimage) {
+            (Some(base), _) if base.value.trim().is_empty() => {
                 self.error(
-                    at,
+                    base,
                     "is empty; give the name or id of the cloud image to build from",
                 );
                 None
             }
-            None => None,
-        };
+            (Some(base), Some(dib)) => {
+                self.warning(dib, "has no effect: diskimage-builder images are not built by this version; the image is built by snapshot from `base-image`");
+                Some(ImageSource::Snapshot(BaseImage::parse(base.value.trim())))
+            }
+            (Some(base), None) => Some(ImageSource::Snapshot(BaseImage::parse(base.value.trim()))),
+            (None, Some(dib)) => {
+                if !entry_named(&dib.value) {
+                    let known = self.diskimages.clone().unwrap_or_default();
+                    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+                    let hint = suggest::closest(&dib.value, &known)
+                        .map(|k| format!("; did you mean {}?", suggest::quote(k)))
+                        .unwrap_or_default();
+                    self.error(
+                        dib,
+                        format!(
+                            "no entry of `diskimages` is named {}{hint}",
+                            suggest::quote(&dib.value)
+                        ),
+                    );
+                    return None;
+                }
+                self.warning(
+                    dib,
+                    format!(
+                        "this version does not build diskimage-builder images: image {} is neither built nor launched from; give it `base-image` (and `setup`) to build it by snapshot",
+                        raw.name.as_ref().map_or("", |n| n.value.as_str())
+                    ),
+                );
+                Some(ImageSource::Diskimage(dib.value.clone()))
+            }
+            // Written but unreadable: already reported.
+            (None, None) if raw.base_image_written => None,
+            (None, None) => {
+                if let Some(name) = raw.name.as_ref().filter(|n| entry_named(&n.value)) {
+                    // nodepool 0.4: the provider image uploads the diskimage of its name.
+                    self.warning(
+                        name,
+                        format!(
+                            "is made by diskimage-builder (the `diskimages` entry of this name), which this version does not build: image {} is neither built nor launched from; give it `base-image` (and `setup`) to build it by snapshot",
+                            name.value
+                        ),
+                    );
+                    return Some(ImageSource::Diskimage(name.value.clone()));
+                }
+                self.sink.error(
+                    raw.location,
+                    &format!("{}.base-image", raw.key),
+                    "missing; give the name or id of the cloud image to build from (or `diskimage`, naming a `diskimages` entry)",
+                );
+                None
+            }
+        }
+    }
+
+    fn image(&mut self, raw: &RawImage, have_script_dir: bool) -> Option<ProviderImage> {
+        self.origins.note_entry(&raw.key, raw.location);
+        let name = name(self.sink, &raw.name, ImageName::new);
+        let source = self.image_source(raw);
         let min_ram = raw.min_ram.as_ref().and_then(|at| {
             u32::try_from(at.value).ok().or_else(|| {
                 self.error(
@@ -512,15 +578,23 @@ impl Validator<'_> {
             .map(|at| at.value.as_slice())
             .unwrap_or_default()
         {
+            // Warnings, not errors: nodepool 0.3 and 0.4 accepted such entries (and dropped
+            // the whole `meta`), so files that ran then still run.
             if key.value.starts_with("nodepool-") {
-                self.error(
+                self.warning(
                     key,
-                    "keys starting with `nodepool-` are reserved for nodepool's ownership tags",
+                    "is ignored: keys starting with `nodepool-` are reserved for nodepool's ownership tags",
                 );
             } else if key.value.is_empty() || key.value.chars().count() > 255 {
-                self.error(key, "a metadata key must have 1 to 255 characters");
+                self.warning(
+                    key,
+                    "is ignored: a metadata key must have 1 to 255 characters (Nova's limit)",
+                );
             } else if value.value.chars().count() > 255 {
-                self.error(value, "a metadata value must have at most 255 characters");
+                self.warning(
+                    value,
+                    "is ignored: a metadata value must have at most 255 characters (Nova's limit)",
+                );
             } else {
                 meta.insert(key.value.clone(), value.value.clone());
             }
@@ -531,7 +605,7 @@ impl Validator<'_> {
         };
         Some(ProviderImage {
             name: name?,
-            base_image: base_image?,
+            source: source?,
             min_ram: min_ram?,
             name_filter: raw.name_filter.as_ref().map(|at| at.value.clone()),
             setup: raw.setup.as_ref().map(|at| at.value.clone()),
@@ -579,10 +653,11 @@ impl Validator<'_> {
                         let hint = suggest::closest(&at.value, &image_names)
                             .map(|k| format!("; did you mean {}?", suggest::quote(k)))
                             .unwrap_or_default();
-                        self.error(
+                        // A warning: nodepool 0.3 and 0.4 ran such files (failing each launch).
+                        self.warning(
                             at,
                             format!(
-                                "no provider has an image named {}{hint}",
+                                "no provider has an image named {}, so this label gets no nodes{hint}",
                                 suggest::quote(&at.value)
                             ),
                         );
@@ -634,10 +709,10 @@ impl Validator<'_> {
                     .flat_map(|i| &i.value)
                     .any(|i| i.name.as_ref().is_some_and(|n| n.value == image.value));
                 if !has_image {
-                    self.error(
+                    self.warning(
                         at,
                         format!(
-                            "provider {} has no image named {} (the label's image)",
+                            "provider {} has no image named {} (the label's image), so it supplies no nodes of this label",
                             suggest::quote(&at.value),
                             suggest::quote(&image.value)
                         ),

@@ -581,6 +581,7 @@ impl Daemon {
     async fn round(&mut self) -> Timestamp {
         let now = self.clock.now();
         self.reload(now).await;
+        self.note_unbuildable_images();
         if self.clouds.connected() < self.config.providers.len() && now >= self.connect_again_at {
             self.connect_again_at = now.saturating_add(CONNECT_AGAIN);
             let config = self.config.clone();
@@ -781,6 +782,25 @@ impl Daemon {
     }
 
     /// Logs a problem once while it lasts.
+    /// Says once per image that images made by diskimage-builder are not built here (the
+    /// image policy leaves them out, so their labels get no nodes from them).
+    fn note_unbuildable_images(&mut self) {
+        let config = self.config.clone();
+        for provider in &config.providers {
+            for image in &provider.images {
+                if let nodepool_config::ImageSource::Diskimage(diskimage) = &image.source {
+                    self.say(
+                        format!(
+                            "provider {}: image {} is made by diskimage-builder (diskimage {diskimage}), which this version does not build: nothing is built or launched from it; give it base-image to build it by snapshot",
+                            provider.name, image.name
+                        ),
+                        true,
+                    );
+                }
+            }
+        }
+    }
+
     fn say(&mut self, text: String, is_error: bool) {
         if self.said.insert(text.clone()) {
             if is_error {

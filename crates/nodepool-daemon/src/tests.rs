@@ -227,6 +227,51 @@ async fn builds_images_then_fills_min_ready() {
     running.stop().await;
 }
 
+/// A provider image made by diskimage-builder (a 0.3-era file) is neither built nor
+/// launched from; the same label keeps filling from the provider that builds by snapshot.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn images_made_by_diskimage_builder_are_skipped_and_the_rest_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = config(dir.path(), 3, "");
+    // cloud2's image, the second of the two lines.
+    let snapshot_built =
+        "{name: base, base-image: Ubuntu 22.04, min-ram: 2048, setup: prepare.sh, username: ci}";
+    let at = text.rfind(snapshot_built).unwrap();
+    text.replace_range(
+        at..at + snapshot_built.len(),
+        "{name: base, diskimage: dib-base, min-ram: 2048, username: ci}",
+    );
+    text.push_str(
+        "diskimages:\n  - {name: dib-base, elements: [ubuntu-minimal, vm], release: 16}\n",
+    );
+    let running = start(dir.path(), &text).await;
+    running
+        .until(Duration::from_secs(600), "3 ready small nodes", |s| {
+            ready(s, "small") == 3
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let snapshot = running.snapshot().await;
+    assert_eq!(ready(&snapshot, "small"), 3);
+    assert!(
+        snapshot
+            .images
+            .iter()
+            .all(|i| i.provider.as_str() == "cloud1"),
+        "{:#?}",
+        snapshot.images
+    );
+    assert!(
+        snapshot
+            .nodes
+            .iter()
+            .all(|n| n.provider.as_str() == "cloud1"),
+        "{:#?}",
+        snapshot.nodes
+    );
+    running.stop().await;
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn config_edits_apply_live_and_a_broken_file_is_ignored() {
     let dir = tempfile::tempdir().unwrap();

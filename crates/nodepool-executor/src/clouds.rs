@@ -76,9 +76,10 @@ impl Connector for Connect {
             Driver::Fake => {
                 let mut fake = FakeConfig::default();
                 for image in &provider.images {
-                    let name = match &image.base_image {
-                        nodepool_config::BaseImage::Id(id) => id.clone(),
-                        nodepool_config::BaseImage::Name(name) => name.clone(),
+                    let name = match image.source.base_image() {
+                        Some(nodepool_config::BaseImage::Id(id)) => id.clone(),
+                        Some(nodepool_config::BaseImage::Name(name)) => name.clone(),
+                        None => continue,
                     };
                     if !fake.base_images.contains(&name) {
                         fake.base_images.push(name);

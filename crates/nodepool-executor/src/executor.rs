@@ -541,7 +541,13 @@ async fn try_build(
                 provider.name, upload.name
             )
         })?;
-    let base = base_image(connection, &image.base_image).await?;
+    let Some(base) = image.source.base_image() else {
+        return Err(format!(
+            "image {} of provider {} is made by diskimage-builder, which this version does not build",
+            upload.name, provider.name
+        ));
+    };
+    let base = base_image(connection, base).await?;
     let hostname = provider
         .template_hostname
         .replace("{image.name}", upload.name.as_str())

@@ -50,7 +50,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use nodepool_config::{Config, Provider};
+use nodepool_config::{Config, Provider, ProviderImage};
 use nodepool_model::{
     Attempt, BuildRequest, BuildRequestId, BuildRequestState, Failure, Human, Image, ImageId,
     ImageName, ImageState, ProviderName, Reason, Snapshot, Timestamp,
@@ -324,6 +324,7 @@ impl<'a> Planner<'a> {
     }
 
     /// Every (provider, image) a label with `min-ready` ≥ 0 launches from, in config order.
+    /// Images made by diskimage-builder are left out: this version does not build them.
     fn in_use(
         config: &'a Config,
         providers: &BTreeMap<&'a ProviderName, &'a Provider>,
@@ -335,7 +336,9 @@ impl<'a> Planner<'a> {
                 let Some(p) = providers.get(provider) else {
                     continue;
                 };
-                if p.images.iter().any(|i| i.name == label.image) {
+                let buildable =
+                    |i: &ProviderImage| i.name == label.image && i.source.base_image().is_some();
+                if p.images.iter().any(buildable) {
                     let key = (&p.name, &label.image);
                     if seen.insert(key) {
                         keys.push(key);
@@ -448,6 +451,11 @@ impl<'a> Planner<'a> {
     /// The (provider, image) pairs a build request asks for, or why it asks for nothing.
     fn targets(&self, request: &'a BuildRequest) -> Result<Vec<Key<'a>>, String> {
         let has_image = |p: &&'a Provider| p.images.iter().any(|i| i.name == request.image);
+        let buildable = |p: &&'a Provider| {
+            p.images
+                .iter()
+                .any(|i| i.name == request.image && i.source.base_image().is_some())
+        };
         match &request.provider {
             Some(name) => {
                 let Some(p) = self.provider(name) else {
@@ -456,6 +464,12 @@ impl<'a> Planner<'a> {
                 if !has_image(&p) {
                     return Err(format!("provider {name} has no image {}", request.image));
                 }
+                if !buildable(&p) {
+                    return Err(format!(
+                        "image {} of provider {name} is made by diskimage-builder, which this version does not build",
+                        request.image
+                    ));
+                }
                 Ok(vec![(&p.name, &request.image)])
             }
             None => {
@@ -463,10 +477,16 @@ impl<'a> Planner<'a> {
                     .config
                     .providers
                     .iter()
-                    .filter(has_image)
+                    .filter(buildable)
                     .map(|p| (&p.name, &request.image))
                     .collect();
                 if keys.is_empty() {
+                    if self.config.providers.iter().any(|p| has_image(&p)) {
+                        return Err(format!(
+                            "image {} is made by diskimage-builder on every provider that has it, which this version does not build",
+                            request.image
+                        ));
+                    }
                     return Err(format!("no provider has an image {}", request.image));
                 }
                 Ok(keys)

@@ -156,6 +156,53 @@ fn missing_images_are_built_at_once() {
     );
 }
 
+/// Images made by diskimage-builder (`diskimage: NAME` as in nodepool 0.3, or a
+/// `diskimages` entry of the image's own name as in 0.4) are never built, missing or
+/// requested, while snapshot images beside them are.
+#[test]
+fn images_made_by_diskimage_builder_are_never_built() {
+    let text = "diskimages:
+  - {name: dib-base, elements: [ubuntu-minimal], release: 16}
+  - {name: xenial}
+labels:
+  - {name: small, image: base, min-ready: 2, providers: [{name: cloud1}, {name: cloud2}]}
+  - {name: large, image: xenial, min-ready: 1, providers: [{name: cloud1}]}
+providers:
+  - name: cloud1
+    driver: fake
+    max-servers: 10
+    images:
+      - {name: base, base-image: Ubuntu 22.04, min-ram: 2048}
+      - {name: xenial, min-ram: 8192}
+  - name: cloud2
+    driver: fake
+    max-servers: 10
+    images:
+      - {name: base, diskimage: dib-base, min-ram: 2048}
+";
+    let config = nodepool_config::parse(text, "nodepool.yaml")
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .config;
+    let missing = plan(&Snapshot::default(), &config, NOW);
+    assert_eq!(summary(&missing), ["build base@cloud1 (missing)"]);
+
+    let asked = Snapshot {
+        build_requests: vec![
+            build_request(1, Some("cloud2"), "base", BuildRequestState::Pending, NOW),
+            build_request(2, None, "xenial", BuildRequestState::Pending, NOW),
+        ],
+        ..Snapshot::default()
+    };
+    let requested = plan(&asked, &config, NOW);
+    assert_eq!(
+        summary(&requested)[..2],
+        [
+            "request 1 failed: image base of provider cloud2 is made by diskimage-builder, which this version does not build",
+            "request 2 failed: image xenial is made by diskimage-builder on every provider that has it, which this version does not build",
+        ]
+    );
+}
+
 #[test]
 fn a_building_upload_counts_as_present() {
     let mut images = settled();

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{MINIMAL, load};
-use crate::{BaseImage, DbUri, Driver, Network, OpenStackSettings, Project, Secret, defaults};
+use crate::{
+    BaseImage, DbUri, Driver, ImageSource, Network, OpenStackSettings, Project, Secret, defaults,
+};
 
 #[test]
 fn defaults_are_the_2014_ones() {
@@ -41,7 +43,10 @@ fn defaults_are_the_2014_ones() {
     );
 
     let image = &provider.images[0];
-    assert_eq!(image.base_image, BaseImage::Name("Ubuntu 22.04".into()));
+    assert_eq!(
+        image.source,
+        ImageSource::Snapshot(BaseImage::Name("Ubuntu 22.04".into()))
+    );
     assert_eq!(image.min_ram, 2048);
     assert_eq!(image.name_filter, None);
     assert_eq!(image.setup, None);
@@ -196,8 +201,10 @@ fn every_key_is_read() {
     );
     let image = cloud1.image("trusty").unwrap();
     assert_eq!(
-        image.base_image,
-        BaseImage::Id("8AB3F1C2-0000-4e6a-9c1b-3c0f6d7a1e55-suffix".into())
+        image.source,
+        ImageSource::Snapshot(BaseImage::Id(
+            "8AB3F1C2-0000-4e6a-9c1b-3c0f6d7a1e55-suffix".into()
+        ))
     );
     assert_eq!(image.min_ram, 8192);
     assert_eq!(image.name_filter.as_deref(), Some("Performance"));

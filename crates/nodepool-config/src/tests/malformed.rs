@@ -141,7 +141,7 @@ fn dangling_references() {
         expect![[r#"
             nodepool.yaml:5:15: error: labels[0].providers[0].name: no provider named "clowd1"; did you mean "cloud1"?
             nodepool.yaml:7:15: error: labels[0].providers[2].name: provider "cloud1" is listed twice
-            nodepool.yaml:9:12: error: labels[1].image: no provider has an image named "ubuntoo"; did you mean "ubuntu"?
+            nodepool.yaml:9:12: warning: labels[1].image: no provider has an image named "ubuntoo", so this label gets no nodes; did you mean "ubuntu"?
         "#]],
     );
 }
@@ -155,8 +155,8 @@ fn label_image_that_its_provider_lacks() {
     check(
         &text,
         expect![[r#"
-        nodepool.yaml:6:15: error: labels[0].providers[1].name: provider "cloud2" has no image named "ubuntu" (the label's image)
-    "#]],
+            nodepool.yaml:6:15: warning: labels[0].providers[1].name: provider "cloud2" has no image named "ubuntu" (the label's image), so it supplies no nodes of this label
+        "#]],
     );
 }
 
@@ -317,8 +317,8 @@ fn empty_and_invalid_names() {
         &text,
         expect![[r#"
             nodepool.yaml:2:11: error: labels[0].name: name is empty
-            nodepool.yaml:3:12: error: labels[0].image: no provider has an image named "ubuntu"; did you mean " ubuntu"?
             nodepool.yaml:11:15: error: providers[0].images[0].name: name has leading or trailing whitespace
+            nodepool.yaml:3:12: warning: labels[0].image: no provider has an image named "ubuntu", so this label gets no nodes; did you mean " ubuntu"?
         "#]],
     );
 }
@@ -328,16 +328,16 @@ fn missing_required_keys() {
     check(
         "labels:\n  - {}\nproviders:\n  - images:\n      - {}\n",
         expect![[r#"
-        nodepool.yaml:2:5: error: labels[0].name: missing; every label needs a name
-        nodepool.yaml:2:5: error: labels[0].image: missing; give the name of the provider image its nodes boot from
-        nodepool.yaml:2:5: error: labels[0].providers: missing; list the providers that may supply this label
-        nodepool.yaml:4:5: error: providers[0].name: missing; every provider needs a name
-        nodepool.yaml:4:5: error: providers[0].max-servers: missing; a provider needs a server quota (0 launches nothing)
-        nodepool.yaml:4:5: error: providers[0]: no credentials: set `cloud` to an entry of clouds.yaml, or all of auth-url, username, password and project-name (missing: auth-url, username, password, project-name)
-        nodepool.yaml:5:9: error: providers[0].images[0].name: missing; every image needs a name
-        nodepool.yaml:5:9: error: providers[0].images[0].base-image: missing; give the name or id of the cloud image to build from
-        nodepool.yaml:5:9: error: providers[0].images[0].min-ram: missing; give the least RAM in MB a node's flavor must have
-    "#]],
+            nodepool.yaml:2:5: error: labels[0].name: missing; every label needs a name
+            nodepool.yaml:2:5: error: labels[0].image: missing; give the name of the provider image its nodes boot from
+            nodepool.yaml:2:5: error: labels[0].providers: missing; list the providers that may supply this label
+            nodepool.yaml:4:5: error: providers[0].name: missing; every provider needs a name
+            nodepool.yaml:4:5: error: providers[0].max-servers: missing; a provider needs a server quota (0 launches nothing)
+            nodepool.yaml:4:5: error: providers[0]: no credentials: set `cloud` to an entry of clouds.yaml, or all of auth-url, username, password and project-name (missing: auth-url, username, password, project-name)
+            nodepool.yaml:5:9: error: providers[0].images[0].name: missing; every image needs a name
+            nodepool.yaml:5:9: error: providers[0].images[0].min-ram: missing; give the least RAM in MB a node's flavor must have
+            nodepool.yaml:5:9: error: providers[0].images[0].base-image: missing; give the name or id of the cloud image to build from (or `diskimage`, naming a `diskimages` entry)
+        "#]],
     );
 }
 
@@ -399,11 +399,11 @@ fn bad_template_hostname_networks_and_meta() {
     check(
         &text,
         expect![[r#"
-        nodepool.yaml:10:24: error: providers[0].template-hostname: unknown field {image}; the fields are {image.name}, {provider.name} and {timestamp}
-        nodepool.yaml:12:9: error: providers[0].networks[0]: give only one of net-id, net-label or name
-        nodepool.yaml:14:9: error: providers[0].networks[1]: a network needs one of net-id, net-label or name
-        nodepool.yaml:20:11: error: providers[0].images[0].meta.nodepool-node-id: keys starting with `nodepool-` are reserved for nodepool's ownership tags
-    "#]],
+            nodepool.yaml:10:24: error: providers[0].template-hostname: unknown field {image}; the fields are {image.name}, {provider.name} and {timestamp}
+            nodepool.yaml:12:9: error: providers[0].networks[0]: give only one of net-id, net-label or name
+            nodepool.yaml:14:9: error: providers[0].networks[1]: a network needs one of net-id, net-label or name
+            nodepool.yaml:20:11: warning: providers[0].images[0].meta.nodepool-node-id: is ignored: keys starting with `nodepool-` are reserved for nodepool's ownership tags
+        "#]],
     );
 }
 
@@ -455,10 +455,10 @@ fn duplicate_and_oversized_meta() {
     check(
         &text,
         expect![[r#"
-        nodepool.yaml:16:11: error: providers[0].images[0].meta.a: duplicate key "a"; it is first set at line 15, and only that value is used
-        nodepool.yaml:17:14: error: providers[0].images[0].meta.b: a metadata value must have at most 255 characters
-        nodepool.yaml:18:14: error: providers[0].images[0].meta.c: expected a string, found a list
-    "#]],
+            nodepool.yaml:16:11: error: providers[0].images[0].meta.a: duplicate key "a"; it is first set at line 15, and only that value is used
+            nodepool.yaml:18:14: error: providers[0].images[0].meta.c: expected a string, found a list
+            nodepool.yaml:17:14: warning: providers[0].images[0].meta.b: is ignored: a metadata value must have at most 255 characters (Nova's limit)
+        "#]],
     );
 }
 
