@@ -2,6 +2,7 @@
 
 mod admin;
 mod cloud;
+mod config_corpus;
 mod config_validate;
 mod image_update;
 #[path = "../../crates/nodepool-daemon/tests/support/mod.rs"]

@@ -36,6 +36,30 @@ fn json(d: &Diagnostic) -> JsonDiagnostic<'_> {
     }
 }
 
+/// The same problem outside the file (one missing key file that 300 images name) said
+/// once, at its first place, with how many other places share it.
+fn once_each(diagnostics: impl IntoIterator<Item = Diagnostic>) -> Vec<Diagnostic> {
+    let mut kept: Vec<(Diagnostic, usize)> = Vec::new();
+    for diagnostic in diagnostics {
+        match kept
+            .iter_mut()
+            .find(|(d, _)| d.message == diagnostic.message)
+        {
+            Some((_, more)) => *more += 1,
+            None => kept.push((diagnostic, 0)),
+        }
+    }
+    kept.into_iter()
+        .map(|(mut diagnostic, more)| {
+            if more > 0 {
+                let places = if more == 1 { "place" } else { "places" };
+                diagnostic.message = format!("{} (and {more} other {places})", diagnostic.message);
+            }
+            diagnostic
+        })
+        .collect()
+}
+
 /// A store this build cannot open: a warning here (the file may be meant for another
 /// build), an error when nodepoold starts.
 fn unsupported_store(loaded: &Loaded) -> Option<Diagnostic> {
@@ -62,7 +86,9 @@ pub(crate) fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
         Ok(loaded) => {
             let mut warnings = loaded.warnings.clone();
             let environment = loaded.check_environment(&Environment::from_process());
-            warnings.extend(environment.into_iter().map(|issue| issue.diagnostic));
+            warnings.extend(once_each(
+                environment.into_iter().map(|issue| issue.diagnostic),
+            ));
             warnings.extend(unsupported_store(&loaded));
             (true, Vec::new(), warnings)
         }

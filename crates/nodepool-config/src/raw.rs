@@ -247,7 +247,13 @@ pub(crate) fn read_config(cx: &mut Cx<'_>, root: &Node) -> RawConfig {
         }),
     };
     for legacy in ["targets", "gearman-servers", "zmq-publishers"] {
+        if let Some(node) = f.get(legacy) {
+            check_legacy(cx, node, &f.path(legacy), legacy);
+        }
         f.ignore(cx, legacy, NO_JENKINS);
+    }
+    if let Some(node) = f.get("zookeeper-servers") {
+        check_legacy(cx, node, &f.path("zookeeper-servers"), "zookeeper-servers");
     }
     for dib in ["elements-dir", "images-dir"] {
         f.ignore(cx, dib, NO_DIB);
@@ -276,6 +282,100 @@ fn list_of<T>(
             .filter_map(|(item, key)| cx.fields(item, &key).map(|f| read(cx, f)))
             .collect(),
     )
+}
+
+/// The keys nodepool 0.3 and 0.4 accepted in the sections that have no effect here.
+const TARGET_KEYS: &[&str] = &[
+    "name",
+    "hostname",
+    "subnode-hostname",
+    "assign-via-gearman",
+    "rate",
+    "jenkins",
+];
+const JENKINS_KEYS: &[&str] = &["url", "user", "apikey", "credentials-id", "test-job"];
+const GEARMAN_KEYS: &[&str] = &["host", "port"];
+const ZOOKEEPER_KEYS: &[&str] = &["host", "port", "chroot"];
+
+/// Checks the shape of a section that has no effect here (`targets`, `gearman-servers`,
+/// `zmq-publishers`, `zookeeper-servers`). Its values are never used, so what nodepool
+/// 0.3 and 0.4 would have refused is only a warning: a misspelling here changes nothing.
+fn check_legacy(cx: &mut Cx<'_>, node: &Node, key: &str, section: &str) {
+    use crate::yaml::Kind;
+    let Kind::Seq(items) = &node.kind else {
+        if !matches!(node.kind, Kind::Null) {
+            cx.sink.warning(
+                node.location,
+                key,
+                "nodepool 0.3 and 0.4 wanted a list here; it is ignored anyway",
+            );
+        }
+        return;
+    };
+    let known = match section {
+        "targets" => TARGET_KEYS,
+        "gearman-servers" => GEARMAN_KEYS,
+        "zookeeper-servers" => ZOOKEEPER_KEYS,
+        // `zmq-publishers` is a list of addresses.
+        _ => &[],
+    };
+    for (i, item) in items.iter().enumerate() {
+        let item_key = format!("{key}[{i}]");
+        match (&item.kind, known.is_empty()) {
+            (Kind::Map(entries), false) => {
+                for (name, value) in entries {
+                    let name_text = key_text(cx, name);
+                    let path = crate::read::child(&item_key, &crate::suggest::escape(&name_text));
+                    if !known.contains(&name_text.as_str()) {
+                        cx.sink.warning(
+                            name.location,
+                            &path,
+                            crate::suggest::unknown_key(&name_text, known),
+                        );
+                    } else if name_text == "jenkins"
+                        && let Kind::Map(jenkins) = &value.kind
+                    {
+                        for (inner, _) in jenkins {
+                            let inner_text = key_text(cx, inner);
+                            if !JENKINS_KEYS.contains(&inner_text.as_str()) {
+                                cx.sink.warning(
+                                    inner.location,
+                                    &crate::read::child(
+                                        &path,
+                                        &crate::suggest::escape(&inner_text),
+                                    ),
+                                    crate::suggest::unknown_key(&inner_text, JENKINS_KEYS),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            (Kind::Str(_), true) => {}
+            (_, false) => cx.sink.warning(
+                item.location,
+                &item_key,
+                "nodepool 0.3 and 0.4 wanted a mapping here; it is ignored anyway",
+            ),
+            (_, true) => cx.sink.warning(
+                item.location,
+                &item_key,
+                "nodepool 0.3 and 0.4 wanted an address here; it is ignored anyway",
+            ),
+        }
+    }
+}
+
+/// A mapping key as written.
+fn key_text(cx: &Cx<'_>, node: &Node) -> String {
+    match &node.kind {
+        crate::yaml::Kind::Str(s) => s.clone(),
+        _ => node
+            .source_text(cx.source)
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    }
 }
 
 fn read_diskimage(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawDiskimage {

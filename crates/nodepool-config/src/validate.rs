@@ -146,6 +146,16 @@ impl Validator<'_> {
         let dburi = match &raw.dburi {
             None => DbUri::parse(defaults::DBURI, None).ok(),
             Some(at) => match DbUri::parse(&at.value, self.base) {
+                // Parsed, but a host or password still in template markup cannot work.
+                // (Not quoted: the markup may sit beside a real password.)
+                Ok(_) if crate::read::unrendered(&at.value).is_some() => {
+                    let kind = crate::read::unrendered(&at.value).unwrap_or_default();
+                    self.error(
+                        at,
+                        format!("looks like an unrendered {kind} template: render the file before nodepool reads it"),
+                    );
+                    None
+                }
                 Ok(uri) => {
                     self.origins.note(at);
                     Some(uri)
