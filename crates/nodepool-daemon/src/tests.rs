@@ -1041,11 +1041,25 @@ async fn three_daemons_on_one_postgresql_fill_min_ready_once_within_max_servers(
     let Some(db) = support::PgDb::create("three_fill") else {
         return;
     };
+    three_daemons_fill_min_ready_once_within_max_servers(&db.uri()).await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn three_daemons_on_one_mariadb_fill_min_ready_once_within_max_servers() {
+    let Some(db) = support::MariaDb::create("three_fill") else {
+        return;
+    };
+    three_daemons_fill_min_ready_once_within_max_servers(&db.uri()).await;
+}
+
+/// Three daemons on one store (`uri`) sharing two fake clouds.
+async fn three_daemons_fill_min_ready_once_within_max_servers(uri: &str) {
     let (clock, remote, shared) = shared_clouds();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut daemons = Vec::new();
     for dir in &dirs {
-        let text = on_store(&config(dir.path(), 8, ""), dir.path(), &db.uri());
+        let text = on_store(&config(dir.path(), 8, ""), dir.path(), uri);
         daemons.push(
             start_with(
                 dir.path(),
@@ -1113,11 +1127,7 @@ async fn three_daemons_on_one_postgresql_fill_min_ready_once_within_max_servers(
     for daemon in daemons {
         daemon.stop().await;
     }
-    let store = Store::open(
-        &nodepool_config::DbUri::parse(&db.uri(), None).unwrap(),
-        "test",
-    )
-    .unwrap();
+    let store = Store::open(&nodepool_config::DbUri::parse(uri, None).unwrap(), "test").unwrap();
     assert!(
         store.daemons().unwrap().is_empty(),
         "each daemon ended its lease"
@@ -1129,9 +1139,23 @@ async fn a_daemon_killed_mid_launch_and_mid_build_has_its_work_finished_by_anoth
     let Some(db) = support::PgDb::create("takeover") else {
         return;
     };
+    work_of_a_killed_daemon_is_finished_by_another(&db.uri()).await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn on_mariadb_a_daemon_killed_mid_launch_and_mid_build_has_its_work_finished_by_another() {
+    let Some(db) = support::MariaDb::create("takeover") else {
+        return;
+    };
+    work_of_a_killed_daemon_is_finished_by_another(&db.uri()).await;
+}
+
+/// Two daemons on one store (`uri`): the first is killed with work under way.
+async fn work_of_a_killed_daemon_is_finished_by_another(uri: &str) {
     let (clock, remote, shared) = shared_clouds();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let text = |dir: &Path, min_ready| on_store(&config(dir, min_ready, ""), dir, &db.uri());
+    let text = |dir: &Path, min_ready| on_store(&config(dir, min_ready, ""), dir, uri);
     let first = start_with(
         dir_a.path(),
         &text(dir_a.path(), 2),
