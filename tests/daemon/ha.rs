@@ -64,7 +64,7 @@ fn two_daemons_share_one_store_and_one_finishes_what_a_killed_one_left() {
     let Some(sshd) = support::sshd() else { return };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let Some(cloud) = connect(&rt) else { return };
-    let Some(db) = support::PgDb::create("ha") else {
+    let Some(db) = support::ServerDb::postgres("ha") else {
         return;
     };
     clear_leftovers_of(&rt, &cloud, PROVIDER);

@@ -73,7 +73,7 @@ fn runs_the_demo_on(dburi: &str) {
 
 #[test]
 fn the_demo_runs_on_postgresql() {
-    let Some(db) = support::PgDb::create("demo") else {
+    let Some(db) = support::ServerDb::postgres("demo") else {
         return;
     };
     runs_the_demo_on(&db.uri());
@@ -82,7 +82,7 @@ fn the_demo_runs_on_postgresql() {
 #[cfg(feature = "mysql")]
 #[test]
 fn the_demo_runs_on_mariadb() {
-    let Some(db) = support::MariaDb::create("demo") else {
+    let Some(db) = support::ServerDb::mariadb("demo") else {
         return;
     };
     runs_the_demo_on(&db.uri());

@@ -1038,7 +1038,7 @@ async fn servers_in(shared: &SharedClouds, name: &str) -> usize {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn three_daemons_on_one_postgresql_fill_min_ready_once_within_max_servers() {
-    let Some(db) = support::PgDb::create("three_fill") else {
+    let Some(db) = support::ServerDb::postgres("three_fill") else {
         return;
     };
     three_daemons_fill_min_ready_once_within_max_servers(&db.uri()).await;
@@ -1047,7 +1047,7 @@ async fn three_daemons_on_one_postgresql_fill_min_ready_once_within_max_servers(
 #[cfg(feature = "mysql")]
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn three_daemons_on_one_mariadb_fill_min_ready_once_within_max_servers() {
-    let Some(db) = support::MariaDb::create("three_fill") else {
+    let Some(db) = support::ServerDb::mariadb("three_fill") else {
         return;
     };
     three_daemons_fill_min_ready_once_within_max_servers(&db.uri()).await;
@@ -1136,7 +1136,7 @@ async fn three_daemons_fill_min_ready_once_within_max_servers(uri: &str) {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_daemon_killed_mid_launch_and_mid_build_has_its_work_finished_by_another() {
-    let Some(db) = support::PgDb::create("takeover") else {
+    let Some(db) = support::ServerDb::postgres("takeover") else {
         return;
     };
     work_of_a_killed_daemon_is_finished_by_another(&db.uri()).await;
@@ -1145,7 +1145,7 @@ async fn a_daemon_killed_mid_launch_and_mid_build_has_its_work_finished_by_anoth
 #[cfg(feature = "mysql")]
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn on_mariadb_a_daemon_killed_mid_launch_and_mid_build_has_its_work_finished_by_another() {
-    let Some(db) = support::MariaDb::create("takeover") else {
+    let Some(db) = support::ServerDb::mariadb("takeover") else {
         return;
     };
     work_of_a_killed_daemon_is_finished_by_another(&db.uri()).await;

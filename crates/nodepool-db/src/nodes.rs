@@ -182,29 +182,23 @@ pub(crate) fn insert_nodes(
             actor: actor.to_owned(),
         })
         .collect();
+    // One statement per 500 rows, within the limit on bound parameters.
+    macro_rules! in_chunks {
+        ($conn:expr) => {{
+            for chunk in rows.chunks(500) {
+                diesel::insert_into(n::nodes).values(chunk).execute($conn)?;
+            }
+            for chunk in events.chunks(500) {
+                diesel::insert_into(crate::schema::events::table)
+                    .values(chunk)
+                    .execute($conn)?;
+            }
+        }};
+    }
     match conn {
-        // One statement per 500 rows, within the limit on bound parameters.
-        AnyConnection::Postgresql(pg) => {
-            for chunk in rows.chunks(500) {
-                diesel::insert_into(n::nodes).values(chunk).execute(pg)?;
-            }
-            for chunk in events.chunks(500) {
-                diesel::insert_into(crate::schema::events::table)
-                    .values(chunk)
-                    .execute(pg)?;
-            }
-        }
+        AnyConnection::Postgresql(pg) => in_chunks!(pg),
         #[cfg(feature = "mysql")]
-        AnyConnection::Mysql(mysql) => {
-            for chunk in rows.chunks(500) {
-                diesel::insert_into(n::nodes).values(chunk).execute(mysql)?;
-            }
-            for chunk in events.chunks(500) {
-                diesel::insert_into(crate::schema::events::table)
-                    .values(chunk)
-                    .execute(mysql)?;
-            }
-        }
+        AnyConnection::Mysql(mysql) => in_chunks!(mysql),
         // SQLite runs in process: one statement per row costs microseconds.
         AnyConnection::Sqlite(sqlite) => {
             for row in &rows {

@@ -203,7 +203,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}/nodepool.sqlite", dir.path().display());
     rows.push(("SQLite", measure(&sqlite, dir.path())));
-    if let Some(db) = support::PgDb::create("bench_api") {
+    if let Some(db) = support::ServerDb::postgres("bench_api") {
         let dir = tempfile::tempdir().unwrap();
         rows.push(("PostgreSQL", measure(&db.uri(), dir.path())));
     }

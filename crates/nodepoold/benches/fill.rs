@@ -277,7 +277,7 @@ fn main() {
     let sqlite = format!("sqlite://{}/nodepool.sqlite", dir.display());
     std::fs::write(&path, config(dir, &sqlite, sshd.port, 0)).unwrap();
     let store = build_image(&path, &DbUri::Sqlite(dir.join("nodepool.sqlite")));
-    let pg = support::PgDb::create("bench_fill").map(|db| {
+    let pg = support::ServerDb::postgres("bench_fill").map(|db| {
         let uri = db.uri();
         let pg_path = dir.join("nodepool-pg.yaml");
         std::fs::write(&pg_path, config(dir, &uri, sshd.port, 0)).unwrap();

@@ -168,29 +168,71 @@ pub(crate) fn cloud_provider(name: &str, dir: &Path, port: u16, extra: &str) -> 
     )
 }
 
-/// A PostgreSQL database made (with `psql`, as user `postgres` on 127.0.0.1:5432) for one
-/// test or benchmark run, dropped with this value. Without a server it is `None`, with a
-/// note, on a developer's machine; under `CI=true` a missing server fails the test.
-pub(crate) struct PgDb {
+/// A database server the tests make their own databases in, through its command-line
+/// client (so that no test needs a MySQL build to prepare a database).
+#[derive(Clone, Copy, Debug)]
+enum Server {
+    /// PostgreSQL on 127.0.0.1:5432, as user `postgres`.
+    Postgres,
+    /// MariaDB (or MySQL) on 127.0.0.1:3306, as `root` without a password.
+    Mariadb,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Postgres => "PostgreSQL at 127.0.0.1:5432",
+            Server::Mariadb => "MariaDB at 127.0.0.1:3306",
+        }
+    }
+
+    /// Runs `sql` as the server's administrator.
+    fn run(self, sql: &str) -> std::io::Result<std::process::Output> {
+        match self {
+            Server::Postgres => Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q"])
+                .args(["-c", sql])
+                .output(),
+            Server::Mariadb => Command::new("mysql")
+                .args(["-h", "127.0.0.1", "-P", "3306", "-u", "root", "-e", sql])
+                .output(),
+        }
+    }
+}
+
+/// A database made for one test or benchmark run, dropped with this value. Without a
+/// server it is `None`, with a note, on a developer's machine; under `CI=true` a missing
+/// server fails the test.
+pub(crate) struct ServerDb {
+    server: Server,
     name: String,
 }
 
-impl PgDb {
-    pub(crate) fn create(purpose: &str) -> Option<PgDb> {
+impl ServerDb {
+    /// A PostgreSQL database.
+    pub(crate) fn postgres(purpose: &str) -> Option<ServerDb> {
+        ServerDb::create(Server::Postgres, purpose)
+    }
+
+    /// A MariaDB database.
+    pub(crate) fn mariadb(purpose: &str) -> Option<ServerDb> {
+        ServerDb::create(Server::Mariadb, purpose)
+    }
+
+    fn create(server: Server, purpose: &str) -> Option<ServerDb> {
         let name = format!("nodepool_test_{}_{purpose}", std::process::id());
-        let made = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q"])
-            .args(["-c", &format!("DROP DATABASE IF EXISTS {name}")])
-            .args(["-c", &format!("CREATE DATABASE {name}")])
-            .output();
+        let made = server
+            .run(&format!("DROP DATABASE IF EXISTS {name}"))
+            .and_then(|_| server.run(&format!("CREATE DATABASE {name}")));
         match made {
-            Ok(out) if out.status.success() => Some(PgDb { name }),
+            Ok(out) if out.status.success() => Some(ServerDb { server, name }),
             other if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("{purpose} needs PostgreSQL in CI, at 127.0.0.1:5432: {other:?}")
+                panic!("{purpose} needs {} in CI: {other:?}", server.name())
             }
             other => {
                 eprintln!(
-                    "skipped {purpose}: no PostgreSQL at 127.0.0.1:5432 ({other:?}); set CI=true to make this a failure"
+                    "skipped {purpose}: no {} ({other:?}); set CI=true to make this a failure",
+                    server.name()
                 );
                 None
             }
@@ -199,70 +241,22 @@ impl PgDb {
 
     /// Its `dburi`.
     pub(crate) fn uri(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-q",
-                "-c",
-            ])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
-    }
-}
-
-/// A MariaDB (MySQL) database made (with the `mysql` client, as root on 127.0.0.1:3306) for
-/// one test, dropped with this value; `None` or a failure as for [`PgDb`].
-pub(crate) struct MariaDb {
-    name: String,
-}
-
-fn mariadb(sql: &str) -> std::io::Result<std::process::Output> {
-    Command::new("mysql")
-        .args(["-h", "127.0.0.1", "-P", "3306", "-u", "root", "-e", sql])
-        .output()
-}
-
-impl MariaDb {
-    pub(crate) fn create(purpose: &str) -> Option<MariaDb> {
-        let name = format!("nodepool_test_{}_{purpose}", std::process::id());
-        match mariadb(&format!(
-            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-        )) {
-            Ok(out) if out.status.success() => Some(MariaDb { name }),
-            other if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("{purpose} needs MariaDB in CI, at 127.0.0.1:3306: {other:?}")
-            }
-            other => {
-                eprintln!(
-                    "skipped {purpose}: no MariaDB at 127.0.0.1:3306 ({other:?}); set CI=true to make this a failure"
-                );
-                None
-            }
+        match self.server {
+            Server::Postgres => format!("postgres://postgres@127.0.0.1:5432/{}", self.name),
+            Server::Mariadb => format!("mysql://root@127.0.0.1:3306/{}", self.name),
         }
     }
-
-    /// Its `dburi`.
-    pub(crate) fn uri(&self) -> String {
-        format!("mysql://root@127.0.0.1:3306/{}", self.name)
-    }
 }
 
-impl Drop for MariaDb {
+impl Drop for ServerDb {
     fn drop(&mut self) {
-        let _ = mariadb(&format!("DROP DATABASE IF EXISTS {}", self.name));
+        let force = match self.server {
+            // Connections a killed daemon left open would keep the database.
+            Server::Postgres => " WITH (FORCE)",
+            Server::Mariadb => "",
+        };
+        let _ = self
+            .server
+            .run(&format!("DROP DATABASE IF EXISTS {}{force}", self.name));
     }
 }
