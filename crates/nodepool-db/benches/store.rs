@@ -1,6 +1,7 @@
 //! Store benchmarks: `cargo xtask bench store` (or `cargo bench -p nodepool-db --bench store`).
 //!
-//! On SQLite and, when reachable, PostgreSQL: insert 10,000 nodes; read one planning
+//! On SQLite and, when reachable, PostgreSQL and (built with `--features mysql`) MariaDB
+//! or MySQL: insert 10,000 nodes; read one planning
 //! snapshot of 10,000 nodes and 1,000 requests; 1,000 claims from 8 concurrent tasks.
 //! Prints medians as a Markdown table for docs/benchmarks.md.
 
@@ -28,11 +29,14 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// A fresh database: a new SQLite file, or a new PostgreSQL database (dropped at the end).
+/// A fresh database: a new SQLite file, or a new PostgreSQL or MySQL database (dropped at
+/// the end).
 struct Fresh {
     uri: DbUri,
     _dir: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
+    #[cfg(feature = "mysql")]
+    mysql: Option<(String, String)>,
 }
 
 impl Fresh {
@@ -44,6 +48,26 @@ impl Fresh {
                     uri: DbUri::Sqlite(dir.path().join("bench.sqlite")),
                     _dir: Some(dir),
                     pg: None,
+                    #[cfg(feature = "mysql")]
+                    mysql: None,
+                })
+            }
+            #[cfg(feature = "mysql")]
+            "mysql" => {
+                use diesel::mysql::MysqlConnection;
+                let admin = std::env::var("NODEPOOL_TEST_MYSQL")
+                    .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into());
+                let mut conn = MysqlConnection::establish(&admin).ok()?;
+                let name = format!("nodepool_bench_{}_{n}", std::process::id());
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .unwrap();
+                let base = admin.rsplit_once('/').unwrap().0;
+                Some(Fresh {
+                    uri: DbUri::parse(&format!("{base}/{name}"), None).unwrap(),
+                    _dir: None,
+                    pg: None,
+                    mysql: Some((admin, name)),
                 })
             }
             _ => {
@@ -60,6 +84,8 @@ impl Fresh {
                     uri,
                     _dir: None,
                     pg: Some((admin, name)),
+                    #[cfg(feature = "mysql")]
+                    mysql: None,
                 })
             }
         }
@@ -75,6 +101,14 @@ impl Drop for Fresh {
         if let Some((admin, name)) = &self.pg {
             let mut conn = PgConnection::establish(admin).unwrap();
             diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .unwrap();
+        }
+        #[cfg(feature = "mysql")]
+        if let Some((admin, name)) = &self.mysql {
+            use diesel::mysql::MysqlConnection;
+            let mut conn = MysqlConnection::establish(admin).unwrap();
+            diesel::sql_query(format!("DROP DATABASE {name}"))
                 .execute(&mut conn)
                 .unwrap();
         }
@@ -194,7 +228,13 @@ fn main() {
         "| backend | insert {NODES} nodes | snapshot ({NODES} nodes, {REQUESTS} requests) | {CLAIMS} claims, {TASKS} tasks | claims/s |"
     );
     println!("| --- | --- | --- | --- | --- |");
-    for backend in ["sqlite", "postgres"] {
+    let backends: &[&str] = if cfg!(feature = "mysql") {
+        &["sqlite", "postgres", "mysql"]
+    } else {
+        eprintln!("mysql: not built (--features mysql), skipped");
+        &["sqlite", "postgres"]
+    };
+    for &backend in backends {
         let Some(insert) = insert_nodes(backend) else {
             eprintln!("{backend}: not reachable, skipped");
             continue;
