@@ -116,9 +116,12 @@ impl From<diesel::result::Error> for StoreError {
         use diesel::result::{DatabaseErrorKind, Error};
         let retryable = match &error {
             Error::DatabaseError(kind, info) => {
+                // (diesel reads MySQL's deadlock, 1213, as a serialization failure; its
+                // lock wait timeout, 1205, it leaves unclassified.)
                 matches!(kind, DatabaseErrorKind::SerializationFailure)
                     || info.message().contains("database is locked")
                     || info.message().contains("deadlock")
+                    || info.message().contains("Lock wait timeout exceeded")
             }
             _ => false,
         };

@@ -80,6 +80,28 @@ fn a_lost_race_is_worth_retrying_and_says_so() {
 }
 
 #[test]
+fn lock_timeouts_and_deadlocks_are_worth_retrying() {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let error = |kind, message: &str| {
+        crate::StoreError::from(Error::DatabaseError(kind, Box::new(message.to_owned())))
+    };
+    let mysql_timeout = error(
+        DatabaseErrorKind::Unknown,
+        "Lock wait timeout exceeded; try restarting transaction",
+    );
+    let pg_deadlock = error(DatabaseErrorKind::Unknown, "deadlock detected");
+    let serialization = error(DatabaseErrorKind::SerializationFailure, "Deadlock found");
+    let syntax = error(
+        DatabaseErrorKind::Unknown,
+        "You have an error in your SQL syntax",
+    );
+    assert!(mysql_timeout.is_retryable());
+    assert!(pg_deadlock.is_retryable());
+    assert!(serialization.is_retryable());
+    assert!(!syntax.is_retryable());
+}
+
+#[test]
 fn mysql_servers_without_skip_locked_are_refused_by_name() {
     use crate::check_mysql_version;
     assert_eq!(check_mysql_version("10.11.19-MariaDB-0+deb12u1"), Ok(()));
