@@ -608,3 +608,97 @@ fn alien_list_names_a_provider_it_cannot_ask() {
     );
     assert!(!stderr.contains("s3cret"), "{stderr}");
 }
+
+/// `daemon-list`: each daemon sharing the store, whether its lease holds, and what it has
+/// claimed; as a table and as JSON.
+#[test]
+fn daemon_list_shows_each_daemons_lease_and_work() {
+    use nodepool_db::DaemonRecord;
+    use nodepool_model::{ImageId, NodeId, Subject};
+    let pool = pool();
+    let store = Store::open(
+        &DbUri::Sqlite(pool.dir.path().join("nodepool.sqlite")),
+        "test",
+    )
+    .unwrap();
+    let now = SystemClock.now();
+    let ago = |minutes: i64| Timestamp::from_unix_seconds(now.unix_seconds() - minutes * 60);
+    let live = DaemonRecord::new("np1.example.org", 4242, ago(90)).unwrap();
+    let dead = DaemonRecord::new("np2.example.org", 777, ago(300)).unwrap();
+    store
+        .renew_lease(&live, ago(0), std::time::Duration::from_secs(3600))
+        .unwrap();
+    store
+        .renew_lease(&dead, ago(120), std::time::Duration::from_secs(30))
+        .unwrap();
+    for subject in [
+        Subject::Node(NodeId::new(1)),
+        Subject::Image(ImageId::new(1)),
+    ] {
+        assert!(store.claim_work(subject, &live.id, ago(1)).unwrap());
+    }
+
+    let (code, stdout, stderr) = pool.run(&["daemon-list"]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let row = |id: &str| -> Vec<String> {
+        let line = lines.iter().find(|l| l.contains(id)).unwrap();
+        line.split('|')
+            .map(|cell| cell.trim().to_owned())
+            .filter(|cell| !cell.is_empty())
+            .collect()
+    };
+    let stamp = |at: Timestamp| at.to_datetime().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    assert_eq!(
+        row(&dead.id),
+        [
+            dead.id.clone(),
+            "np2.example.org".into(),
+            "777".into(),
+            stamp(ago(300)),
+            "5.00".into(),
+            format!(
+                "expired {}",
+                stamp(Timestamp::from_unix_seconds(ago(120).unix_seconds() + 30))
+            ),
+            "0".into(),
+        ]
+    );
+    assert_eq!(
+        row(&live.id),
+        [
+            live.id.clone(),
+            "np1.example.org".into(),
+            "4242".into(),
+            stamp(ago(90)),
+            "1.50".into(),
+            "alive".into(),
+            "2".into(),
+        ]
+    );
+    // Oldest first.
+    assert!(stdout.find(&dead.id) < stdout.find(&live.id), "{stdout}");
+
+    let (code, stdout, _) = pool.run(&["--json", "daemon-list"]);
+    assert_eq!(code, 0);
+    let daemons: Value = serde_json::from_str(&stdout).unwrap();
+    let daemons = daemons.as_array().unwrap();
+    assert_eq!(daemons.len(), 2);
+    assert_eq!(
+        daemons[1],
+        serde_json::json!({
+            "id": live.id,
+            "host": "np1.example.org",
+            "pid": 4242,
+            "started": ago(90).to_string(),
+            "up_hours": 1.5,
+            "lease_expires": Timestamp::from_unix_seconds(now.unix_seconds() + 3600).to_string(),
+            "alive": true,
+            "work": 2,
+        })
+    );
+    assert_eq!(
+        (&daemons[0]["alive"], &daemons[0]["work"]),
+        (&Value::Bool(false), &serde_json::json!(0))
+    );
+}

@@ -7,6 +7,7 @@
 mod aliens;
 mod builds;
 mod context;
+mod daemons;
 mod events;
 mod images;
 mod nodes;
@@ -138,6 +139,12 @@ pub enum Command {
     },
     /// List node requests (from CI systems) with their state.
     RequestList,
+    /// List the nodepoold processes sharing the store, with their leases and the work
+    /// each has claimed.
+    ///
+    /// A daemon whose lease has expired (`Lease` says since when) is taken for dead: the
+    /// others finish its work, and it is forgotten a day later.
+    DaemonList,
     /// List servers the store does not know, in every provider or one.
     ///
     /// Columns as in 2014 (Provider, Hostname, Server ID, IP) and Tags: whose the server is
@@ -283,6 +290,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             what: Show::Image { id },
         } => images::show(cli, out, *id),
         Command::RequestList => requests::list(cli, out),
+        Command::DaemonList => daemons::list(cli, out),
         Command::AlienList { provider } => aliens::servers(cli, out, err, provider.as_ref()),
         Command::AlienImageList { provider } => aliens::images(cli, out, err, provider.as_ref()),
     };

@@ -259,6 +259,24 @@ impl Store {
             .collect())
     }
 
+    /// How many launches, builds and deletions each daemon has claimed, by daemon id.
+    ///
+    /// # Errors
+    ///
+    /// Database errors only.
+    pub fn work_by_daemon(&self) -> Result<std::collections::BTreeMap<String, usize>> {
+        let rows: Vec<(String, i64)> = self.read(|conn| {
+            Ok(w::work
+                .group_by(w::daemon)
+                .select((w::daemon, diesel::dsl::count_star()))
+                .load(conn)?)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(daemon, n)| (daemon, usize::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     /// Claims the work on `subject` for `daemon`: true if it is now ours (it was free,
     /// already ours, or its daemon is dead), false if a live daemon works on it.
     ///

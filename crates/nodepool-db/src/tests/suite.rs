@@ -732,6 +732,10 @@ pub(crate) fn daemons_claim_work_and_a_dead_ones_work_is_free(db: &TestDb) {
     );
     assert_eq!(store.work_elsewhere("b", at(3)).unwrap(), [subject]);
     assert!(store.work_elsewhere("a", at(3)).unwrap().is_empty());
+    assert_eq!(
+        store.work_by_daemon().unwrap(),
+        [("a".to_owned(), 1)].into_iter().collect()
+    );
 
     // a stops renewing: once its lease is over, b may take the work.
     store.renew_lease(&b, at(25), lease).unwrap();
@@ -741,6 +745,10 @@ pub(crate) fn daemons_claim_work_and_a_dead_ones_work_is_free(db: &TestDb) {
     );
     assert!(store.claim_work(subject, "b", at(31)).unwrap());
     assert_eq!(store.work_elsewhere("a", at(31)).unwrap(), [subject]);
+    assert_eq!(
+        store.work_by_daemon().unwrap(),
+        [("b".to_owned(), 1)].into_iter().collect()
+    );
     store.release_work(subject, "a").unwrap();
     assert_eq!(
         store.work_elsewhere("a", at(31)).unwrap(),
