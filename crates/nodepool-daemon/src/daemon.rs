@@ -692,9 +692,46 @@ impl Daemon {
         self.next_check = self.config.cron.check.next_after(now);
     }
 
+    /// Whether this daemon runs the periodic jobs: of the daemons sharing the store, the
+    /// live one that started first does, so that N daemons do not list and probe every
+    /// cloud N times. When it dies its lease lapses and the next takes over.
+    async fn runs_jobs(&mut self, now: Timestamp) -> bool {
+        if self.live_daemons <= 1 {
+            return true;
+        }
+        match store::call(&self.store, |s| s.daemons()).await {
+            // Listed by start: the first live one leads.
+            Ok(daemons) => match daemons.iter().find(|d| d.expires > now) {
+                Some(first) if first.id != self.me.id => {
+                    self.say(
+                        format!(
+                            "the periodic jobs (cleanup, check) run in daemon {} on {}, the oldest",
+                            first.id, first.host
+                        ),
+                        false,
+                    );
+                    false
+                }
+                _ => true,
+            },
+            // Better twice than never.
+            Err(_) => true,
+        }
+    }
+
     /// Starts the periodic jobs that are due.
     async fn run_jobs(&mut self, snapshot: &Snapshot, now: Timestamp) {
-        if self.next_cleanup.is_some_and(|at| now >= at) {
+        let cleanup_due = self.next_cleanup.is_some_and(|at| now >= at);
+        let check_due = self.next_check.is_some_and(|at| now >= at);
+        if !(cleanup_due || check_due) {
+            return;
+        }
+        if !self.runs_jobs(now).await {
+            self.next_cleanup = self.config.cron.cleanup.next_after(now);
+            self.next_check = self.config.cron.check.next_after(now);
+            return;
+        }
+        if cleanup_due {
             self.next_cleanup = self.config.cron.cleanup.next_after(now);
             if !self.cleaning {
                 let connections = self
@@ -712,7 +749,7 @@ impl Daemon {
             }
             self.prune(now).await;
         }
-        if self.next_check.is_some_and(|at| now >= at) {
+        if check_due {
             self.next_check = self.config.cron.check.next_after(now);
             let ready = snapshot.nodes.iter().filter(|n| {
                 n.state == NodeState::Ready

@@ -1093,8 +1093,22 @@ async fn three_daemons_fill_min_ready_once_within_max_servers(uri: &str) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         waited += Duration::from_secs(1);
     }
-    // Let the daemons run on: nothing more is launched or built.
-    tokio::time::sleep(Duration::from_secs(120)).await;
+    // Let the daemons run on: nothing more is launched or built, and the cleanup job
+    // (every minute) lists each cloud once a minute, not once per daemon.
+    let listed = || {
+        shared
+            .cloud("cloud1")
+            .calls(nodepool_provider::op::LIST_FLOATING_IPS)
+    };
+    // (After a minute: the last template servers' deletions list floating IPs too.)
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let before = listed();
+    tokio::time::sleep(Duration::from_secs(180)).await;
+    let cleanups = listed() - before;
+    assert!(
+        (2..=4).contains(&cleanups),
+        "{cleanups} cleanup listings of cloud1 in 3 minutes: one daemon runs the periodic jobs"
+    );
     let snapshot = daemons[0].snapshot().await;
     assert_eq!(snapshot.nodes.len(), 8, "{:#?}", snapshot.nodes);
     assert!(
