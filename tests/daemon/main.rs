@@ -58,9 +58,15 @@ fn provider(name: &str) -> String {
 struct Log(std::sync::mpsc::Receiver<String>);
 
 fn nodepoold(config: &Path) -> (Child, Log) {
+    nodepoold_with(config, &[])
+}
+
+/// [`nodepoold`] with more arguments.
+fn nodepoold_with(config: &Path, args: &[&str]) -> (Child, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nodepoold"))
         .arg("-c")
         .arg(config)
+        .args(args)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -275,5 +281,39 @@ fn a_second_daemon_on_one_sqlite_store_is_refused_and_a_killed_ones_restart_is_n
     );
     assert_eq!(daemons[0].pid, second.id());
     terminate(&second);
+    follow(&mut log, "stopped", 1);
+}
+
+/// `nodepoold -s secure.conf`: the store is the one secure.conf's `[database] dburi` names,
+/// as nodepool 0.3 and 0.4 did, whatever the config's `dburi` says.
+#[test]
+fn secure_conf_names_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nodepool.yaml");
+    let elsewhere = dir.path().join("from-secure.sqlite");
+    // The config's own store could not be opened: the daemon must not try it.
+    let text = config(dir.path()).replace(
+        &format!(
+            "dburi: sqlite://{}",
+            dir.path().join("nodepool.sqlite").display()
+        ),
+        "dburi: mysql://nodepool@127.0.0.1:1/nodepool",
+    );
+    std::fs::write(&path, text).unwrap();
+    let secure = dir.path().join("secure.conf");
+    std::fs::write(
+        &secure,
+        format!("[database]\ndburi = sqlite://{}\n", elsewhere.display()),
+    )
+    .unwrap();
+    let (child, mut log) = nodepoold_with(&path, &["-s", secure.to_str().unwrap()]);
+    follow(&mut log, "ready in", 1);
+    let store = Store::open(&DbUri::Sqlite(elsewhere), "test").unwrap();
+    let snapshot = store.snapshot().unwrap();
+    assert!(
+        snapshot.images.iter().any(|i| i.state == ImageState::Ready),
+        "{snapshot:#?}"
+    );
+    terminate(&child);
     follow(&mut log, "stopped", 1);
 }

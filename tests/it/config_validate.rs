@@ -135,3 +135,40 @@ fn usage_errors_exit_2_and_help_exits_0() {
     assert_eq!(code, 0);
     assert_eq!(stdout, format!("nodepool {}\n", env!("CARGO_PKG_VERSION")));
 }
+
+/// With `-s`, secure.conf's `[database] dburi` replaces the file's, as nodepool 0.3 and 0.4
+/// did, and `config-validate` says so (never printing the password).
+#[test]
+fn secure_conf_supplies_the_dburi() {
+    let (code, stdout, stderr) = nodepool(&[
+        "-s",
+        "tests/configs/secure.conf",
+        "-c",
+        "tests/configs/transitional-0.4.yaml",
+        "config-validate",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(": valid ("), "{stdout}");
+    assert!(
+        stderr.contains(
+            "tests/configs/transitional-0.4.yaml:5:8: warning: dburi: is replaced by `[database] dburi` of tests/configs/secure.conf (line 3), as nodepool 0.3 and 0.4 did\n"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Zp1ndr4v0"), "{stderr}");
+
+    let (code, _, stderr) = nodepool(&[
+        "-s",
+        "tests/configs/no-such-secure.conf",
+        "-c",
+        "tests/configs/transitional-0.4.yaml",
+        "config-validate",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.starts_with(
+            "tests/configs/no-such-secure.conf: error: cannot read it: No such file or directory"
+        ),
+        "{stderr}"
+    );
+}

@@ -36,7 +36,12 @@ impl Context {
 
     fn open(cli: &Cli, writes: bool) -> Result<Context, Failure> {
         let config = match nodepool_config::load(&cli.config) {
-            Ok(loaded) => loaded.config,
+            Ok(mut loaded) => {
+                loaded
+                    .read_secure(cli.secure.as_deref())
+                    .map_err(|e| Failure::Usage(e.to_string()))?;
+                loaded.config
+            }
             Err(failure) => {
                 let count = failure.errors.len();
                 let first = failure

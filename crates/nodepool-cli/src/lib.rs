@@ -37,6 +37,11 @@ pub struct Cli {
     #[arg(short = 'c', long = "config", global = true, default_value = nodepool_config::DEFAULT_PATH, value_name = "CONFIG")]
     pub config: PathBuf,
 
+    /// Path to a secure.conf (nodepool 0.3 and 0.4): its `[database] dburi` replaces the
+    /// config's. Without it, /etc/nodepool/secure.conf is read if it exists.
+    #[arg(short = 's', long = "secure", global = true, value_name = "SECURE")]
+    pub secure: Option<PathBuf>,
+
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,

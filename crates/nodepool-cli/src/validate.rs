@@ -83,14 +83,20 @@ fn unsupported_store(loaded: &Loaded) -> Option<Diagnostic> {
 
 pub(crate) fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
     let (valid, errors, mut warnings) = match nodepool_config::load(&cli.config) {
-        Ok(loaded) => {
+        Ok(mut loaded) => {
             let mut warnings = loaded.warnings.clone();
-            let environment = loaded.check_environment(&Environment::from_process());
-            warnings.extend(once_each(
-                environment.into_iter().map(|issue| issue.diagnostic),
-            ));
-            warnings.extend(unsupported_store(&loaded));
-            (true, Vec::new(), warnings)
+            match loaded.read_secure(cli.secure.as_deref()) {
+                Err(error) => (false, vec![error], warnings),
+                Ok(replaced) => {
+                    warnings.extend(replaced);
+                    let environment = loaded.check_environment(&Environment::from_process());
+                    warnings.extend(once_each(
+                        environment.into_iter().map(|issue| issue.diagnostic),
+                    ));
+                    warnings.extend(unsupported_store(&loaded));
+                    (true, Vec::new(), warnings)
+                }
+            }
         }
         Err(failure) => (false, failure.errors, failure.warnings),
     };

@@ -51,6 +51,7 @@ mod environment;
 mod formats;
 mod raw;
 mod read;
+mod secure;
 mod suggest;
 mod validate;
 mod yaml;
@@ -66,6 +67,7 @@ pub use dburi::{DbUri, DbUriError, DbUrl};
 pub use diagnostic::{ConfigErrors, Diagnostic, Location, Severity};
 pub use diff::{ConfigDiff, ProviderChange};
 pub use environment::{Concern, Environment, EnvironmentIssue};
+pub use secure::{DEFAULT_SECURE_PATH, Secure};
 pub use validate::Origins;
 
 use diagnostic::Sink;

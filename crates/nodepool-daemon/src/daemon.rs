@@ -37,6 +37,9 @@ use crate::{DaemonError, api, jobs};
 pub struct Options {
     /// The config file.
     pub config: PathBuf,
+    /// secure.conf (nodepool 0.3 and 0.4), whose `[database] dburi` replaces the config's;
+    /// `None` reads /etc/nodepool/secure.conf if it exists.
+    pub secure: Option<PathBuf>,
     /// The longest wait between two rounds, and between two full listings of a provider.
     pub tick: Duration,
     /// The longest wait between two listings of a provider while executors wait on its
@@ -60,6 +63,7 @@ impl Options {
     pub fn new(config: impl Into<PathBuf>) -> Options {
         Options {
             config: config.into(),
+            secure: None,
             tick: Duration::from_secs(5),
             busy_tick: Duration::from_secs(1),
             reload_every: Duration::from_secs(10),
@@ -173,10 +177,13 @@ impl Daemon {
             file: options.config.clone(),
             message: e.to_string(),
         })?;
-        let config = load(&options.config, &bytes).map_err(|errors| DaemonError::Config {
-            file: options.config.clone(),
-            message: errors.to_string(),
-        })?;
+        let config =
+            load(&options.config, &bytes, options.secure.as_deref()).map_err(|errors| {
+                DaemonError::Config {
+                    file: options.config.clone(),
+                    message: errors.to_string(),
+                }
+            })?;
         let now = clock.now();
         let sqlite_lock = match &config.dburi {
             nodepool_config::DbUri::Sqlite(path) => Some(lock_sqlite(path)?),
@@ -555,7 +562,7 @@ impl Daemon {
         if bytes == self.config_bytes || self.broken_bytes.as_ref() == Some(&bytes) {
             return;
         }
-        match load(&self.options.config, &bytes) {
+        match load(&self.options.config, &bytes, self.options.secure.as_deref()) {
             Ok(config) => {
                 let changes = self.config.diff(&config);
                 info!(config = %self.options.config.display(), "config changed: {changes}");
@@ -1233,9 +1240,21 @@ impl Daemon {
     }
 }
 
-/// Reads a config file's bytes.
-fn load(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
-    nodepool_config::parse_bytes(bytes, path).map(|loaded| loaded.config)
+/// Reads a config file's bytes, and secure.conf (`secure`, or the default one if it
+/// exists), whose `dburi` replaces the file's as in nodepool 0.3 and 0.4.
+fn load(path: &Path, bytes: &[u8], secure: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let mut loaded = nodepool_config::parse_bytes(bytes, path)?;
+    match loaded.read_secure(secure) {
+        Ok(Some(replaced)) => info!("{replaced}"),
+        Ok(None) => {}
+        Err(error) => {
+            return Err(ConfigErrors {
+                errors: vec![error],
+                warnings: Vec::new(),
+            });
+        }
+    }
+    Ok(loaded.config)
 }
 
 /// This machine's name, for the store's list of daemons and the event log.

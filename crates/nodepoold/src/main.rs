@@ -16,6 +16,10 @@ struct Args {
     /// The config file.
     #[arg(short, long, default_value = "/etc/nodepool/nodepool.yaml")]
     config: PathBuf,
+    /// A secure.conf (nodepool 0.3 and 0.4) whose `[database] dburi` replaces the config's.
+    /// Without it, /etc/nodepool/secure.conf is read if it exists.
+    #[arg(short, long)]
+    secure: Option<PathBuf>,
     /// Log lines as JSON objects instead of text.
     #[arg(long)]
     json: bool,
@@ -67,7 +71,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    let daemon = Daemon::start(Options::new(args.config), clock, Arc::new(connect)).await?;
+    let mut options = Options::new(args.config);
+    options.secure = args.secure;
+    let daemon = Daemon::start(options, clock, Arc::new(connect)).await?;
     let reload = Arc::new(tokio::sync::Notify::new());
     let on_hangup = reload.clone();
     tokio::spawn(async move {

@@ -8,6 +8,7 @@ mod examples;
 mod fuzz;
 mod keys;
 mod malformed;
+mod secure;
 
 use crate::{ConfigErrors, Loaded};
 
