@@ -147,25 +147,27 @@ impl Store {
     /// [`StoreError::SchemaTooNew`] if a newer nodepool has migrated the database.
     pub fn migrate(&self, now: Timestamp) -> Result<Vec<String>> {
         let mut conn = connection::establish(&self.db)?;
-        let applied = migrate::run_pending(&mut conn)?;
-        connection::transaction(&mut conn, Mode::Write, |conn| {
-            use schema::installation::dsl as i;
-            let exists = i::installation.count().get_result::<i64>(conn)? > 0;
-            if !exists {
-                let id = random_id().map_err(|e| {
-                    StoreError::Invalid(format!("cannot make an installation id: {e}"))
-                })?;
-                diesel::insert_into(i::installation)
-                    .values((
-                        i::singleton.eq(1),
-                        i::installation_id.eq(id),
-                        i::created.eq(now.unix_millis()),
-                    ))
-                    .execute(conn)?;
-            }
-            Ok(())
-        })?;
-        Ok(applied)
+        // Under the migration lock: two daemons starting at once on a new store would
+        // otherwise both find no installation row and both make one.
+        migrate::run_pending(&mut conn, |conn| {
+            connection::transaction(conn, Mode::Write, |conn| {
+                use schema::installation::dsl as i;
+                let exists = i::installation.count().get_result::<i64>(conn)? > 0;
+                if !exists {
+                    let id = random_id().map_err(|e| {
+                        StoreError::Invalid(format!("cannot make an installation id: {e}"))
+                    })?;
+                    diesel::insert_into(i::installation)
+                        .values((
+                            i::singleton.eq(1),
+                            i::installation_id.eq(id),
+                            i::created.eq(now.unix_millis()),
+                        ))
+                        .execute(conn)?;
+                }
+                Ok(())
+            })
+        })
     }
 
     /// Checks that the schema is set up and not newer than this binary, for processes that

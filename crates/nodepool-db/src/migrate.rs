@@ -50,21 +50,26 @@ pub(crate) fn check_not_newer(conn: &mut AnyConnection) -> Result<Vec<String>> {
 /// The session lock that lets one process at a time migrate a PostgreSQL store ("migrate").
 const MIGRATION_LOCK: i64 = 0x006d_6967_7261_7465;
 
-/// Applies every pending migration; returns the versions applied now. Daemons starting
-/// together on one PostgreSQL store take turns: the first migrates, the others find
-/// nothing left to do.
-pub(crate) fn run_pending(conn: &mut AnyConnection) -> Result<Vec<String>> {
+/// Applies every pending migration, then `then` (the first use's setup), and returns the
+/// versions applied now. Daemons starting together on one PostgreSQL or MySQL store take
+/// turns: the first migrates and sets up, the others find nothing left to do.
+pub(crate) fn run_pending(
+    conn: &mut AnyConnection,
+    then: impl FnOnce(&mut AnyConnection) -> Result<()>,
+) -> Result<Vec<String>> {
     lock(conn, true)?;
     let result: Result<Vec<String>> = check_not_newer(conn).and_then(|applied| {
         if applied.is_empty() {
             before_first_migration(conn)?;
         }
-        Ok(conn
+        let applied = conn
             .run_pending_migrations(MIGRATIONS)
             .map_err(migration_error)?
             .into_iter()
             .map(|v| v.to_string())
-            .collect())
+            .collect();
+        then(conn)?;
+        Ok(applied)
     });
     lock(conn, false)?;
     result

@@ -159,3 +159,24 @@ fn sqlalchemy_mysql_uris_open_the_same_store() {
         db.store.installation_id().unwrap()
     );
 }
+
+/// Daemons starting together on a new server store all start: one migrates and makes the
+/// installation id, the others wait for it and share it.
+#[test]
+fn daemons_starting_together_on_a_new_store_share_one_installation() {
+    for db in support::TestDb::empty_on_servers() {
+        let ids: Vec<String> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let store = crate::Store::open(&db.uri, "daemon").unwrap();
+                        store.migrate(support::T0).unwrap();
+                        store.installation_id().unwrap().to_string()
+                    })
+                })
+                .collect();
+            starts.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        assert!(ids.iter().all(|id| *id == ids[0]), "{}: {ids:?}", db.uri);
+    }
+}

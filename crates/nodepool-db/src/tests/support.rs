@@ -142,17 +142,31 @@ impl TestDb {
     /// A fresh PostgreSQL database, or `None` (with a note on stderr) when no server is
     /// reachable on a developer's machine. Under `CI=true` a missing server fails the test.
     pub(crate) fn postgres() -> Option<TestDb> {
-        TestDb::on_server(Server::Postgres)
+        TestDb::on_server(Server::Postgres, true)
     }
 
     /// A fresh MySQL (MariaDB) database, as [`TestDb::postgres`].
     #[cfg(feature = "mysql")]
     pub(crate) fn mysql() -> Option<TestDb> {
-        TestDb::on_server(Server::Mysql)
+        TestDb::on_server(Server::Mysql, true)
+    }
+
+    /// Empty databases, not migrated, on each server backend this build has.
+    pub(crate) fn empty_on_servers() -> Vec<TestDb> {
+        let servers = [
+            Some(Server::Postgres),
+            #[cfg(feature = "mysql")]
+            Some(Server::Mysql),
+        ];
+        servers
+            .into_iter()
+            .flatten()
+            .filter_map(|server| TestDb::on_server(server, false))
+            .collect()
     }
 
     #[allow(clippy::print_stderr)]
-    fn on_server(server: Server) -> Option<TestDb> {
+    fn on_server(server: Server, migrated: bool) -> Option<TestDb> {
         let admin_url = server.admin_url();
         if let Err(error) = server.admin("SELECT 1") {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -176,7 +190,11 @@ impl TestDb {
         server.drop_database(&name).unwrap();
         server.admin(&format!("CREATE DATABASE {name}")).unwrap();
         let uri = DbUri::parse(&server.url_of(&name), None).unwrap();
-        let store = Store::open_and_migrate(&uri, "test-daemon", T0).unwrap();
+        let store = if migrated {
+            Store::open_and_migrate(&uri, "test-daemon", T0).unwrap()
+        } else {
+            Store::open(&uri, "test-daemon").unwrap()
+        };
         Some(TestDb {
             uri,
             store,
