@@ -324,7 +324,7 @@ fn check_legacy(cx: &mut Cx<'_>, node: &Node, key: &str, section: &str) {
         match (&item.kind, known.is_empty()) {
             (Kind::Map(entries), false) => {
                 for (name, value) in entries {
-                    let name_text = key_text(cx, name);
+                    let name_text = crate::read::key_text(cx.source, name);
                     let path = crate::read::child(&item_key, &crate::suggest::escape(&name_text));
                     if !known.contains(&name_text.as_str()) {
                         cx.sink.warning(
@@ -336,7 +336,7 @@ fn check_legacy(cx: &mut Cx<'_>, node: &Node, key: &str, section: &str) {
                         && let Kind::Map(jenkins) = &value.kind
                     {
                         for (inner, _) in jenkins {
-                            let inner_text = key_text(cx, inner);
+                            let inner_text = crate::read::key_text(cx.source, inner);
                             if !JENKINS_KEYS.contains(&inner_text.as_str()) {
                                 cx.sink.warning(
                                     inner.location,
@@ -363,18 +363,6 @@ fn check_legacy(cx: &mut Cx<'_>, node: &Node, key: &str, section: &str) {
                 "nodepool 0.3 and 0.4 wanted an address here; it is ignored anyway",
             ),
         }
-    }
-}
-
-/// A mapping key as written.
-fn key_text(cx: &Cx<'_>, node: &Node) -> String {
-    match &node.kind {
-        crate::yaml::Kind::Str(s) => s.clone(),
-        _ => node
-            .source_text(cx.source)
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
     }
 }
 

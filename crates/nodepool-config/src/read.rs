@@ -163,6 +163,18 @@ impl Cx<'_> {
     }
 }
 
+/// A mapping key as written: a number, boolean or null key is taken as its text.
+pub(crate) fn key_text(source: &str, node: &Node) -> String {
+    match &node.kind {
+        Kind::Str(s) => s.clone(),
+        _ => node
+            .source_text(source)
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    }
+}
+
 /// The fields of one mapping.
 pub(crate) struct Fields<'n> {
     entries: Vec<Entry<'n>>,
@@ -184,12 +196,6 @@ impl<'n> Fields<'n> {
         let mut kept: Vec<Entry<'n>> = Vec::with_capacity(entries.len());
         for (key_node, value) in entries {
             let name = match &key_node.kind {
-                Kind::Str(s) => s.clone(),
-                Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) | Kind::Null => key_node
-                    .source_text(cx.source)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned(),
                 Kind::Seq(_) | Kind::Map(_) => {
                     cx.sink.error(
                         key_node.location,
@@ -198,6 +204,7 @@ impl<'n> Fields<'n> {
                     );
                     continue;
                 }
+                _ => key_text(cx.source, key_node),
             };
             if let Some(first) = kept.iter().find(|e| e.name == name) {
                 let message = format!(

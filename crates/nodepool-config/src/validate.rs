@@ -145,23 +145,25 @@ impl Validator<'_> {
         });
         let dburi = match &raw.dburi {
             None => DbUri::parse(defaults::DBURI, None).ok(),
-            Some(at) => match DbUri::parse(&at.value, self.base) {
+            Some(at) => match (
+                DbUri::parse(&at.value, self.base),
+                crate::read::unrendered(&at.value),
+            ) {
+                (Ok(uri), None) => {
+                    self.origins.note(at);
+                    Some(uri)
+                }
                 // Parsed, but a host or password still in template markup cannot work.
                 // (Not quoted: the markup may sit beside a real password.)
-                Ok(_) if crate::read::unrendered(&at.value).is_some() => {
-                    let kind = crate::read::unrendered(&at.value).unwrap_or_default();
+                (Ok(_), Some(kind)) => {
                     self.error(
                         at,
                         format!("looks like an unrendered {kind} template: render the file before nodepool reads it"),
                     );
                     None
                 }
-                Ok(uri) => {
-                    self.origins.note(at);
-                    Some(uri)
-                }
-                Err(error) => {
-                    let hint = crate::read::unrendered(&at.value)
+                (Err(error), unrendered) => {
+                    let hint = unrendered
                         .map(|kind| format!("; it looks like an unrendered {kind} template: render the file before nodepool reads it"))
                         .unwrap_or_default();
                     self.error(at, format!("{error}{hint}"));

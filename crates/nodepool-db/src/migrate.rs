@@ -105,11 +105,13 @@ fn lock(conn: &mut AnyConnection, take: bool) -> Result<()> {
 /// backends (the server's default collation would take `Small` and `small` for one label,
 /// and one cloud id for another that differs in case only).
 fn before_first_migration(conn: &mut AnyConnection) -> Result<()> {
-    #[cfg(feature = "mysql")]
-    if let AnyConnection::Mysql(mysql) = conn {
-        diesel::sql_query("ALTER DATABASE CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-            .execute(mysql)?;
+    match conn {
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(mysql) => {
+            diesel::sql_query("ALTER DATABASE CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                .execute(mysql)?;
+        }
+        AnyConnection::Postgresql(_) | AnyConnection::Sqlite(_) => {}
     }
-    let _ = conn;
     Ok(())
 }
