@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use nodepool_config::DbUri;
 use nodepool_db::Store;
-use nodepool_model::{ImageState, NodeState, Snapshot};
+use nodepool_model::{ImageState, NodeState, ReasonCode, Snapshot};
 use nodepool_openstack::OpenStackProvider;
 use nodepool_provider::{INSTALLATION_KEY, PROVIDER_KEY, Provider};
 
@@ -247,7 +247,7 @@ fn a_daemon_killed_at_every_step_converges_with_nothing_leaked() {
     // the image again the moment the last one is marked for deletion.
     crate::follow(&mut log, "config changed", 1);
     let now = nodepool_provider::Clock::now(&nodepool_daemon::SystemClock);
-    let why = nodepool_model::Reason::new("operator", "end of the test");
+    let why = nodepool_model::Reason::new(ReasonCode::Operator, "end of the test");
     for image in store.snapshot().unwrap().images {
         store
             .set_image_state(image.id, ImageState::Delete, now, &why)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nodepool_config::DbUri;
 use nodepool_db::Store;
-use nodepool_model::{ImageState, NodeState, Snapshot};
+use nodepool_model::{ImageState, NodeState, ReasonCode, Snapshot};
 use nodepool_provider::{IMAGE_KEY, NODE_KEY};
 
 use crate::cloud::{clear_leftovers_of, connect, disagreement, kill_9, tagged_for};
@@ -187,7 +187,7 @@ fn two_daemons_share_one_store_and_one_finishes_what_a_killed_one_left() {
     crate::signal(&c, "HUP");
     follow(&mut c_log, "config changed", 1);
     let now = nodepool_provider::Clock::now(&nodepool_daemon::SystemClock);
-    let why = nodepool_model::Reason::new("operator", "end of the test");
+    let why = nodepool_model::Reason::new(ReasonCode::Operator, "end of the test");
     for image in store.snapshot().unwrap().images {
         store
             .set_image_state(image.id, ImageState::Delete, now, &why)

@@ -9,7 +9,7 @@ use std::process::Command;
 use nodepool_config::DbUri;
 use nodepool_daemon::SystemClock;
 use nodepool_db::{NewImage, NewNode, Store};
-use nodepool_model::{ExternalId, HoldNote, ImageState, NodeState, Reason, Timestamp};
+use nodepool_model::{ExternalId, HoldNote, ImageState, NodeState, Reason, ReasonCode, Timestamp};
 use nodepool_provider::Clock;
 use serde_json::Value;
 
@@ -85,7 +85,7 @@ fn pool() -> Pool {
     let now = SystemClock.now();
     let ago = |minutes: i64| Timestamp::from_unix_seconds(now.unix_seconds() - minutes * 60);
     let store = Store::open_and_migrate(&DbUri::Sqlite(db), "nodepoold", ago(600)).unwrap();
-    let why = |code: &'static str, text: &str| Reason::new(code, text);
+    let why = |code: &'static str, text: &str| Reason::new(ReasonCode::parse(code), text);
 
     let upload = store
         .create_image(

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use nodepool_config::DbUri;
 use nodepool_db::{NewImage, NewNode, Store};
-use nodepool_model::{ImageId, InstallationId, NodeId, Reason, Timestamp};
+use nodepool_model::{ImageId, InstallationId, NodeId, Reason, ReasonCode, Timestamp};
 use nodepool_openstack::OpenStackProvider;
 use nodepool_provider::{
     ErrorKind, ImageStatus, Owner, Provider, ServerSpec, ServerStatus, Tags, pick_flavor,
@@ -91,7 +91,7 @@ async fn delete_now_image_delete_and_aliens_against_the_local_cloud() {
     let t0 = Timestamp::from_unix_seconds(1_399_957_200);
     let store = Store::open_and_migrate(&uri, "nodepoold", t0).unwrap();
     let ours = store.installation_id().unwrap();
-    let why = Reason::new("test", "made by the test");
+    let why = Reason::new(ReasonCode::Demand, "made by the test");
 
     // A node whose server runs, and servers no row knows: one with our tags, one with
     // another installation's, one with none.

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use nodepool_db::ImageFilter;
 
-use nodepool_model::{Image, ImageId, ImageState, Reason, Subject, Timestamp};
+use nodepool_model::{Image, ImageId, ImageState, Reason, ReasonCode, Subject, Timestamp};
 use serde::Serialize;
 
 use crate::context::{Context, user};
@@ -98,7 +98,7 @@ pub(crate) fn delete(cli: &Cli, out: &mut dyn Write, id: ImageId, force: bool) -
         )));
     }
     let reason = Reason::new(
-        "operator-delete",
+        ReasonCode::OperatorDelete,
         format!("deleted from the command line by {}", user()),
     );
     // Marked first: whatever happens next, the daemon finishes the deletion.

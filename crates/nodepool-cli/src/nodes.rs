@@ -4,7 +4,8 @@ use std::io::Write;
 
 use nodepool_db::{NodeFilter, StoreError};
 use nodepool_model::{
-    HoldNote, LabelName, Node, NodeId, NodeState, ProviderName, Reason, Subject, Timestamp,
+    HoldNote, LabelName, Node, NodeId, NodeState, ProviderName, Reason, ReasonCode, Subject,
+    Timestamp,
 };
 use serde::Serialize;
 
@@ -146,7 +147,7 @@ pub(crate) fn delete(cli: &Cli, out: &mut dyn Write, id: NodeId) -> Outcome {
         node
     } else {
         let reason = Reason::new(
-            "operator-delete",
+            ReasonCode::OperatorDelete,
             format!("deleted from the command line by {}", user()),
         );
         ctx.store
@@ -162,7 +163,7 @@ pub(crate) fn delete_now(cli: &Cli, out: &mut dyn Write, id: NodeId) -> Outcome 
     let ctx = Context::write(cli)?;
     let mut node = ctx.store.node(id)?;
     let reason = Reason::new(
-        "operator-delete",
+        ReasonCode::OperatorDelete,
         format!("deleted at once from the command line by {}", user()),
     );
     // Marked first: whatever happens next, the daemon finishes the deletion.

@@ -16,7 +16,7 @@ use nodepool_db::{DaemonRecord, NewImage, NewNode, Planned, Store, StoreError};
 use nodepool_image::{ImageAction, ImagePlan};
 use nodepool_model::{
     BuildRequestState, ExternalId, ImageId, ImageState, NodeId, NodeState, ProviderName, Reason,
-    Snapshot, Subject, Timestamp,
+    ReasonCode, Snapshot, Subject, Timestamp,
 };
 use nodepool_node::{History, NodeAction, NodePlan, World};
 use nodepool_provider::Clock;
@@ -324,7 +324,7 @@ impl Daemon {
         }) {
             let id = upload.id;
             let reason = Reason::new(
-                "interrupted",
+                ReasonCode::Interrupted,
                 "the daemon building it stopped before the build finished",
             );
             match store::call(&self.store, move |s| {
@@ -875,7 +875,7 @@ impl Daemon {
                         continue;
                     }
                     if let Some(task) = self.busy_images.get(upload) {
-                        if reason.code != nodepool_image::codes::BUILD_TIMEOUT {
+                        if reason.code != ReasonCode::BuildTimeout {
                             continue;
                         }
                         task.abort();
@@ -1057,7 +1057,7 @@ impl Daemon {
                                 if *got == asked.labels.len() {
                                     metrics::histogram!("nodepool_request_wait_seconds")
                                         .record(now.saturating_since(asked.created).as_secs_f64());
-                                    metrics::counter!("nodepool_requests_total", "outcome" => "fulfilled")
+                                    metrics::counter!("nodepool_requests_total", "outcome" => ReasonCode::Fulfilled.as_str())
                                         .increment(1);
                                 }
                             }
@@ -1070,7 +1070,7 @@ impl Daemon {
                     match store::call(&self.store, move |s| s.fail_request(id, now, &why)).await {
                         Ok(_) => {
                             info!(request = %id, "failed: {}", reason.text);
-                            metrics::counter!("nodepool_requests_total", "outcome" => reason.code.to_string())
+                            metrics::counter!("nodepool_requests_total", "outcome" => reason.code.as_str().to_owned())
                                 .increment(1);
                         }
                         // Another daemon failed it first.
@@ -1106,9 +1106,8 @@ impl Daemon {
                     if let Some(task) = self.busy_nodes.get(node) {
                         // Only a deadline takes a node from the executor working on it.
                         if !matches!(
-                            reason.code.as_ref(),
-                            nodepool_node::codes::LAUNCH_TIMEOUT
-                                | nodepool_node::codes::NODE_CLEANUP
+                            reason.code,
+                            ReasonCode::LaunchTimeout | ReasonCode::NodeCleanup
                         ) {
                             continue;
                         }

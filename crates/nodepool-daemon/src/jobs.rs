@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodepool_model::{Human, InstallationId, Node, NodeState, Reason};
+use nodepool_model::{Human, InstallationId, Node, NodeState, Reason, ReasonCode};
 use nodepool_node::cleanup::{Resource, SeenResource, leaked};
 use nodepool_provider::{ErrorKind, Provider};
 use tokio::sync::Semaphore;
@@ -129,7 +129,7 @@ pub(crate) async fn check(
     {
         Ok(Some(key)) if !node.host_keys.is_empty() && !node.host_keys.contains(&key) => {
             Some(Reason::new(
-                "host-key-changed",
+                ReasonCode::HostKeyChanged,
                 format!(
                     "{target} presented the host key {key}, not the one recorded when it was launched"
                 ),
@@ -137,7 +137,7 @@ pub(crate) async fn check(
         }
         Ok(_) => None,
         Err(error) => Some(Reason::new(
-            "check-failed",
+            ReasonCode::CheckFailed,
             format!("no SSH login within {}: {error}", Human(CHECK_TIMEOUT)),
         )),
     };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_db::{ImageFilter, NodeFilter, Store};
-use nodepool_model::{ImageState, NodeState, Snapshot, Timestamp};
+use nodepool_model::{ImageState, NodeState, ReasonCode, Snapshot, Timestamp};
 use tokio::sync::{Notify, oneshot};
 
 use crate::{Connect, Connector, Daemon, FakeRemote, Options, Recorded, TokioClock};
@@ -221,7 +221,7 @@ async fn builds_images_then_fills_min_ready() {
     let whats: Vec<&str> = events.iter().map(|e| e.what.as_str()).collect();
     assert_eq!(whats.first(), Some(&"created"));
     assert!(
-        events.iter().any(|e| e.reason.code == "launched"),
+        events.iter().any(|e| e.reason.code == ReasonCode::Launched),
         "{events:#?}"
     );
     running.stop().await;
@@ -595,7 +595,7 @@ async fn images_are_rebuilt_on_schedule_and_the_third_newest_retired_after_eight
             newest,
             ImageState::Delete,
             hour(8),
-            &nodepool_model::Reason::new("operator", "bad image"),
+            &nodepool_model::Reason::new(ReasonCode::Operator, "bad image"),
         )
     })
     .await
@@ -762,7 +762,10 @@ async fn host_keys_are_recorded_and_the_check_deletes_dead_and_changed_nodes() {
         )
         .await;
     assert!(snapshot.nodes.iter().any(|n| n.id == fine.id));
-    for (node, code) in [(dead.id, "check-failed"), (changed.id, "host-key-changed")] {
+    for (node, code) in [
+        (dead.id, ReasonCode::CheckFailed),
+        (changed.id, ReasonCode::HostKeyChanged),
+    ] {
         let store = running.store.clone();
         let events =
             tokio::task::spawn_blocking(move || store.events(nodepool_model::Subject::Node(node)))
@@ -986,7 +989,7 @@ async fn between_full_listings_only_the_changes_are_listed() {
     let store = running.store.clone();
     let now = clock.now();
     tokio::task::spawn_blocking(move || {
-        let why = nodepool_model::Reason::new("test", "deleted by the test");
+        let why = nodepool_model::Reason::new(ReasonCode::OperatorDelete, "deleted by the test");
         store.set_node_state(victim.id, NodeState::Delete, now, &why)
     })
     .await

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use nodepool_daemon::{Connect, Daemon, FakeRemote, Options, SshRemote, SystemClock};
 use nodepool_db::Store;
-use nodepool_model::{ImageState, NodeState, Snapshot};
+use nodepool_model::{ImageState, NodeState, ReasonCode, Snapshot};
 use nodepool_openstack::OpenStackProvider;
 use nodepool_provider::{Clock, ErrorKind, INSTALLATION_KEY, Provider};
 
@@ -190,7 +190,7 @@ async fn builds_over_ssh_fills_min_ready_on_nova_and_leaves_nothing() {
         .find(|n| n.state == NodeState::Ready)
         .unwrap()
         .clone();
-    let why = nodepool_model::Reason::new("test", "the job finished");
+    let why = nodepool_model::Reason::new(ReasonCode::Released, "the job finished");
     let (id, s) = (used.id, store.clone());
     tokio::task::spawn_blocking(move || {
         s.set_node_state(id, NodeState::Used, SystemClock.now(), &why)
@@ -249,7 +249,7 @@ async fn builds_over_ssh_fills_min_ready_on_nova_and_leaves_nothing() {
         |s| s.nodes.is_empty(),
     )
     .await;
-    let why = nodepool_model::Reason::new("operator", "end of the test");
+    let why = nodepool_model::Reason::new(ReasonCode::Operator, "end of the test");
     let uploads: Vec<_> = rebuilt.images.iter().map(|i| i.id).collect();
     let s = store.clone();
     tokio::task::spawn_blocking(move || {

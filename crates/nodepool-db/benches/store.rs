@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use diesel::{Connection, RunQueryDsl, pg::PgConnection};
 use nodepool_config::DbUri;
 use nodepool_db::{NewNode, Store};
-use nodepool_model::{LabelName, NodeId, NodeState, ProviderName, Reason, Timestamp};
+use nodepool_model::{LabelName, NodeId, NodeState, ProviderName, Reason, ReasonCode, Timestamp};
 
 const NODES: usize = 10_000;
 const REQUESTS: usize = 1_000;
@@ -133,7 +133,7 @@ fn insert_nodes(backend: &str) -> Option<Duration> {
         let nodes = new_nodes(NODES);
         let start = Instant::now();
         store
-            .create_nodes(&nodes, now(), &Reason::new("bench", "bench"))
+            .create_nodes(&nodes, now(), &Reason::new(ReasonCode::Demand, "bench"))
             .unwrap();
         samples.push(start.elapsed());
     }
@@ -144,7 +144,11 @@ fn snapshot(backend: &str) -> Option<Duration> {
     let fresh = Fresh::new(backend, 100)?;
     let store = fresh.store();
     store
-        .create_nodes(&new_nodes(NODES), now(), &Reason::new("bench", "bench"))
+        .create_nodes(
+            &new_nodes(NODES),
+            now(),
+            &Reason::new(ReasonCode::Demand, "bench"),
+        )
         .unwrap();
     for i in 0..REQUESTS {
         let labels = [
@@ -178,7 +182,7 @@ fn claims(backend: &str) -> Option<Duration> {
             .map(|_| NewNode::new(provider.clone(), label.clone()))
             .collect();
         let nodes = store
-            .create_nodes(&new, now(), &Reason::new("bench", "bench"))
+            .create_nodes(&new, now(), &Reason::new(ReasonCode::Demand, "bench"))
             .unwrap();
         let ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
         store
@@ -186,7 +190,7 @@ fn claims(backend: &str) -> Option<Duration> {
                 &ids,
                 NodeState::Ready,
                 now(),
-                &Reason::new("bench", "bench"),
+                &Reason::new(ReasonCode::Demand, "bench"),
             )
             .unwrap();
         let requests: Vec<_> = (0..CLAIMS)

@@ -2,8 +2,8 @@
 
 use diesel::prelude::*;
 use nodepool_model::{
-    BuildRequest, BuildRequestId, BuildRequestState, ImageName, ProviderName, Reason, Subject,
-    Timestamp,
+    BuildRequest, BuildRequestId, BuildRequestState, ImageName, ProviderName, Reason, ReasonCode,
+    Subject, Timestamp,
 };
 
 use crate::connection::AnyConnection;
@@ -71,7 +71,7 @@ impl Store {
             let on =
                 provider.map_or_else(|| "every provider".to_owned(), |p| format!("provider {p}"));
             let reason = Reason::new(
-                "operator",
+                ReasonCode::Operator,
                 format!("{requested_by} asked for a build of {image} on {on}"),
             );
             append_event(

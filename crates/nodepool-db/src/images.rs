@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 use nodepool_model::{
     BuildRequestId, ExternalId, Image, ImageId, ImageName, ImageState, ProviderName, Reason,
-    Subject, Timestamp,
+    ReasonCode, Subject, Timestamp,
 };
 
 use crate::connection::AnyConnection;
@@ -203,7 +203,10 @@ impl Store {
                     ),
                 });
             }
-            let reason = Reason::new("server-created", "the cloud accepted the template server");
+            let reason = Reason::new(
+                ReasonCode::ServerCreated,
+                "the cloud accepted the template server",
+            );
             append_event(
                 conn,
                 Subject::Image(id),
@@ -258,7 +261,10 @@ impl Store {
                 }
                 Err(error) => return Err(error.into()),
             }
-            let reason = Reason::new("snapshot-created", "the cloud accepted the snapshot");
+            let reason = Reason::new(
+                ReasonCode::SnapshotCreated,
+                "the cloud accepted the snapshot",
+            );
             append_event(
                 conn,
                 Subject::Image(id),

@@ -21,7 +21,7 @@
 //! ```
 //! use nodepool_config::DbUri;
 //! use nodepool_db::{NewNode, Store};
-//! use nodepool_model::{NodeState, Reason, Timestamp};
+//! use nodepool_model::{NodeState, Reason, ReasonCode, Timestamp};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let uri = DbUri::Sqlite(dir.path().join("nodepool.sqlite"));
@@ -30,7 +30,7 @@
 //!
 //! // Record the intent, then attach what the cloud returned.
 //! let new = NewNode::new("cloud1".parse()?, "small".parse()?);
-//! let node = store.create_node(&new, now, &Reason::new("min-ready", "label small has 0 of 2 ready"))?;
+//! let node = store.create_node(&new, now, &Reason::new(ReasonCode::Demand, "label small has 0 of 2 ready"))?;
 //! assert_eq!(node.state, NodeState::Building);
 //! assert_eq!(store.intents()?.nodes.len(), 1);
 //! store.attach_node_server(node.id, &"4b1d-server".into(), now)?;
@@ -288,7 +288,7 @@ pub(crate) fn append_event(
             Value::Int(id),
             Value::Int(now.unix_millis()),
             Value::Text(what),
-            Value::Text(&reason.code),
+            Value::Text(reason.code.as_str()),
             Value::Text(&reason.text),
             Value::Text(actor),
             Value::Text(kind),

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use diesel::prelude::*;
 use nodepool_model::{
     ExternalId, HoldNote, Image, ImageId, LabelName, Node, NodeId, NodeState, ProviderName, Reason,
-    RequestId, Subject, Timestamp,
+    ReasonCode, RequestId, Subject, Timestamp,
 };
 
 use crate::connection::{AnyConnection, update_returning};
@@ -177,7 +177,7 @@ pub(crate) fn insert_nodes(
             seq: 1,
             time: now.unix_millis(),
             what: "created".to_owned(),
-            reason_code: reason.code.to_string(),
+            reason_code: reason.code.as_str().to_owned(),
             reason: reason.text.clone(),
             actor: actor.to_owned(),
         })
@@ -337,7 +337,10 @@ impl Store {
                 }
                 Err(error) => return Err(error.into()),
             }
-            let reason = Reason::new("server-created", "the cloud accepted the create call");
+            let reason = Reason::new(
+                ReasonCode::ServerCreated,
+                "the cloud accepted the create call",
+            );
             append_event(
                 conn,
                 Subject::Node(id),
@@ -382,7 +385,7 @@ impl Store {
                 Subject::Node(id),
                 now,
                 &what,
-                &Reason::new("addresses", "the server is up"),
+                &Reason::new(ReasonCode::Addresses, "the server is up"),
                 &self.actor,
             )?;
             load_node(conn, id)
@@ -415,7 +418,10 @@ impl Store {
                 Subject::Node(id),
                 now,
                 &format!("host keys {}", kinds.join(" ")),
-                &Reason::new("host-keys", "presented by the server when it was reached"),
+                &Reason::new(
+                    ReasonCode::HostKeys,
+                    "presented by the server when it was reached",
+                ),
                 &self.actor,
             )?;
             load_node(conn, id)
@@ -509,7 +515,7 @@ impl Store {
     ///
     /// [`StoreError::InvalidTransition`] for a node not in use.
     pub fn release_node(&self, id: NodeId, now: Timestamp, by: &str) -> Result<Node> {
-        let reason = Reason::new("released", format!("released by {by}"));
+        let reason = Reason::new(ReasonCode::Released, format!("released by {by}"));
         self.set_node_state_from(id, NodeState::InUse, NodeState::Used, now, &reason)
     }
 
@@ -527,7 +533,7 @@ impl Store {
                 .set((n::hold_reason.eq(&note.reason), n::hold_by.eq(&note.by)))
                 .execute(conn)?;
             let reason = Reason::new(
-                "operator-hold",
+                ReasonCode::OperatorHold,
                 format!("held by {}: {}", note.by, note.reason),
             );
             append_event(

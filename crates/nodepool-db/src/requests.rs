@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use nodepool_model::{
-    LabelName, Node, NodeId, NodeRequest, NodeState, Reason, RequestId, RequestState, Subject,
-    Timestamp,
+    LabelName, Node, NodeId, NodeRequest, NodeState, Reason, ReasonCode, RequestId, RequestState,
+    Subject, Timestamp,
 };
 
 use crate::connection::{AnyConnection, update_returning};
@@ -184,7 +184,7 @@ fn claim_in_steps(
         .set(rl::node_id.eq(node_id))
         .execute(conn)?;
         let reason = Reason::new(
-            "claimed",
+            ReasonCode::Claimed,
             format!("assigned to request {request} of {requestor}"),
         );
         append_event(
@@ -196,7 +196,7 @@ fn claim_in_steps(
             actor,
         )?;
         let reason = Reason::new(
-            "ready-node",
+            ReasonCode::ReadyNode,
             format!("node {} of label {label} was ready", node.id),
         );
         let what = format!("assigned node {}", node.id);
@@ -210,7 +210,7 @@ fn claim_in_steps(
                 r::state_time.eq(now.unix_millis()),
             ))
             .execute(conn)?;
-        let reason = Reason::new("fulfilled", "every label has a node");
+        let reason = Reason::new(ReasonCode::Fulfilled, "every label has a node");
         append_event(
             conn,
             Subject::Request(request),
@@ -345,7 +345,7 @@ impl Store {
             }
             let wanted: Vec<&str> = labels.iter().map(LabelName::as_str).collect();
             let reason = Reason::new(
-                "requested",
+                ReasonCode::Requested,
                 format!("{requestor} asked for {}", wanted.join(", ")),
             );
             let request = RequestId::new(to_u64(id));
@@ -551,14 +551,14 @@ fn end(
         (
             NodeState::Ready,
             Reason::new(
-                "request-ended",
+                ReasonCode::RequestEnded,
                 format!("request {request} {to} before it was fulfilled"),
             ),
         )
     } else {
         (
             NodeState::Used,
-            Reason::new("released", format!("request {request} {to}")),
+            Reason::new(ReasonCode::Released, format!("request {request} {to}")),
         )
     };
     for &node in &current.nodes {

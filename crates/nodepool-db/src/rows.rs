@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use diesel::prelude::*;
 use nodepool_model::{
     BuildRequest, BuildRequestId, BuildRequestState, Event, ExternalId, HoldNote, Image, ImageId,
-    ImageName, ImageState, LabelName, Node, NodeId, NodeState, ProviderName, Reason, RequestId,
-    Subject, Timestamp,
+    ImageName, ImageState, LabelName, Node, NodeId, NodeState, ProviderName, Reason, ReasonCode,
+    RequestId, Subject, Timestamp,
 };
 
 use crate::error::{Result, StoreError};
@@ -217,7 +217,7 @@ impl EventRow {
             time: Timestamp::from_unix_millis(self.time),
             what: self.what,
             reason: Reason {
-                code: self.reason_code.into(),
+                code: ReasonCode::parse(&self.reason_code),
                 text: self.reason,
             },
             actor: self.actor,

@@ -19,7 +19,7 @@ use nodepool_config::{BaseImage, Config, Label, Provider as ProviderConfig, Prov
 use nodepool_db::{Store, StoreError};
 use nodepool_model::{
     Attempt, ExternalId, Failure, Human, Image, ImageState, InstallationId, Node, NodeState,
-    ProviderName, Reason, Subject, Timestamp,
+    ProviderName, Reason, ReasonCode, Subject, Timestamp,
 };
 use nodepool_provider::{
     Clock, ErrorKind, ImageStatus, NetworkRef, Owner, Provider, ProviderError, ServerSpec,
@@ -245,8 +245,8 @@ impl Context {
     ) {
         let now = self.now();
         let code = match attempt {
-            Attempt::Launch(_) => "launch-failed",
-            Attempt::Build(_) => "build-failed",
+            Attempt::Launch(_) => ReasonCode::LaunchFailed,
+            Attempt::Build(_) => ReasonCode::BuildFailed,
         };
         let reason = Reason::new(code, why.clone());
         let failure = Failure {
@@ -394,7 +394,7 @@ async fn try_launch(
     let now = ctx.now();
     let took = now.saturating_since(node.state_time);
     let reason = Reason::new(
-        "launched",
+        ReasonCode::Launched,
         format!(
             "reachable over SSH as {}; launched in {}",
             target,
@@ -596,7 +596,7 @@ async fn try_build(
     let now = ctx.now();
     let took = now.saturating_since(upload.version);
     let reason = Reason::new(
-        "built",
+        ReasonCode::Built,
         format!("snapshot {snapshot} active; built in {}", Human(took)),
     );
     store::call(&ctx.store, move |s| {
@@ -745,7 +745,10 @@ async fn setup(
         }
         let (id, now) = (upload.id, ctx.now());
         let what = format!("setup {script} exited with {}", output.status);
-        let reason = Reason::new("setup-output", tail(&output.output, SETUP_OUTPUT_KEPT));
+        let reason = Reason::new(
+            ReasonCode::SetupOutput,
+            tail(&output.output, SETUP_OUTPUT_KEPT),
+        );
         if let Err(e) = store::call(&ctx.store, move |s| {
             s.note(Subject::Image(id), &what, &reason, now)
         })
@@ -900,7 +903,7 @@ async fn try_delete_node(
     }
     let now = ctx.now();
     let gone = Reason::new(
-        "deleted",
+        ReasonCode::Deleted,
         match &server {
             Some(server) => format!("server {server} is gone ({})", reason.text),
             None => format!("it had no server ({})", reason.text),
@@ -984,7 +987,10 @@ async fn try_delete_upload(
         }
     }
     let now = ctx.now();
-    let gone = Reason::new("deleted", format!("gone from the cloud ({})", reason.text));
+    let gone = Reason::new(
+        ReasonCode::Deleted,
+        format!("gone from the cloud ({})", reason.text),
+    );
     match store::call(&ctx.store, move |s| s.remove_image(id, now, &gone)).await {
         // Another process finished it first.
         Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),

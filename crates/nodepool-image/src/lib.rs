@@ -28,7 +28,7 @@
 //!
 //! ```
 //! use nodepool_image::{ImageAction, plan};
-//! use nodepool_model::{Snapshot, Timestamp};
+//! use nodepool_model::{ReasonCode, Snapshot, Timestamp};
 //!
 //! let config = nodepool_config::parse(
 //!     "labels:\n  - name: small\n    image: base\n    min-ready: 1\n    providers: [{name: cloud1}]\n\
@@ -43,7 +43,7 @@
 //! assert!(matches!(
 //!     &plan.actions[..],
 //!     [ImageAction::Build { provider, image, reason, .. }]
-//!         if provider.as_str() == "cloud1" && image.as_str() == "base" && reason.code == "missing"
+//!         if provider.as_str() == "cloud1" && image.as_str() == "base" && reason.code == ReasonCode::Missing
 //! ));
 //! ```
 
@@ -52,8 +52,8 @@ use std::time::Duration;
 
 use nodepool_config::{Config, Provider, ProviderImage};
 use nodepool_model::{
-    Attempt, BuildRequest, BuildRequestId, BuildRequestState, Failure, Human, Image, ImageId,
-    ImageName, ImageState, ProviderName, Reason, Snapshot, Timestamp,
+    Attempt, BackingOff, Backoff, BuildRequest, BuildRequestId, BuildRequestState, Failure, Human,
+    Image, ImageId, ImageName, ImageState, ProviderName, Reason, ReasonCode, Snapshot, Timestamp,
 };
 
 /// How long an upload that is not the newest or second-newest READY one is kept in its
@@ -64,39 +64,12 @@ pub const IMAGE_CLEANUP: Duration = Duration::from_secs(8 * 3600);
 /// the provider's `launch-timeout` (the template server) plus this long.
 pub const IMAGE_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-/// The wait after the first failed build before the next attempt; it doubles per failure.
-pub const BACKOFF_FIRST: Duration = Duration::from_secs(60);
-
-/// The longest wait between failed builds.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
-
-/// The stable codes of the reasons this policy gives.
-pub mod codes {
-    /// No READY or BUILDING upload of an image a label uses.
-    pub const MISSING: &str = "missing";
-    /// The `image-update` schedule fired.
-    pub const SCHEDULED: &str = "scheduled";
-    /// An operator asked (`nodepool image-update`).
-    pub const REQUESTED: &str = "requested";
-    /// Neither the newest nor the second-newest READY upload, and 8 hours in its state.
-    pub const RETENTION: &str = "retention";
-    /// Its provider is gone from the config.
-    pub const PROVIDER_REMOVED: &str = "provider-removed";
-    /// Its image is gone from the provider's config.
-    pub const IMAGE_REMOVED: &str = "image-removed";
-    /// The build ran past its timeout.
-    pub const BUILD_TIMEOUT: &str = "build-timeout";
-    /// Already marked for deletion; the deletion is (re)done.
-    pub const MARKED: &str = "marked";
-    /// Recent builds failed; the next one waits.
-    pub const BACKOFF: &str = "backoff";
-    /// Another build of the same image on the same provider is running.
-    pub const BUILD_RUNNING: &str = "build-running";
-    /// Every build a request asked for is READY.
-    pub const BUILD_DONE: &str = "build-done";
-    /// A build a request asked for failed, or the request names nothing buildable.
-    pub const BUILD_FAILED: &str = "build-failed";
-}
+/// The wait after failed builds of one image in a row: 1 minute after the first, doubling
+/// per failure, at most 30 minutes.
+pub const BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(60),
+    max: Duration::from_secs(30 * 60),
+};
 
 /// Something the daemon should do about images.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,7 +93,7 @@ pub enum ImageAction {
         provider: ProviderName,
         /// Its image.
         image: ImageName,
-        /// Why; [`codes::BUILD_TIMEOUT`] means the build failed.
+        /// Why; [`ReasonCode::BuildTimeout`] means the build failed.
         reason: Reason,
     },
     /// Close a build request: done when `failure` is `None`, failed otherwise.
@@ -166,10 +139,7 @@ pub fn current<'a>(
     provider: &ProviderName,
     image: &ImageName,
 ) -> Option<&'a Image> {
-    images
-        .iter()
-        .filter(|i| i.state == ImageState::Ready && &i.provider == provider && &i.name == image)
-        .max_by_key(|i| (i.version, i.id))
+    nodepool_model::current_upload(images, provider, image)
 }
 
 /// Decides what to build and delete now. See the crate documentation for the rules.
@@ -223,9 +193,7 @@ impl<'a> Planner<'a> {
             match image.state {
                 // Two would break the one-build rule; the newer one is the live one.
                 ImageState::Building
-                    if entry
-                        .building
-                        .is_none_or(|b| (b.version, b.id) < (image.version, image.id)) =>
+                    if entry.building.is_none_or(|b| b.recency() < image.recency()) =>
                 {
                     entry.building = Some(image);
                 }
@@ -235,9 +203,7 @@ impl<'a> Planner<'a> {
             }
         }
         for entry in uploads.values_mut() {
-            entry
-                .ready
-                .sort_by_key(|i| std::cmp::Reverse((i.version, i.id)));
+            entry.ready.sort_by_key(|i| std::cmp::Reverse(i.recency()));
         }
         for failure in &snapshot.failures {
             if let Attempt::Build(image) = &failure.attempt {
@@ -349,9 +315,9 @@ impl<'a> Planner<'a> {
         keys
     }
 
-    /// The end of the backoff after failed builds of `key`, if one is running: failures
-    /// since the newest READY upload became READY count.
-    fn backoff(&self, key: Key<'a>) -> Option<(Timestamp, usize, &'a Failure)> {
+    /// The backoff after failed builds of `key`, if one is running: failures since the
+    /// newest READY upload became READY count.
+    fn backoff(&self, key: Key<'a>) -> Option<BackingOff<'a>> {
         let uploads = self.uploads(key)?;
         let since = uploads.ready.iter().map(|i| i.state_time).max();
         let failures: Vec<&'a Failure> = uploads
@@ -360,12 +326,7 @@ impl<'a> Planner<'a> {
             .copied()
             .filter(|f| since.is_none_or(|s| f.at > s))
             .collect();
-        let last = *failures.last()?;
-        let n = failures.len();
-        let exponent = u32::try_from(n - 1).unwrap_or(u32::MAX).min(16);
-        let wait = BACKOFF_FIRST.saturating_mul(1 << exponent).min(BACKOFF_MAX);
-        let until = last.at.saturating_add(wait);
-        (until > self.now).then_some((until, n, last))
+        BACKOFF.running(&failures, self.now)
     }
 
     /// Builds `key` for `why` unless a build runs or a backoff holds it.
@@ -373,13 +334,18 @@ impl<'a> Planner<'a> {
         if self.is_building(key) {
             return;
         }
-        if let Some((until, n, last)) = self.backoff(key) {
+        if let Some(BackingOff {
+            until,
+            failures: n,
+            last,
+        }) = self.backoff(key)
+        {
             let builds = if n == 1 { "build" } else { "builds" };
             self.wait(
                 key,
                 Some(until),
                 Reason::new(
-                    codes::BACKOFF,
+                    ReasonCode::Backoff,
                     format!(
                         "{} waits until {until} ({}): {n} {builds} failed in a row, the last at {}: {}",
                         describe(key),
@@ -401,7 +367,7 @@ impl<'a> Planner<'a> {
                 .is_some_and(|u| u.building.is_some() || !u.ready.is_empty());
             if !present {
                 let why = Reason::new(
-                    codes::MISSING,
+                    ReasonCode::Missing,
                     format!("{} has no READY or BUILDING upload", describe(key)),
                 );
                 self.build_unless_held(key, why);
@@ -425,7 +391,7 @@ impl<'a> Planner<'a> {
                     key,
                     None,
                     Reason::new(
-                        codes::BUILD_RUNNING,
+                        ReasonCode::BuildRunning,
                         format!(
                             "the image-update of {fire} for {} follows upload {} (started {})",
                             describe(key),
@@ -437,7 +403,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let why = Reason::new(
-                codes::SCHEDULED,
+                ReasonCode::Scheduled,
                 format!(
                     "image-update ({}) fired at {fire} and {} was last built before it",
                     self.config.cron.image_update.as_str(),
@@ -514,8 +480,8 @@ impl<'a> Planner<'a> {
 
     fn finish(&mut self, request: BuildRequestId, failure: Option<String>) {
         let reason = match &failure {
-            None => Reason::new(codes::BUILD_DONE, "every build it asked for is READY"),
-            Some(why) => Reason::new(codes::BUILD_FAILED, why.clone()),
+            None => Reason::new(ReasonCode::BuildDone, "every build it asked for is READY"),
+            Some(why) => Reason::new(ReasonCode::BuildFailed, why.clone()),
         };
         self.finished.push(ImageAction::FinishRequest {
             request,
@@ -538,7 +504,7 @@ impl<'a> Planner<'a> {
                     key,
                     None,
                     Reason::new(
-                        codes::BUILD_RUNNING,
+                        ReasonCode::BuildRunning,
                         format!(
                             "build request {} by {} waits for the running build of {}",
                             request.id,
@@ -552,7 +518,7 @@ impl<'a> Planner<'a> {
         }
         for &key in targets {
             let why = Reason::new(
-                codes::REQUESTED,
+                ReasonCode::Requested,
                 format!(
                     "{} asked for a build of {} (build request {})",
                     request.requested_by,
@@ -625,28 +591,23 @@ impl<'a> Planner<'a> {
     fn judge(&self, key: Key<'a>, upload: &Image, keep: &[ImageId]) -> Verdict {
         let Some(provider) = self.provider(key.0) else {
             return Verdict::Delete(Reason::new(
-                codes::PROVIDER_REMOVED,
+                ReasonCode::ProviderRemoved,
                 format!("provider {} is no longer in the config", key.0),
             ));
         };
         if !provider.images.iter().any(|i| &i.name == key.1) {
             return Verdict::Delete(Reason::new(
-                codes::IMAGE_REMOVED,
+                ReasonCode::ImageRemoved,
                 format!("provider {} no longer has an image {}", key.0, key.1),
             ));
         }
         let age = self.now.saturating_since(upload.state_time);
         // Deadlines are strict: an upload exactly 8 hours old is kept, one a moment older goes.
-        let after = |limit: Duration| {
-            upload
-                .state_time
-                .saturating_add(limit)
-                .saturating_add(Duration::from_millis(1))
-        };
+        let after = |limit: Duration| upload.state_time.first_past(limit);
         match upload.state {
             ImageState::Delete => {
                 return Verdict::Delete(Reason::new(
-                    codes::MARKED,
+                    ReasonCode::Marked,
                     format!("marked for deletion {} ago", Human(age)),
                 ));
             }
@@ -655,7 +616,7 @@ impl<'a> Planner<'a> {
                 let timeout = provider.launch_timeout.saturating_add(IMAGE_TIMEOUT);
                 if age > timeout && timeout <= IMAGE_CLEANUP {
                     return Verdict::Delete(Reason::new(
-                        codes::BUILD_TIMEOUT,
+                        ReasonCode::BuildTimeout,
                         format!(
                             "the build has run {}, longer than launch-timeout ({}) plus the {} snapshot wait",
                             Human(age),
@@ -677,7 +638,7 @@ impl<'a> Planner<'a> {
                 _ => "a build that never became READY",
             };
             return Verdict::Delete(Reason::new(
-                codes::RETENTION,
+                ReasonCode::Retention,
                 format!(
                     "{what}, {} in state {}, longer than {}",
                     Human(age),

@@ -6,11 +6,11 @@ use std::time::Duration;
 use nodepool_config::Config;
 use nodepool_model::{
     Attempt, BuildRequest, BuildRequestId, BuildRequestState, Failure, Image, ImageId, ImageName,
-    ImageState, ProviderName, Snapshot, Timestamp,
+    ImageState, ProviderName, ReasonCode, Snapshot, Timestamp,
 };
 use proptest::prelude::*;
 
-use crate::{ImageAction, ImagePlan, codes, current, plan};
+use crate::{ImageAction, ImagePlan, current, plan};
 
 /// 2014-05-13T05:00:00Z: a Tuesday, 2 h 46 min after that day's 02:14 image-update.
 const NOW: Timestamp = Timestamp::from_unix_seconds(1_399_957_200);
@@ -253,7 +253,7 @@ fn failed_builds_back_off_doubling_up_to_half_an_hour() {
         assert_eq!(built, builds, "{n} failures, the last {last_ago} s ago");
         if !builds {
             assert_eq!(plan.waits.len(), 1);
-            assert_eq!(plan.waits[0].reason.code, codes::BACKOFF);
+            assert_eq!(plan.waits[0].reason.code, ReasonCode::Backoff);
             assert_eq!(plan.next_wakeup, plan.waits[0].until);
         }
     }
@@ -279,10 +279,10 @@ fn failures_before_the_last_success_do_not_count() {
         .push(build_failure("cloud1", "base", ago(secs(30))));
     let plan = plan(&snap, &config(), NOW);
     assert_eq!(summary(&plan), ["delete 1 (marked)"]);
-    assert_eq!(plan.waits[0].reason.code, codes::BACKOFF);
+    assert_eq!(plan.waits[0].reason.code, ReasonCode::Backoff);
     assert_eq!(
         plan.waits[0].until,
-        Some(ago(secs(30)).saturating_add(crate::BACKOFF_MAX))
+        Some(ago(secs(30)).saturating_add(crate::BACKOFF.max))
     );
 }
 
@@ -365,7 +365,7 @@ fn a_build_running_when_the_schedule_fires_is_followed_by_another() {
         ]
     );
     assert_eq!(plan.waits.len(), 1);
-    assert_eq!(plan.waits[0].reason.code, codes::BUILD_RUNNING);
+    assert_eq!(plan.waits[0].reason.code, ReasonCode::BuildRunning);
 }
 
 #[test]

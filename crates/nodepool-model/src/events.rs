@@ -2,28 +2,27 @@
 //!
 //! Every state change nodepool makes is recorded with a reason, so that an operator can
 //! ask "why was this node launched, held, deleted?" and get an answer (`nodepool show`).
-//! A reason has a short stable code for machines (`min-ready`, `launch-timeout`,
-//! `operator`) and a sentence for people.
+//! A reason has a short stable code for machines ([`ReasonCode`]: `demand`,
+//! `launch-timeout`, `operator-delete`) and a sentence for people.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use crate::{ImageId, NodeId, RequestId, Timestamp};
+use crate::{ImageId, NodeId, ReasonCode, RequestId, Timestamp};
 
 /// Why something happened.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Reason {
-    /// A short, stable, lower-case code such as `min-ready` or `launch-timeout`.
-    pub code: Cow<'static, str>,
+    /// A short, stable code such as `demand` or `launch-timeout`.
+    pub code: ReasonCode,
     /// A sentence for people, naming what matters (counts, limits, who asked).
     pub text: String,
 }
 
 impl Reason {
-    /// A reason with a fixed code.
-    pub fn new(code: &'static str, text: impl Into<String>) -> Reason {
+    /// A reason: its code and its sentence.
+    pub fn new(code: ReasonCode, text: impl Into<String>) -> Reason {
         Reason {
-            code: Cow::Borrowed(code),
+            code,
             text: text.into(),
         }
     }

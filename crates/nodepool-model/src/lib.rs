@@ -9,7 +9,9 @@
 //! - the state machines [`NodeState`], [`ImageState`] and [`RequestState`],
 //!   with the state names nodepool has printed since 2014;
 //! - [`Timestamp`], the only notion of time the policies see;
-//! - plain records: [`Node`], [`Image`] and [`NodeRequest`].
+//! - plain records: [`Node`], [`Image`] and [`NodeRequest`];
+//! - [`Reason`]s with their stable [`ReasonCode`]s, and the event log;
+//! - the few rules both policies share ([`Backoff`], [`current_upload`], [`pick_flavor`]).
 //!
 //! It performs no I/O and knows nothing of YAML, SQL or OpenStack.
 //!
@@ -31,19 +33,23 @@
 //! # Ok::<(), nodepool_model::NameError>(())
 //! ```
 
+mod codes;
 mod events;
 mod ids;
 mod records;
+mod rules;
 mod snapshot;
 mod state;
 mod time;
 
+pub use codes::{ReasonCode, UnknownCode};
 pub use events::{BuildRequest, BuildRequestId, BuildRequestState, Event, Reason, Subject};
 pub use ids::{
     ExternalId, ImageId, ImageName, InstallationId, LabelName, MAX_NAME_LEN, NameError, NodeId,
     ProviderName, RequestId,
 };
 pub use records::{Attempt, Failure, HoldNote, Image, Node, NodeRequest};
+pub use rules::{BackingOff, Backoff, Flavor, current_upload, pick_flavor};
 pub use snapshot::Snapshot;
 pub use state::{ImageState, NodeState, ParseStateError, RequestState};
 pub use time::{Human, Timestamp};

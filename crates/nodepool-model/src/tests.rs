@@ -131,3 +131,101 @@ fn durations_read_like_a_person_wrote_them() {
     assert_eq!(human(8 * 3_600_000 - 1_000), "7h 59m 59s");
     assert_eq!(human(26 * 3_600_000 + 5_000), "1d 2h 5s");
 }
+
+/// The codes are a persisted interface (the store, `nodepool show`, the API, metrics
+/// labels): this list changes only by adding to it.
+#[test]
+fn reason_codes_keep_their_strings() {
+    use crate::ReasonCode;
+    let codes: Vec<&str> = ReasonCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(
+        codes,
+        [
+            "demand",
+            "claim",
+            "unservable",
+            "request-timeout",
+            "used",
+            "marked",
+            "vanished",
+            "provider-removed",
+            "label-removed",
+            "label-disabled",
+            "orphaned",
+            "launch-timeout",
+            "test-timeout",
+            "node-cleanup",
+            "leaked",
+            "template-busy",
+            "suspected-leak",
+            "held",
+            "in-use",
+            "no-image",
+            "no-flavor",
+            "backoff",
+            "at-capacity",
+            "elsewhere",
+            "missing",
+            "scheduled",
+            "requested",
+            "retention",
+            "image-removed",
+            "build-timeout",
+            "interrupted",
+            "build-running",
+            "build-done",
+            "build-failed",
+            "launch-failed",
+            "launched",
+            "built",
+            "setup-output",
+            "deleted",
+            "host-key-changed",
+            "check-failed",
+            "server-created",
+            "snapshot-created",
+            "addresses",
+            "host-keys",
+            "released",
+            "operator-hold",
+            "claimed",
+            "ready-node",
+            "fulfilled",
+            "request-ended",
+            "operator",
+            "operator-delete",
+            "canceled",
+        ]
+    );
+    for code in ReasonCode::ALL {
+        assert_eq!(&ReasonCode::parse(code.as_str()), code);
+        assert!(code.is_known());
+    }
+    // A code a newer nodepool wrote comes back as it was stored.
+    let newer = ReasonCode::parse("quota-exceeded-v2");
+    assert!(!newer.is_known());
+    assert_eq!(newer.to_string(), "quota-exceeded-v2");
+}
+
+#[test]
+fn backoff_doubles_from_its_first_wait_up_to_its_longest() {
+    use crate::Backoff;
+    use std::time::Duration;
+    let backoff = Backoff {
+        first: Duration::from_secs(10),
+        max: Duration::from_secs(300),
+    };
+    let waits: Vec<u64> = (0..8).map(|n| backoff.wait(n).as_secs()).collect();
+    assert_eq!(waits, [0, 10, 20, 40, 80, 160, 300, 300]);
+    assert_eq!(backoff.wait(usize::MAX), Duration::from_secs(300));
+}
+
+#[test]
+fn deadlines_are_strict() {
+    use std::time::Duration;
+    let start = Timestamp::from_unix_seconds(100);
+    assert_eq!(
+        start.first_past(Duration::from_secs(8)),
+        Timestamp::from_unix_millis(108_001)
+    );
+}

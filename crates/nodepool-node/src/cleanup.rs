@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use nodepool_model::{ExternalId, ImageState, ProviderName, Reason, Snapshot};
+use nodepool_model::{ExternalId, ImageState, ProviderName, Reason, ReasonCode, Snapshot};
 use rustc_hash::FxHashMap as Map;
 
 use crate::SeenOwner;
@@ -109,7 +109,7 @@ pub fn leaked(snapshot: &Snapshot, provider: &ProviderName, seen: &[SeenResource
         leaks.push(Leak {
             kind: resource.kind,
             id: resource.id.clone(),
-            reason: Reason::new(crate::codes::LEAKED, text),
+            reason: Reason::new(ReasonCode::Leaked, text),
         });
     }
     leaks

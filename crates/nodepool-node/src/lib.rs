@@ -31,7 +31,7 @@
 //!   another installation's servers never are.
 //!
 //! ```
-//! use nodepool_model::{Snapshot, Timestamp};
+//! use nodepool_model::{ReasonCode, Snapshot, Timestamp};
 //! use nodepool_node::{NodeAction, World, plan};
 //!
 //! let config = nodepool_config::parse(
@@ -45,7 +45,7 @@
 //! // No image is READY yet: nothing can launch, and the plan says why.
 //! let plan = plan(&Snapshot::default(), &config, now, &World::default());
 //! assert!(plan.actions.is_empty());
-//! assert_eq!(plan.notes[0].reason.code, "no-image");
+//! assert_eq!(plan.notes[0].reason.code, ReasonCode::NoImage);
 //! ```
 
 pub mod allocation;
@@ -57,8 +57,9 @@ use std::time::Duration;
 
 use nodepool_config::{Config, Label};
 use nodepool_model::{
-    Attempt, ExternalId, Human, ImageId, ImageName, ImageState, LabelName, Node, NodeId,
-    NodeRequest, NodeState, ProviderName, Reason, RequestId, Snapshot, Timestamp,
+    Attempt, BackingOff, Backoff, ExternalId, Human, ImageId, ImageName, ImageState, LabelName,
+    Node, NodeId, NodeRequest, NodeState, ProviderName, Reason, ReasonCode, RequestId, Snapshot,
+    Timestamp,
 };
 
 use allocation::Allocator;
@@ -71,60 +72,12 @@ pub const NODE_CLEANUP: Duration = Duration::from_secs(8 * 3600);
 /// Nodes in TEST are deleted after this long (2014 `TEST_CLEANUP`).
 pub const TEST_CLEANUP: Duration = Duration::from_secs(5 * 60);
 
-/// The wait after a provider's first failed launch; it doubles per failure in a row.
-pub const LAUNCH_BACKOFF_FIRST: Duration = Duration::from_secs(10);
-
-/// The longest wait between failed launches on one provider.
-pub const LAUNCH_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
-
-/// The stable codes of the reasons this policy gives.
-pub mod codes {
-    /// A label needs more nodes than it has (requests and `min-ready`).
-    pub const DEMAND: &str = "demand";
-    /// Ready nodes handed to a request.
-    pub const CLAIM: &str = "claim";
-    /// A request that can never be served.
-    pub const UNSERVABLE: &str = "unservable";
-    /// A request that waited longer than `api.request-timeout`.
-    pub const REQUEST_TIMEOUT: &str = "request-timeout";
-    /// A consumer has finished with the node.
-    pub const USED: &str = "used";
-    /// Already marked for deletion (by an operator, a failure or an earlier round).
-    pub const MARKED: &str = "marked";
-    /// Its server is gone from the cloud.
-    pub const VANISHED: &str = "vanished";
-    /// Its provider is gone from the config.
-    pub const PROVIDER_REMOVED: &str = "provider-removed";
-    /// Its label is gone from the config, or no longer lists its provider.
-    pub const LABEL_REMOVED: &str = "label-removed";
-    /// Its label has `min-ready: -1`.
-    pub const LABEL_DISABLED: &str = "label-disabled";
-    /// Building, and no launch is working on it.
-    pub const ORPHANED: &str = "orphaned";
-    /// Building past `launch-timeout` + `boot-timeout`.
-    pub const LAUNCH_TIMEOUT: &str = "launch-timeout";
-    /// In TEST past 5 minutes.
-    pub const TEST_TIMEOUT: &str = "test-timeout";
-    /// In a state other than READY or HOLD past 8 hours.
-    pub const NODE_CLEANUP: &str = "node-cleanup";
-    /// A server tagged by this installation that the store does not know.
-    pub const LEAKED: &str = "leaked";
-    /// A template server left over after its build, still busy with the cloud's snapshot
-    /// task.
-    pub const TEMPLATE_BUSY: &str = "template-busy";
-    /// A leak seen once, to be deleted if the next listing shows it again.
-    pub const SUSPECTED_LEAK: &str = "suspected-leak";
-    /// A held node whose provider or label is gone: kept, as holds are.
-    pub const HELD: &str = "held";
-    /// In use by a request although its provider or label is gone: deleted once released.
-    pub const IN_USE: &str = "in-use";
-    /// No READY image for the label on the provider.
-    pub const NO_IMAGE: &str = "no-image";
-    /// Recent launches on the provider failed; the next one waits.
-    pub const BACKOFF: &str = "backoff";
-    /// Demand the providers cannot meet now (max-servers or the cloud's limits).
-    pub const AT_CAPACITY: &str = "at-capacity";
-}
+/// The wait after a provider's failed launches in a row: 10 s after the first, doubling
+/// per failure, at most 5 minutes.
+pub const LAUNCH_BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(10),
+    max: Duration::from_secs(5 * 60),
+};
 
 /// Something the daemon should do about nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -408,7 +361,7 @@ impl<'a> Planner<'a> {
                 let best = current
                     .entry((&image.provider, &image.name))
                     .or_insert(image);
-                if (image.version, image.id) > (best.version, best.id) {
+                if image.recency() > best.recency() {
                     *best = image;
                 }
             }
@@ -483,20 +436,14 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn note(&mut self, about: About, code: &'static str, text: String) {
+    fn note(&mut self, about: About, code: ReasonCode, text: String) {
         self.notes.push(Note {
             about,
             reason: Reason::new(code, text),
         });
     }
 
-    fn delete(
-        &mut self,
-        node: &Node,
-        server: Option<ExternalId>,
-        code: &'static str,
-        text: String,
-    ) {
+    fn delete(&mut self, node: &Node, server: Option<ExternalId>, code: ReasonCode, text: String) {
         self.deleted.insert(node.id);
         self.deletes.push(NodeAction::Delete {
             node: node.id,
@@ -547,16 +494,12 @@ impl<'a> Planner<'a> {
     fn judge(&mut self, node: &'a Node, provider: Option<usize>, label: Option<usize>) {
         let config = self.config;
         let age = self.now.saturating_since(node.state_time);
-        let after = |limit: Duration| {
-            node.state_time
-                .saturating_add(limit)
-                .saturating_add(Duration::from_millis(1))
-        };
+        let after = |limit: Duration| node.state_time.first_past(limit);
         if node.state == NodeState::Hold {
             if provider.is_none() || label.is_none() {
                 self.note(
                     About::Node(node.id),
-                    codes::HELD,
+                    ReasonCode::Held,
                     format!(
                         "node {} is held ({}); it stays although its provider {} or label {} is gone from the config",
                         node.id,
@@ -581,7 +524,7 @@ impl<'a> Planner<'a> {
                         return self.delete(
                             node,
                             self.tagged_server(node, provider),
-                            codes::LAUNCH_TIMEOUT,
+                            ReasonCode::LaunchTimeout,
                             format!(
                                 "building for {}, longer than launch-timeout ({}) plus boot-timeout ({})",
                                 Human(age),
@@ -599,7 +542,7 @@ impl<'a> Planner<'a> {
                 return self.delete(
                     node,
                     None,
-                    codes::TEST_TIMEOUT,
+                    ReasonCode::TestTimeout,
                     format!(
                         "in test for {}, longer than {}",
                         Human(age),
@@ -612,7 +555,7 @@ impl<'a> Planner<'a> {
                 return self.delete(
                     node,
                     None,
-                    codes::NODE_CLEANUP,
+                    ReasonCode::NodeCleanup,
                     format!(
                         "in state {} for {}, longer than {}",
                         node.state,
@@ -630,7 +573,7 @@ impl<'a> Planner<'a> {
             return self.delete(
                 node,
                 self.tagged_server(node, provider),
-                codes::MARKED,
+                ReasonCode::Marked,
                 format!("marked for deletion {} ago", Human(age)),
             );
         }
@@ -638,7 +581,7 @@ impl<'a> Planner<'a> {
             return self.delete(
                 node,
                 None,
-                codes::USED,
+                ReasonCode::Used,
                 "its consumer has finished with it".into(),
             );
         }
@@ -646,7 +589,7 @@ impl<'a> Planner<'a> {
             return self.delete(
                 node,
                 None,
-                codes::VANISHED,
+                ReasonCode::Vanished,
                 format!(
                     "its server {} is in neither of the last two listings of provider {}",
                     node.external_id.as_ref().map_or("", |id| id.as_str()),
@@ -656,24 +599,24 @@ impl<'a> Planner<'a> {
         }
         let gone = if provider.is_none() {
             Some((
-                codes::PROVIDER_REMOVED,
+                ReasonCode::ProviderRemoved,
                 format!("provider {} is no longer in the config", node.provider),
             ))
         } else {
             match label.map(|i| &config.labels[i]) {
                 None => Some((
-                    codes::LABEL_REMOVED,
+                    ReasonCode::LabelRemoved,
                     format!("label {} is no longer in the config", node.label),
                 )),
                 Some(label) if !label.providers.contains(&node.provider) => Some((
-                    codes::LABEL_REMOVED,
+                    ReasonCode::LabelRemoved,
                     format!(
                         "label {} no longer lists provider {}",
                         node.label, node.provider
                     ),
                 )),
                 Some(label) if label.min_ready < 0 && node.state != NodeState::InUse => Some((
-                    codes::LABEL_DISABLED,
+                    ReasonCode::LabelDisabled,
                     format!("label {} is disabled (min-ready -1)", node.label),
                 )),
                 Some(_) => None,
@@ -683,7 +626,7 @@ impl<'a> Planner<'a> {
             if node.state == NodeState::InUse {
                 return self.note(
                     About::Node(node.id),
-                    codes::IN_USE,
+                    ReasonCode::InUse,
                     format!("{text}; node {} is in use and goes once released", node.id),
                 );
             }
@@ -693,7 +636,7 @@ impl<'a> Planner<'a> {
             NodeState::Building => self.delete(
                 node,
                 self.tagged_server(node, provider),
-                codes::ORPHANED,
+                ReasonCode::Orphaned,
                 "building, but no launch is working on it (a daemon stopped during its launch)"
                     .into(),
             ),
@@ -736,7 +679,7 @@ impl<'a> Planner<'a> {
                         Some(_) if server.busy => {
                             self.note(
                                 About::Server(provider.clone(), server.id.clone()),
-                                codes::TEMPLATE_BUSY,
+                                ReasonCode::TemplateBusy,
                                 format!(
                                     "template server {} of image upload {id} is left over; deleted once the cloud ends its task on it",
                                     server.id
@@ -749,7 +692,7 @@ impl<'a> Planner<'a> {
                     SeenOwner::Unreadable => {
                         self.note(
                             About::Server(provider.clone(), server.id.clone()),
-                            codes::LEAKED,
+                            ReasonCode::Leaked,
                             format!(
                                 "server {} on provider {provider} carries this installation's tag but no readable node or image id; left for an operator",
                                 server.id
@@ -781,7 +724,7 @@ impl<'a> Planner<'a> {
                         provider: provider.clone(),
                         server: server.id.clone(),
                         reason: Reason::new(
-                            codes::LEAKED,
+                            ReasonCode::Leaked,
                             format!(
                                 "server {} is tagged for {whose}, in two listings in a row",
                                 server.id
@@ -791,7 +734,7 @@ impl<'a> Planner<'a> {
                 } else {
                     self.note(
                         About::Server(provider.clone(), server.id.clone()),
-                        codes::SUSPECTED_LEAK,
+                        ReasonCode::SuspectedLeak,
                         format!(
                             "server {} is tagged for {whose}; deleted if the next listing shows it again",
                             server.id
@@ -859,7 +802,7 @@ impl<'a> Planner<'a> {
             if let Some(why) = self.unservable(request) {
                 self.failed_requests.push(NodeAction::FailRequest {
                     request: request.id,
-                    reason: Reason::new(codes::UNSERVABLE, why),
+                    reason: Reason::new(ReasonCode::Unservable, why),
                 });
                 continue;
             }
@@ -869,7 +812,7 @@ impl<'a> Planner<'a> {
                 self.failed_requests.push(NodeAction::FailRequest {
                     request: request.id,
                     reason: Reason::new(
-                        codes::REQUEST_TIMEOUT,
+                        ReasonCode::RequestTimeout,
                         format!("not served within {} (api.request-timeout)", Human(timeout)),
                     ),
                 });
@@ -901,7 +844,7 @@ impl<'a> Planner<'a> {
                         label: label.clone(),
                         count: take,
                         reason: Reason::new(
-                            codes::CLAIM,
+                            ReasonCode::Claim,
                             format!(
                                 "{} asked for {want} {label} node{} (request {}, priority {})",
                                 request.requestor,
@@ -919,14 +862,14 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The end of `provider`'s launch backoff, if one is running.
-    /// Launch failures count from `last_success`: the latest state change of a node of the
-    /// provider that got past building.
+    /// `provider`'s launch backoff, if one is running. Launch failures count from
+    /// `last_success`: the latest state change of a node of the provider that got past
+    /// building.
     fn backoff(
         &self,
         provider: &ProviderName,
         last_success: Option<Timestamp>,
-    ) -> Option<(Timestamp, usize, String)> {
+    ) -> Option<BackingOff<'a>> {
         let failures: Vec<_> = self
             .snapshot
             .failures
@@ -934,14 +877,7 @@ impl<'a> Planner<'a> {
             .filter(|f| &f.provider == provider && matches!(f.attempt, Attempt::Launch(_)))
             .filter(|f| last_success.is_none_or(|s| f.at > s))
             .collect();
-        let last = failures.last()?;
-        let n = failures.len();
-        let exponent = u32::try_from(n - 1).unwrap_or(u32::MAX).min(16);
-        let wait = LAUNCH_BACKOFF_FIRST
-            .saturating_mul(1 << exponent)
-            .min(LAUNCH_BACKOFF_MAX);
-        let until = last.at.saturating_add(wait);
-        (until > self.now).then(|| (until, n, last.reason.clone()))
+        LAUNCH_BACKOFF.running(&failures, self.now)
     }
 
     fn launches(&mut self) {
@@ -996,12 +932,18 @@ impl<'a> Planner<'a> {
                 free = free.min(i64::try_from(instances).unwrap_or(i64::MAX));
             }
             slots.push((provider, allocator.add_provider(free), free));
-            if let Some((until, n, why)) = self.backoff(&provider.name, last_success[i]) {
+            if let Some(BackingOff {
+                until,
+                failures: n,
+                last,
+            }) = self.backoff(&provider.name, last_success[i])
+            {
+                let why = &last.reason;
                 backing_off[i] = true;
                 self.wake_at(until);
                 self.note(
                     About::Provider(provider.name.clone()),
-                    codes::BACKOFF,
+                    ReasonCode::Backoff,
                     format!(
                         "no launches on provider {} until {until}: {n} launch{} failed in a row, the last: {why}",
                         provider.name,
@@ -1038,7 +980,7 @@ impl<'a> Planner<'a> {
                     Some(&image) => suppliers.push((slot, ix, image)),
                     None => self.note(
                         About::LabelOn(label.name.clone(), provider.name.clone()),
-                        codes::NO_IMAGE,
+                        ReasonCode::NoImage,
                         format!(
                             "label {} needs {demand} more, but provider {} has no READY image {}",
                             label.name, provider.name, label.image
@@ -1107,7 +1049,7 @@ impl<'a> Planner<'a> {
                 if n < granted {
                     self.note(
                         About::LabelOn(label.name.clone(), provider.name.clone()),
-                        codes::AT_CAPACITY,
+                        ReasonCode::AtCapacity,
                         format!(
                             "provider {} could launch {granted} {} but its cloud has cores or RAM for {n}",
                             provider.name, label.name
@@ -1121,7 +1063,7 @@ impl<'a> Planner<'a> {
                 // One reason for the whole grant: formatting it per node would cost more
                 // than the rest of the plan.
                 let reason = Reason::new(
-                    codes::DEMAND,
+                    ReasonCode::Demand,
                     format!(
                         "label {} needs {demand} more ({outstanding} waiting request positions + min-ready {} - {have} ready or building); provider {} launches {n} ({free} free of max-servers {})",
                         label.name, label.min_ready, provider.name, provider.max_servers
@@ -1154,7 +1096,7 @@ impl<'a> Planner<'a> {
             };
             self.note(
                 About::Label(label.clone()),
-                codes::AT_CAPACITY,
+                ReasonCode::AtCapacity,
                 format!(
                     "label {label} is {missing} short: its providers are at max-servers, at their cloud's limits or backing off"
                 ),

@@ -241,31 +241,7 @@ impl CloudImage {
     }
 }
 
-/// A flavor (server size).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Flavor {
-    /// The cloud's id.
-    pub id: String,
-    /// Its name.
-    pub name: String,
-    /// Memory, in MB.
-    pub ram_mb: u64,
-    /// Virtual CPUs.
-    pub vcpus: u64,
-}
-
-/// The flavor nodepool boots for an image: the one with the least RAM of at least `min_ram`
-/// MB whose name contains `name_filter`, ties broken by fewer vCPUs and then by name.
-pub fn pick_flavor<'f>(
-    flavors: &'f [Flavor],
-    min_ram: u64,
-    name_filter: Option<&str>,
-) -> Option<&'f Flavor> {
-    flavors
-        .iter()
-        .filter(|f| f.ram_mb >= min_ram && name_filter.is_none_or(|filter| f.name.contains(filter)))
-        .min_by(|a, b| (a.ram_mb, a.vcpus, &a.name).cmp(&(b.ram_mb, b.vcpus, &b.name)))
-}
+pub use nodepool_model::{Flavor, pick_flavor};
 
 /// One absolute limit of a project: its maximum (`None` for unlimited) and what is in use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use nodepool_config::DbUri;
 use nodepool_db::{NewImage, NewNode, Store};
-use nodepool_model::{ExternalId, NodeState, Reason, Timestamp};
+use nodepool_model::{ExternalId, NodeState, Reason, ReasonCode, Timestamp};
 
 const NODES: usize = 10_000;
 const RUNS: usize = 20;
@@ -42,7 +42,7 @@ fn main() {
 
     let t0 = Timestamp::from_unix_seconds(1_700_000_000);
     let store = Store::open_and_migrate(&DbUri::Sqlite(db), "bench", t0).unwrap();
-    let why = Reason::new("min-ready", "the benchmark's pool");
+    let why = Reason::new(ReasonCode::Demand, "the benchmark's pool");
     for provider in providers {
         for v in 0..50 {
             let new = NewImage::new(

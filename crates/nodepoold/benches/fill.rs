@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use nodepool_config::DbUri;
 use nodepool_db::{ImageFilter, NodeFilter, Store};
-use nodepool_model::{ImageState, NodeState, Reason, Timestamp};
+use nodepool_model::{ImageState, NodeState, Reason, ReasonCode, Timestamp};
 use nodepool_openstack::OpenStackProvider;
 use nodepool_provider::{PROVIDER_KEY, Provider};
 
@@ -241,7 +241,7 @@ fn fill(
     // Back to an empty pool for the next run: servers deleted, rows removed.
     clear(runtime, cloud, false);
     let now = Timestamp::from_unix_seconds(0);
-    let why = Reason::new("bench", "next run");
+    let why = Reason::new(ReasonCode::OperatorDelete, "next run");
     for node in store.nodes(&NodeFilter::default()).unwrap() {
         store
             .set_node_state(node.id, NodeState::Delete, node.state_time, &why)

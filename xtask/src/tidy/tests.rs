@@ -311,3 +311,83 @@ fn the_openapi_document_lists_every_route_of_the_api() {
         "served (left) and documented (right) differ"
     );
 }
+
+/// Reason codes are a persisted interface spelled once, by the model's `ReasonCode`: no
+/// other source file writes one as a string, compares one with a string or keeps a list of
+/// its own. (The config's YAML keys and OpenStack's JSON share a few words with codes; those
+/// crates never handle reasons.)
+#[test]
+fn reason_codes_are_spelled_only_by_the_model() {
+    let root = workspace_root();
+    let model = root.join("crates/nodepool-model/src/codes.rs");
+    let text = std::fs::read_to_string(&model).unwrap();
+    let codes: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" => \"")?;
+            Some(format!("\"{}", rest.strip_suffix(',')?))
+        })
+        .collect();
+    assert!(
+        codes.len() > 40,
+        "found only {} codes in {}",
+        codes.len(),
+        model.display()
+    );
+    let mut files = Vec::new();
+    rust_files(&root.join("crates"), &mut files);
+    let mut found = Vec::new();
+    for file in &files {
+        let name = file.strip_prefix(&root).unwrap().display().to_string();
+        if name.starts_with("crates/nodepool-model/")
+            || name.starts_with("crates/nodepool-config/")
+            || name.starts_with("crates/nodepool-openstack/")
+        {
+            continue;
+        }
+        let is_test =
+            name.contains("/tests/") || name.ends_with("tests.rs") || name.contains("/benches/");
+        let source = std::fs::read_to_string(file).unwrap();
+        for (n, line) in source.lines().enumerate() {
+            let code_part = line.split("//").next().unwrap_or_default();
+            let by_hand = [
+                "pub mod codes",
+                "Reason::new(\"",
+                "code == \"",
+                "code != \"",
+                ".code.as_ref()",
+            ];
+            let mut bad: Vec<&str> = by_hand
+                .iter()
+                .copied()
+                .filter(|p| code_part.contains(p))
+                .collect();
+            if !is_test {
+                bad.extend(
+                    codes
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|c| code_part.contains(c)),
+                );
+                if code_part.contains("ReasonCode::parse(")
+                    && !name.ends_with("nodepool-db/src/rows.rs")
+                {
+                    bad.push("ReasonCode::parse (only for codes read back from the store)");
+                }
+            }
+            if !bad.is_empty() {
+                found.push(format!(
+                    "{name}:{}: {} in {:?}",
+                    n + 1,
+                    bad.join(", "),
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "reason codes spelled outside nodepool_model::ReasonCode (use its variants):\n{}",
+        found.join("\n")
+    );
+}

@@ -14,8 +14,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use nodepool_db::{ImageFilter, NodeFilter};
 use nodepool_model::{
-    HoldNote, ImageName, ImageState, LabelName, NodeId, NodeState, ProviderName, Reason, RequestId,
-    RequestState,
+    HoldNote, ImageName, ImageState, LabelName, NodeId, NodeState, ProviderName, Reason,
+    ReasonCode, RequestId, RequestState,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -247,7 +247,7 @@ pub(super) async fn cancel_request(
     let request = RequestId::new(id(&text, "request")?);
     let now = app.clock.now();
     let reason = Reason::new(
-        "canceled",
+        ReasonCode::Canceled,
         format!("canceled through the API by {}", peer.ip()),
     );
     let canceled =

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use nodepool_config::DbUri;
-use nodepool_model::{LabelName, NodeState, ProviderName, Reason};
+use nodepool_model::{LabelName, NodeState, ProviderName, Reason, ReasonCode};
 
 use super::support::{T0, TestDb};
 use crate::{NewNode, Store};
@@ -32,7 +32,7 @@ fn crash_child() {
         ProviderName::new("cloud1").unwrap(),
         LabelName::new("small").unwrap(),
     );
-    let reason = Reason::new("min-ready", "label small has 0 of 1 ready");
+    let reason = Reason::new(ReasonCode::Demand, "label small has 0 of 1 ready");
     let mut out = std::io::stdout();
     match step {
         "after-intent" => {
@@ -125,7 +125,7 @@ fn check(db: &TestDb) {
                 LabelName::new("small").unwrap(),
             ),
             T0,
-            &Reason::new("x", "x"),
+            &Reason::new(ReasonCode::parse("x"), "x"),
         )
         .unwrap();
     assert_eq!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nodepool_model::{
     Attempt, BuildRequestState, ExternalId, Failure, HoldNote, ImageName, ImageState, LabelName,
-    Node, NodeId, NodeState, ProviderName, Reason, RequestState, Subject, Timestamp,
+    Node, NodeId, NodeState, ProviderName, Reason, ReasonCode, RequestState, Subject, Timestamp,
 };
 
 use super::support::{T0, TestDb};
@@ -25,7 +25,7 @@ fn label(name: &str) -> LabelName {
 }
 
 fn why(code: &'static str) -> Reason {
-    Reason::new(code, format!("because of {code}"))
+    Reason::new(ReasonCode::parse(code), format!("because of {code}"))
 }
 
 /// Nodes of `label` on `p`, launched and ready at `now`, oldest first by one second each.
@@ -572,7 +572,7 @@ pub(crate) fn failed_and_finished_requests_get_no_nodes(db: &TestDb) {
         .fail_request(
             request.id,
             at(2),
-            &Reason::new("unknown-label", "no label named nonexistent"),
+            &Reason::new(ReasonCode::Unservable, "no label named nonexistent"),
         )
         .unwrap();
     assert_eq!(
@@ -617,7 +617,7 @@ pub(crate) fn failed_and_finished_requests_get_no_nodes(db: &TestDb) {
 pub(crate) fn ending_a_request_returns_or_releases_its_nodes(db: &TestDb) {
     let store = &db.store;
     let small = ready_nodes(store, "cloud1", "small", 3, at(0));
-    let by = |r: &str| Reason::new("api", format!("canceled by {r}"));
+    let by = |r: &str| Reason::new(ReasonCode::Canceled, format!("canceled by {r}"));
 
     // Canceled while waiting: the node it got goes back to ready, and is no longer its.
     let waiting = store
@@ -957,7 +957,7 @@ pub(crate) fn build_requests(db: &TestDb) {
             one.id,
             BuildRequestState::Failed,
             at(4),
-            &Reason::new("setup-failed", "prepare.sh exited 1"),
+            &Reason::new(ReasonCode::BuildFailed, "prepare.sh exited 1"),
         )
         .unwrap();
     assert_eq!(failed.failure.as_deref(), Some("prepare.sh exited 1"));

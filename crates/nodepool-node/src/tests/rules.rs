@@ -1,11 +1,11 @@
 //! Every rule of the node policy, table by table, with a fixed `now`.
 
-use nodepool_model::{Attempt, Failure};
+use nodepool_model::{Attempt, Failure, ReasonCode};
 
 use std::sync::Arc;
 
 use super::*;
-use crate::{CloudView, Cost, Headroom, Listing, SeenOwner, SeenServer, codes};
+use crate::{CloudView, Cost, Headroom, Listing, SeenOwner, SeenServer};
 
 fn world_with(provider: &str, cloud: CloudView) -> World {
     let mut world = World::default();
@@ -42,7 +42,7 @@ fn an_empty_pool_fills_to_min_ready_across_providers() {
         panic!("a launch");
     };
     assert_eq!(*image, ImageId::new(1), "the newest READY upload");
-    assert_eq!(reason.code, codes::DEMAND);
+    assert_eq!(reason.code, ReasonCode::Demand);
     assert!(reason.text.starts_with("label small needs 2 more (0 waiting request positions + min-ready 2 - 0 ready or building)"), "{}", reason.text);
     assert_eq!(plan.round.len(), 2, "both labels asked the allocator");
 }
@@ -55,8 +55,8 @@ fn without_a_ready_image_nothing_launches_and_the_plan_says_why() {
     let plan = run(&snap, &config(), &World::default());
     // small only from cloud1, which has its image; large nowhere.
     assert_eq!(launches(&plan), [("small".into(), "cloud1".into(), 2)]);
-    let codes: Vec<_> = plan.notes.iter().map(|n| n.reason.code.as_ref()).collect();
-    assert_eq!(codes, [codes::NO_IMAGE, codes::NO_IMAGE]);
+    let codes: Vec<_> = plan.notes.iter().map(|n| n.reason.code.clone()).collect();
+    assert_eq!(codes, [ReasonCode::NoImage, ReasonCode::NoImage]);
     assert!(
         plan.notes[1]
             .reason
@@ -169,7 +169,7 @@ fn the_clouds_limits_cap_launches() {
     let capped: Vec<_> = plan
         .notes
         .iter()
-        .filter(|n| n.reason.code == codes::AT_CAPACITY)
+        .filter(|n| n.reason.code == ReasonCode::AtCapacity)
         .map(|n| n.reason.text.as_str())
         .collect();
     assert_eq!(
@@ -477,7 +477,8 @@ fn leaks_are_deleted_only_when_seen_twice_and_never_another_installations() {
     assert!(
         plan.notes
             .iter()
-            .any(|n| n.reason.code == codes::SUSPECTED_LEAK && n.reason.text.contains("leak-once"))
+            .any(|n| n.reason.code == ReasonCode::SuspectedLeak
+                && n.reason.text.contains("leak-once"))
     );
 }
 
@@ -503,7 +504,7 @@ fn failed_launches_hold_a_provider_back_with_a_doubling_wait() {
         let on_cloud1 = launches(&plan).iter().any(|(_, p, _)| p == "cloud1");
         assert_eq!(!on_cloud1, backing_off, "{failures:?}");
         if backing_off {
-            assert_eq!(plan.notes[0].reason.code, codes::BACKOFF);
+            assert_eq!(plan.notes[0].reason.code, ReasonCode::Backoff);
             assert!(plan.next_wakeup.is_some());
             // small still comes from cloud2.
             assert_eq!(launches(&plan), [("small".into(), "cloud2".into(), 2)]);
@@ -576,7 +577,7 @@ fn a_template_left_after_its_build_goes_once_the_clouds_task_on_it_ends() {
     assert!(
         plan.notes
             .iter()
-            .any(|n| n.reason.code == codes::TEMPLATE_BUSY)
+            .any(|n| n.reason.code == ReasonCode::TemplateBusy)
     );
     // Building, its build uses it; being deleted, the upload's deletion takes it.
     for state in [ImageState::Building, ImageState::Delete] {
