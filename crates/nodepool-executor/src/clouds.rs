@@ -139,21 +139,21 @@ pub struct Cloud {
     /// Gone from the config; kept only to delete what it still has.
     retired: bool,
     /// The newest listing's servers, for executors waiting on a server's status.
-    pub servers: Listings,
+    pub servers: ServerFeed,
 }
 
 /// A provider's listings as they are made. An executor watches them only while it waits on
 /// a server (to become ACTIVE, or to be gone): the loop lists a provider often only while
 /// someone watches, and is woken when someone starts to.
 #[derive(Clone, Debug)]
-pub struct Listings {
+pub struct ServerFeed {
     latest: Arc<watch::Sender<Arc<Servers>>>,
     wanted: Arc<Notify>,
 }
 
-impl Listings {
-    fn new(wanted: Arc<Notify>) -> Listings {
-        Listings {
+impl ServerFeed {
+    fn new(wanted: Arc<Notify>) -> ServerFeed {
+        ServerFeed {
             latest: Arc::new(watch::Sender::new(Arc::new(Servers::default()))),
             wanted,
         }
@@ -351,7 +351,7 @@ impl Clouds {
                         newest_change: None,
                         made_from: provider.clone(),
                         retired: false,
-                        servers: Listings::new(self.wanted.clone()),
+                        servers: ServerFeed::new(self.wanted.clone()),
                     };
                     self.by_name.insert(provider.name.clone(), cloud);
                 }
@@ -500,7 +500,7 @@ impl Clouds {
     }
 
     /// What an executor needs to act on `provider`: its connection and its listings.
-    pub fn handle(&self, provider: &ProviderName) -> Option<(Connection, Listings)> {
+    pub fn handle(&self, provider: &ProviderName) -> Option<(Connection, ServerFeed)> {
         self.by_name
             .get(provider)
             .map(|c| (c.connection.clone(), c.servers.clone()))

@@ -1,0 +1,218 @@
+//! Deletions: a node's server and row, an upload's template server, cloud image and row,
+//! and leaked servers.
+
+use std::time::Duration;
+
+use nodepool_db::StoreError;
+use nodepool_model::{ExternalId, Human, Image, ImageState, Node, NodeState, Reason, ReasonCode};
+use nodepool_provider::{ErrorKind, Provider, ServerStatus};
+use tracing::{info, warn};
+
+use super::context::{Context, Failed, cloud};
+use crate::clouds::{Connection, ServerFeed};
+use crate::store;
+
+/// How long a deleted server may take to go (2014 `waitForServerDeletion`).
+const DELETE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Deletes a server and waits until the cloud says it is gone (a listing asked for after
+/// the deletion no longer shows it); one already gone is fine.
+pub(super) async fn delete_server(
+    ctx: &Context,
+    connection: &Connection,
+    servers: &ServerFeed,
+    id: &ExternalId,
+) -> Result<(), Failed> {
+    // Floating IPs mapped onto it go first, as 2014's cleanupServer did.
+    if let Ok(ips) = connection.list_floating_ips().await {
+        for ip in ips.into_iter().filter(|ip| ip.server.as_ref() == Some(id)) {
+            match connection.delete_floating_ip(&ip.id).await {
+                Ok(()) => {}
+                Err(error) if error.kind == ErrorKind::NotFound => {}
+                Err(error) => return Err(cloud(error)),
+            }
+        }
+    }
+    let asked = ctx.now();
+    match connection.delete_server(id).await {
+        Ok(()) => {}
+        Err(error) if error.kind == ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(cloud(error)),
+    }
+    let deadline = asked.saturating_add(DELETE_TIMEOUT);
+    let mut asked_again = false;
+    loop {
+        // Gone, or ERROR (an ERROR server is asked once more; some clouds need it).
+        let seen = ctx
+            .watch_until(servers, deadline, |listing| {
+                if listing.at <= asked {
+                    return None;
+                }
+                match listing.by_id.get(id) {
+                    None => Some(true),
+                    Some(server) if server.status == ServerStatus::Error && !asked_again => {
+                        Some(false)
+                    }
+                    Some(_) => None,
+                }
+            })
+            .await?;
+        match seen {
+            Some(true) => return Ok(()),
+            Some(false) => {
+                asked_again = true;
+                let _ = connection.delete_server(id).await;
+            }
+            None => {
+                return Err(format!(
+                    "server {id} still exists {} after its deletion",
+                    Human(DELETE_TIMEOUT)
+                ));
+            }
+        }
+    }
+}
+
+/// Deletes a node: its server (and floating IPs), then its row. The row goes only once the
+/// cloud says the server is gone.
+pub async fn delete_node(
+    ctx: Context,
+    connection: Option<(Connection, ServerFeed)>,
+    node: Node,
+    server: Option<ExternalId>,
+    reason: Reason,
+) -> Result<(), Failed> {
+    let (id, provider) = (node.id, node.provider.clone());
+    let deleted = try_delete_node(&ctx, connection, &node, server, &reason).await;
+    match &deleted {
+        Ok(()) => {
+            info!(node = %id, provider = %provider, label = %node.label, "deleted: {}", reason.text);
+        }
+        Err(why) => warn!(node = %id, provider = %provider, "{why}"),
+    }
+    deleted
+}
+
+async fn try_delete_node(
+    ctx: &Context,
+    connection: Option<(Connection, ServerFeed)>,
+    node: &Node,
+    server: Option<ExternalId>,
+    reason: &Reason,
+) -> Result<(), Failed> {
+    let id = node.id;
+    let now = ctx.now();
+    if node.state != NodeState::Delete {
+        let why = reason.clone();
+        store::call(&ctx.store, move |s| {
+            s.set_node_state(id, NodeState::Delete, now, &why)
+        })
+        .await
+        .map_err(|e| format!("cannot mark for deletion: {e}"))?;
+    }
+    if let Some(server) = &server {
+        let Some((connection, servers)) = connection else {
+            return Err(format!(
+                "server {server} kept: the provider is not connected"
+            ));
+        };
+        delete_server(ctx, &connection, &servers, server)
+            .await
+            .map_err(|why| format!("server {server} not deleted yet: {why}"))?;
+    }
+    let now = ctx.now();
+    let gone = Reason::new(
+        ReasonCode::Deleted,
+        match &server {
+            Some(server) => format!("server {server} is gone ({})", reason.text),
+            None => format!("it had no server ({})", reason.text),
+        },
+    );
+    match store::call(&ctx.store, move |s| s.remove_node(id, now, &gone)).await {
+        // Another process (a daemon, an admin's `delete --now`) finished it first.
+        Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(format!("cannot remove the row: {e}")),
+    }
+}
+
+/// Deletes a leaked server.
+pub async fn delete_leak(
+    ctx: Context,
+    connection: Connection,
+    servers: ServerFeed,
+    server: ExternalId,
+    reason: Reason,
+) {
+    match delete_server(&ctx, &connection, &servers, &server).await {
+        Ok(()) => {
+            info!(provider = %connection.name(), "deleted leaked server {server}: {}", reason.text)
+        }
+        Err(why) => {
+            warn!(provider = %connection.name(), "leaked server {server} not deleted yet: {why}")
+        }
+    }
+}
+
+/// Deletes an upload: its template server, its cloud image, then its row.
+pub async fn delete_upload(
+    ctx: Context,
+    connection: Option<(Connection, ServerFeed)>,
+    upload: Image,
+    reason: Reason,
+) -> Result<(), Failed> {
+    let deleted = try_delete_upload(&ctx, connection, &upload, &reason).await;
+    match &deleted {
+        Ok(()) => {
+            info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "deleted: {}", reason.text);
+        }
+        Err(why) => warn!(image = %upload.id, provider = %upload.provider, "{why}"),
+    }
+    deleted
+}
+
+async fn try_delete_upload(
+    ctx: &Context,
+    connection: Option<(Connection, ServerFeed)>,
+    upload: &Image,
+    reason: &Reason,
+) -> Result<(), Failed> {
+    let id = upload.id;
+    let now = ctx.now();
+    if upload.state != ImageState::Delete {
+        let why = reason.clone();
+        store::call(&ctx.store, move |s| {
+            s.set_image_state(id, ImageState::Delete, now, &why)
+        })
+        .await
+        .map_err(|e| format!("cannot mark for deletion: {e}"))?;
+    }
+    if upload.server_external_id.is_some() || upload.external_id.is_some() {
+        let Some((connection, servers)) = connection else {
+            return Err("kept: the provider is not connected".to_owned());
+        };
+        if let Some(server) = &upload.server_external_id {
+            delete_server(ctx, &connection, &servers, server)
+                .await
+                .map_err(|why| format!("template server {server} not deleted yet: {why}"))?;
+        }
+        if let Some(image) = &upload.external_id {
+            match connection.delete_image(image).await {
+                Ok(()) => {}
+                Err(error) if error.kind == ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(format!("cloud image {image} not deleted yet: {error}"));
+                }
+            }
+        }
+    }
+    let now = ctx.now();
+    let gone = Reason::new(
+        ReasonCode::Deleted,
+        format!("gone from the cloud ({})", reason.text),
+    );
+    match store::call(&ctx.store, move |s| s.remove_image(id, now, &gone)).await {
+        // Another process finished it first.
+        Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(format!("cannot remove the row: {e}")),
+    }
+}

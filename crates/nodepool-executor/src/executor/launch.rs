@@ -1,0 +1,175 @@
+//! The launch of a node: its server, address, SSH login and ready script, then READY.
+
+use std::sync::Arc;
+
+use nodepool_config::{Config, Label, Provider as ProviderConfig, ProviderImage};
+use nodepool_model::{Human, Image, Node, NodeState, Reason, ReasonCode};
+use nodepool_provider::{Owner, Provider, ServerSpec};
+use tracing::{debug, info};
+
+use super::context::{Context, Failed, cloud, networks, remote_failed};
+use super::output::last_lines;
+use crate::clouds::{Connection, ServerFeed};
+use crate::remote::{Remote, Target};
+use crate::store;
+
+/// Launches `node` (its row already written): server, address, SSH, ready script, READY.
+pub async fn launch(
+    ctx: Context,
+    connection: Connection,
+    servers: ServerFeed,
+    remote: Arc<dyn Remote>,
+    node: Node,
+    upload: Image,
+    flavor: String,
+) {
+    let started = ctx.now();
+    let result = try_launch(
+        &ctx,
+        &connection,
+        &servers,
+        remote.as_ref(),
+        &node,
+        &upload,
+        flavor,
+    )
+    .await;
+    metrics::histogram!(
+        "nodepool_launch_seconds",
+        "provider" => node.provider.to_string(),
+        "label" => node.label.to_string(),
+        "outcome" => if result.is_ok() { "ready" } else { "failed" },
+    )
+    .record(ctx.now().saturating_since(started).as_secs_f64());
+    if let Err(why) = result {
+        ctx.launch_failed(&node, why).await;
+    }
+}
+
+async fn try_launch(
+    ctx: &Context,
+    connection: &Connection,
+    servers: &ServerFeed,
+    remote: &dyn Remote,
+    node: &Node,
+    upload: &Image,
+    flavor: String,
+) -> Result<(), Failed> {
+    let (provider, label, image) = find(&ctx.config, node)?;
+    let image_id = upload
+        .external_id
+        .clone()
+        .ok_or_else(|| format!("image upload {} has no cloud image", upload.id))?;
+    let name = node
+        .hostname
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}-{}", node.label, node.provider, node.id));
+    let mut spec = ServerSpec::new(name, flavor, image_id);
+    spec.metadata = image.meta.clone();
+    spec.metadata
+        .extend(ctx.tags(provider, Owner::Node(node.id)));
+    spec.key_name = provider.keypair.clone();
+    spec.availability_zone = node.az.clone();
+    spec.networks = networks(provider);
+    let started = ctx.now();
+    let server = connection.create_server(&spec).await.map_err(cloud)?;
+    let id = node.id;
+    let server_id = server.id.clone();
+    store::call(&ctx.store, move |s| {
+        s.attach_node_server(id, &server_id, started)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    info!(node = %node.id, provider = %node.provider, label = %node.label, "server {} created", server.id);
+    let server = ctx
+        .until_active(servers, &server.id, started, provider.launch_timeout)
+        .await?;
+    debug!(node = %node.id, "server {} ACTIVE", server.id);
+    let (public, private) = ctx
+        .address(connection, provider, &server, Owner::Node(node.id))
+        .await?;
+    let now = ctx.now();
+    store::call(&ctx.store, move |s| {
+        s.set_node_addresses(id, public, private, now)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let host = public.or(private).ok_or("no address to log in at")?;
+    let target = Target {
+        host,
+        port: image.connection_port,
+        user: image.username.clone(),
+        key: ctx.key(image),
+    };
+    let host_key = ctx
+        .reach(remote, &target, ctx.now(), provider.boot_timeout)
+        .await
+        .map_err(|e| {
+            format!(
+                "no SSH within boot-timeout ({}): {e}",
+                Human(provider.boot_timeout)
+            )
+        })?;
+    debug!(node = %node.id, "reached as {target}");
+    if let Some(key) = host_key {
+        let now = ctx.now();
+        store::call(&ctx.store, move |s| s.set_node_host_keys(id, &[key], now))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(script) = &label.ready_script {
+        let command = format!(
+            "cd {} && ./{script} {}",
+            nodepool_config::defaults::SCRIPTS_ON_NODE,
+            node.hostname.as_deref().unwrap_or_default()
+        );
+        let output = remote.run(&target, &command).await.map_err(remote_failed)?;
+        if output.status != 0 {
+            return Err(format!(
+                "ready-script {script} exited with {}: {}",
+                output.status,
+                last_lines(&output.output)
+            ));
+        }
+    }
+    let now = ctx.now();
+    let took = now.saturating_since(node.state_time);
+    let reason = Reason::new(
+        ReasonCode::Launched,
+        format!(
+            "reachable over SSH as {}; launched in {}",
+            target,
+            Human(took)
+        ),
+    );
+    store::call(&ctx.store, move |s| {
+        s.set_node_state(id, NodeState::Ready, now, &reason)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    info!(node = %node.id, provider = %node.provider, label = %node.label, "ready in {}", Human(took));
+    Ok(())
+}
+
+/// The provider, label and provider image of a node, from the running config.
+fn find<'c>(
+    config: &'c Config,
+    node: &Node,
+) -> Result<(&'c ProviderConfig, &'c Label, &'c ProviderImage), Failed> {
+    let provider = config
+        .providers
+        .iter()
+        .find(|p| p.name == node.provider)
+        .ok_or_else(|| format!("provider {} is no longer in the config", node.provider))?;
+    let label = config
+        .labels
+        .iter()
+        .find(|l| l.name == node.label)
+        .ok_or_else(|| format!("label {} is no longer in the config", node.label))?;
+    let image = provider
+        .images
+        .iter()
+        .find(|i| i.name == label.image)
+        .ok_or_else(|| format!("provider {} has no image {}", provider.name, label.image))?;
+    Ok((provider, label, image))
+}
