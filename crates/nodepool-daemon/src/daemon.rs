@@ -18,6 +18,7 @@ use nodepool_model::{
     BuildRequestState, ExternalId, ImageId, ImageState, NodeId, NodeState, ProviderName, Reason,
     ReasonCode, Snapshot, Subject, Timestamp,
 };
+use nodepool_node::share::Share;
 use nodepool_node::{History, NodeAction, NodePlan, World};
 use nodepool_provider::Clock;
 use tokio::sync::{Notify, Semaphore, oneshot, watch};
@@ -78,8 +79,6 @@ const CONNECT_AGAIN: Duration = Duration::from_secs(60);
 /// How long a daemon's claims outlive its last sign of life; the work of a daemon silent
 /// for longer is taken over by the others.
 const LEASE: Duration = Duration::from_secs(30);
-/// How long launches are left to the other daemons before this one starts them itself.
-const SHARE_GRACE: Duration = Duration::from_secs(2);
 /// How soon a daemon whose plan another daemon outdated plans again.
 const REPLAN_AFTER: Duration = Duration::from_millis(200);
 /// A loop without a round for this long is stalled: its daemon stops renewing its lease.
@@ -675,7 +674,7 @@ impl Daemon {
             next = next.min(now.saturating_add(REPLAN_AFTER));
         }
         if let Some(since) = self.held_back_since {
-            next = next.min(since.saturating_add(SHARE_GRACE));
+            next = next.min(since.saturating_add(nodepool_node::share::SHARE_GRACE));
         }
         for at in [
             self.clouds.next_listing(every, busy_every),
@@ -1001,10 +1000,6 @@ impl Daemon {
     async fn apply_nodes(&mut self, snapshot: &Snapshot, plan: &NodePlan, now: Timestamp) {
         // Nodes each request has, to tell when a claim fulfils it.
         let mut claimed: BTreeMap<nodepool_model::RequestId, usize> = BTreeMap::new();
-        // With other daemons on the store, this one keeps its share of the launches under
-        // way (those planned now and those already building, everywhere); the others
-        // start the rest on their next round. A daemon whose loop stalls loses its lease,
-        // and with it its share.
         let planned = plan
             .actions
             .iter()
@@ -1014,27 +1009,23 @@ impl Daemon {
             .nodes
             .iter()
             .filter(|n| n.state == NodeState::Building);
-        let (everywhere, mine) = building.fold((0, 0), |(all, mine), n| {
+        let (everywhere, here) = building.fold((0, 0), |(all, here), n| {
             (
                 all + 1,
-                mine + usize::from(self.busy_nodes.contains_key(&n.id)),
+                here + usize::from(self.busy_nodes.contains_key(&n.id)),
             )
         });
-        let mut share = (planned + everywhere)
-            .div_ceil(self.live_daemons)
-            .saturating_sub(mine)
-            .min(planned);
-        // Launches left to the others for longer than a short grace (they may be idle
-        // until their next tick) are this daemon's after all.
-        if share < planned {
-            let since = *self.held_back_since.get_or_insert(now);
-            if now.saturating_since(since) >= SHARE_GRACE {
-                share = planned;
-                self.held_back_since = None;
-            }
-        } else {
-            self.held_back_since = None;
-        }
+        let peers = nodepool_node::share::Peers {
+            live: self.live_daemons,
+            building: everywhere,
+            building_here: here,
+            held_back_since: self.held_back_since,
+        };
+        let Share {
+            start: mut share,
+            held_back_since,
+        } = nodepool_node::share::share(planned, &peers, now);
+        self.held_back_since = held_back_since;
         for action in &plan.actions {
             match action {
                 NodeAction::Claim {

@@ -50,6 +50,7 @@
 
 pub mod allocation;
 pub mod cleanup;
+pub mod share;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
