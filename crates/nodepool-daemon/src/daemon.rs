@@ -30,6 +30,7 @@ use nodepool_executor::executor::{self, Context};
 use nodepool_executor::store;
 
 use crate::metrics::Gauges;
+use crate::said::{Level, Said};
 use crate::status::{ProviderStatus, Status};
 use crate::{DaemonError, api, jobs};
 
@@ -125,7 +126,8 @@ pub struct Daemon {
     busy_checks: BTreeSet<NodeId>,
     /// Bounds the checks that log in at once.
     checks: Arc<Semaphore>,
-    said: BTreeSet<String>,
+    /// What the last round logged of the conditions that last.
+    said: Said,
     /// What the API sees of the loop, published after every round.
     status: watch::Sender<Arc<Status>>,
     /// Why the newest edit of the config was refused, while it is.
@@ -252,9 +254,10 @@ impl Daemon {
             None => (None, None),
         };
         let mut clouds = Clouds::new(clock.clone(), installation.clone(), connector);
+        // Providers that cannot be connected are said by the first round, and again only
+        // once they have been connected and fail again.
         let mut connect_errors = BTreeMap::new();
         for (provider, error) in clouds.reconcile(&config).await {
-            error!(provider = %provider, "cannot connect: {error}");
             connect_errors.insert(provider, (now, error.to_string()));
         }
         let mut daemon = Daemon {
@@ -278,7 +281,7 @@ impl Daemon {
             cleaning: false,
             busy_checks: BTreeSet::new(),
             checks: Arc::new(Semaphore::new(jobs::CHECKS_AT_ONCE)),
-            said: BTreeSet::new(),
+            said: Said::default(),
             status,
             config_error: None,
             config_loaded: now,
@@ -566,7 +569,8 @@ impl Daemon {
                 let changes = self.config.diff(&config);
                 info!(config = %self.options.config.display(), "config changed: {changes}");
                 for (provider, error) in self.clouds.reconcile(&config).await {
-                    error!(provider = %provider, "cannot connect: {error}");
+                    self.connect_errors
+                        .insert(provider, (now, error.to_string()));
                 }
                 self.config = Arc::new(config);
                 self.config_bytes = bytes;
@@ -592,18 +596,13 @@ impl Daemon {
             self.connect_again_at = now.saturating_add(CONNECT_AGAIN);
             let config = self.config.clone();
             for (provider, error) in self.clouds.reconcile(&config).await {
-                self.say(
-                    format!("provider {provider}: cannot connect: {error}"),
-                    true,
-                );
                 self.connect_errors
                     .insert(provider, (now, error.to_string()));
             }
         }
         let (every, busy_every) = (self.options.tick, self.options.busy_tick);
-        for (provider, error) in self.clouds.refresh(now, every, busy_every).await {
-            self.say(format!("provider {provider}: {error}"), true);
-        }
+        self.clouds.refresh(now, every, busy_every).await;
+        self.note_unreachable_providers();
         let me = self.me.id.clone();
         let snapshot = match store::call(&self.store, move |s| s.snapshot_and_work(&me, now)).await
         {
@@ -658,6 +657,7 @@ impl Daemon {
         self.publish(now);
         self.gauges.update(&snapshot, &self.clouds, &self.config);
         self.run_jobs(&snapshot, now).await;
+        self.said.end_round();
         metrics::histogram!("nodepool_round_seconds")
             .record(self.clock.now().saturating_since(now).as_secs_f64());
         // The next round comes when a provider's listing is due (sooner while an executor
@@ -703,22 +703,27 @@ impl Daemon {
     /// cloud N times. When it dies its lease lapses and the next takes over.
     async fn runs_jobs(&mut self, now: Timestamp) -> bool {
         if self.live_daemons <= 1 {
+            self.said.state("jobs", Level::Info, None);
             return true;
         }
         match store::call(&self.store, |s| s.daemons()).await {
             // Listed by start: the first live one leads.
             Ok(daemons) => match daemons.iter().find(|d| d.expires > now) {
                 Some(first) if first.id != self.me.id => {
-                    self.say(
-                        format!(
+                    self.said.state(
+                        "jobs",
+                        Level::Info,
+                        Some(format!(
                             "the periodic jobs (cleanup, check) run in daemon {} on {}, the oldest",
                             first.id, first.host
-                        ),
-                        false,
+                        )),
                     );
                     false
                 }
-                _ => true,
+                _ => {
+                    self.said.state("jobs", Level::Info, None);
+                    true
+                }
             },
             // Better twice than never.
             Err(_) => true,
@@ -809,22 +814,39 @@ impl Daemon {
 
     /// Logs what the policies chose not to do, once each while it lasts.
     fn explain(&mut self, images: &ImagePlan, nodes: &NodePlan) {
-        let mut now_said = BTreeSet::new();
         for text in images
             .waits
             .iter()
             .map(|w| w.reason.to_string())
             .chain(nodes.notes.iter().map(|n| n.reason.to_string()))
         {
-            if !self.said.contains(&text) {
-                info!("{text}");
-            }
-            now_said.insert(text);
+            self.said.say(Level::Info, text);
         }
-        self.said = now_said;
     }
 
-    /// Logs a problem once while it lasts.
+    /// Says, while it lasts, why each provider that is not connected could not be, and
+    /// what failed in the last listing of each that is.
+    fn note_unreachable_providers(&mut self) {
+        for provider in &self.config.providers {
+            match self.clouds.by_name.get(&provider.name) {
+                None => {
+                    if let Some((_, error)) = self.connect_errors.get(&provider.name) {
+                        self.said.say(
+                            Level::Warn,
+                            format!("provider {}: cannot connect: {error}", provider.name),
+                        );
+                    }
+                }
+                Some(cloud) => {
+                    for error in &cloud.failing {
+                        self.said
+                            .say(Level::Warn, format!("provider {}: {error}", provider.name));
+                    }
+                }
+            }
+        }
+    }
+
     /// Says once per image that images made by diskimage-builder are not built here (the
     /// image policy leaves them out, so their labels get no nodes from them).
     fn note_unbuildable_images(&mut self) {
@@ -845,13 +867,8 @@ impl Daemon {
     }
 
     fn say(&mut self, text: String, is_error: bool) {
-        if self.said.insert(text.clone()) {
-            if is_error {
-                warn!("{text}");
-            } else {
-                info!("{text}");
-            }
-        }
+        let level = if is_error { Level::Warn } else { Level::Info };
+        self.said.say(level, text);
     }
 
     async fn apply_images(&mut self, snapshot: &Snapshot, plan: &ImagePlan, now: Timestamp) {

@@ -35,6 +35,7 @@ mod api;
 mod daemon;
 mod jobs;
 mod metrics;
+mod said;
 mod status;
 
 use std::path::PathBuf;

@@ -140,6 +140,9 @@ pub struct Cloud {
     retired: bool,
     /// The newest listing's servers, for executors waiting on a server's status.
     pub servers: ServerFeed,
+    /// What failed in its last listing (servers, limits or flavors); empty once one
+    /// succeeds.
+    pub failing: Vec<String>,
 }
 
 /// A provider's listings as they are made. An executor watches them only while it waits on
@@ -352,6 +355,7 @@ impl Clouds {
                         made_from: provider.clone(),
                         retired: false,
                         servers: ServerFeed::new(self.wanted.clone()),
+                        failing: Vec::new(),
                     };
                     self.by_name.insert(provider.name.clone(), cloud);
                 }
@@ -436,6 +440,7 @@ impl Clouds {
             let Some(cloud) = self.by_name.get_mut(&name) else {
                 continue;
             };
+            let failed_before = failed.len();
             match servers {
                 Ok(servers) => {
                     let newest = servers.iter().filter_map(|s| s.updated).max();
@@ -486,6 +491,10 @@ impl Clouds {
                 None => {}
             }
             cloud.view.costs = costs(cloud);
+            cloud.failing = failed[failed_before..]
+                .iter()
+                .map(|(_, error)| error.to_string())
+                .collect();
         }
         failed
     }
