@@ -93,15 +93,10 @@ reason_codes! {
     InUse => "in-use",
     /// No READY image for the label on the provider.
     NoImage => "no-image",
-    /// No flavor of the provider is known to fit the image (its flavors are not listed
-    /// yet, or none has the RAM and name asked for).
-    NoFlavor => "no-flavor",
     /// Recent launches or builds on the provider failed; the next one waits.
     Backoff => "backoff",
     /// Demand the providers cannot meet now (max-servers or the cloud's limits).
     AtCapacity => "at-capacity",
-    /// Work another live daemon holds: only that daemon touches it.
-    Elsewhere => "elsewhere",
 
     // The image policy.
     /// No READY or BUILDING upload of an image a label uses.
