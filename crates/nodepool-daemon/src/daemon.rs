@@ -314,34 +314,6 @@ impl Daemon {
         self.api_address
     }
 
-    /// Builds whose daemon stopped before they finished (this one before a restart, or
-    /// another whose lease ran out) cannot be resumed: they are failed, and the image policy
-    /// deletes them with their template servers. (Building nodes are the node policy's: with
-    /// no launch working on them, it deletes them and the server their tags name.)
-    async fn interrupted_builds(&mut self, snapshot: &Snapshot, now: Timestamp) {
-        for upload in snapshot.images.iter().filter(|i| {
-            i.state == ImageState::Building
-                && !self.busy_images.contains_key(&i.id)
-                && !self.elsewhere_images.contains(&i.id)
-        }) {
-            let id = upload.id;
-            let reason = Reason::new(
-                ReasonCode::Interrupted,
-                "the daemon building it stopped before the build finished",
-            );
-            match store::call(&self.store, move |s| {
-                s.set_image_state(id, ImageState::Delete, now, &reason)
-            })
-            .await
-            {
-                Ok(_) => {
-                    warn!(image = %id, provider = %upload.provider, name = %upload.name, "build interrupted: its daemon stopped; deleting it")
-                }
-                Err(e) => warn!(image = %id, "cannot fail the interrupted build: {e}"),
-            }
-        }
-    }
-
     /// Claims the work on `subject` for this daemon: false if another live daemon has it
     /// (or the store cannot say: then nobody should start on it now).
     async fn claim(&self, subject: Subject, now: Timestamp) -> bool {
@@ -632,21 +604,24 @@ impl Daemon {
                 return now.saturating_add(self.options.tick);
             }
         };
-        self.interrupted_builds(&snapshot, now).await;
         self.clouds.forget_retired(|provider| {
             snapshot.nodes.iter().any(|n| &n.provider == provider)
                 || snapshot.images.iter().any(|i| &i.provider == provider)
         });
-        let images = nodepool_image::plan(&snapshot, &self.config, now);
+        let images = nodepool_image::plan(
+            &snapshot,
+            &self.config,
+            now,
+            &nodepool_image::World {
+                clouds: self.clouds.flavors(),
+                busy: self.busy_images.keys().copied().collect(),
+                elsewhere: self.elsewhere_images.clone(),
+            },
+        );
         let world = World {
             clouds: self.clouds.views(),
-            // Work of other live daemons counts as busy: only its own daemon touches it.
-            busy: self
-                .busy_nodes
-                .keys()
-                .chain(&self.elsewhere_nodes)
-                .copied()
-                .collect(),
+            busy: self.busy_nodes.keys().copied().collect(),
+            elsewhere: self.elsewhere_nodes.clone(),
             history: self.history.clone(),
         };
         let nodes = nodepool_node::plan(&snapshot, &self.config, now, &world);
@@ -814,13 +789,17 @@ impl Daemon {
 
     /// Logs what the policies chose not to do, once each while it lasts.
     fn explain(&mut self, images: &ImagePlan, nodes: &NodePlan) {
-        for text in images
+        for reason in images
             .waits
             .iter()
-            .map(|w| w.reason.to_string())
-            .chain(nodes.notes.iter().map(|n| n.reason.to_string()))
+            .map(|w| &w.reason)
+            .chain(nodes.notes.iter().map(|n| &n.reason))
         {
-            self.said.say(Level::Info, text);
+            let level = match reason.code {
+                ReasonCode::NoFlavor | ReasonCode::NotConnected => Level::Warn,
+                _ => Level::Info,
+            };
+            self.said.say(level, reason.to_string());
         }
     }
 
@@ -877,36 +856,44 @@ impl Daemon {
                 ImageAction::Build {
                     provider,
                     image,
+                    flavor,
                     request,
                     reason,
                 } => {
-                    self.start_build(provider, image, *request, reason, now)
+                    self.start_build(provider, image, flavor.id.clone(), *request, reason, now)
                         .await
                 }
-                ImageAction::Delete { upload, reason, .. } => {
+                ImageAction::FailBuild {
+                    upload,
+                    provider,
+                    image,
+                    reason,
+                } => {
+                    let (id, why) = (*upload, reason.clone());
+                    match store::call(&self.store, move |s| {
+                        s.set_image_state(id, ImageState::Delete, now, &why)
+                    })
+                    .await
+                    {
+                        Ok(_) => {
+                            warn!(image = %id, provider = %provider, name = %image, "build interrupted: its daemon stopped; deleting it")
+                        }
+                        Err(e) => warn!(image = %id, "cannot fail the interrupted build: {e}"),
+                    }
+                }
+                ImageAction::Delete {
+                    upload,
+                    cancel,
+                    reason,
+                    ..
+                } => {
                     let Some(record) = snapshot.images.iter().find(|i| i.id == *upload) else {
                         continue;
                     };
-                    if self.elsewhere_images.contains(upload) {
-                        continue;
-                    }
-                    if let Some(task) = self.busy_images.get(upload) {
-                        if reason.code != ReasonCode::BuildTimeout {
-                            continue;
-                        }
+                    if *cancel && let Some(task) = self.busy_images.get(upload) {
                         task.abort();
                     }
                     let connection = self.clouds.handle(&record.provider);
-                    let in_cloud =
-                        record.server_external_id.is_some() || record.external_id.is_some();
-                    // Marked for deletion already: nothing to do until the provider connects.
-                    if connection.is_none() && in_cloud && record.state == ImageState::Delete {
-                        self.say(
-                            format!("image upload {upload} waits for its deletion: provider {} is not connected", record.provider),
-                            true,
-                        );
-                        continue;
-                    }
                     if !self.claim(Subject::Image(*upload), now).await {
                         continue;
                     }
@@ -948,6 +935,7 @@ impl Daemon {
         &mut self,
         provider: &ProviderName,
         image: &nodepool_model::ImageName,
+        flavor: String,
         request: Option<nodepool_model::BuildRequestId>,
         reason: &Reason,
         now: Timestamp,
@@ -955,23 +943,6 @@ impl Daemon {
         let Some(cloud) = self.clouds.by_name.get(provider) else {
             return;
         };
-        let Some(settings) = self
-            .config
-            .providers
-            .iter()
-            .find(|p| &p.name == provider)
-            .and_then(|p| p.images.iter().find(|i| &i.name == image))
-        else {
-            return;
-        };
-        let Some(flavor) = cloud.flavor(settings.min_ram, settings.name_filter.as_deref()) else {
-            self.say(
-                format!("image {image} on provider {provider} waits: no flavor with {} MB of RAM{} is known yet", settings.min_ram, settings.name_filter.as_deref().map(|f| format!(" named like {f:?}")).unwrap_or_default()),
-                true,
-            );
-            return;
-        };
-        let flavor = flavor.id.clone();
         let mut new = NewImage::new(provider.clone(), image.clone(), now);
         if let Some(request) = request {
             new = new.for_request(request);
@@ -1086,54 +1057,26 @@ impl Daemon {
                         Err(e) => warn!(request = %id, "cannot fail: {e}"),
                     }
                 }
-                NodeAction::Launch {
-                    provider,
-                    label,
-                    image,
-                    az,
-                    reason,
-                } => {
+                NodeAction::Launch { .. } => {
                     if share == 0 {
                         continue;
                     }
                     share -= 1;
-                    self.start_launch(snapshot, provider, label, *image, az.clone(), reason, now)
-                        .await;
+                    self.start_launch(snapshot, action, now).await;
                 }
                 NodeAction::Delete {
                     node,
                     server,
+                    cancel,
                     reason,
                 } => {
                     let Some(record) = snapshot.nodes.iter().find(|n| n.id == *node) else {
                         continue;
                     };
-                    if self.elsewhere_nodes.contains(node) {
-                        continue;
-                    }
-                    if let Some(task) = self.busy_nodes.get(node) {
-                        // Only a deadline takes a node from the executor working on it.
-                        if !matches!(
-                            reason.code,
-                            ReasonCode::LaunchTimeout | ReasonCode::NodeCleanup
-                        ) {
-                            continue;
-                        }
+                    if *cancel && let Some(task) = self.busy_nodes.get(node) {
                         task.abort();
                     }
                     let connection = self.clouds.handle(&record.provider);
-                    // Marked for deletion already: nothing to do until the provider connects.
-                    if connection.is_none() && server.is_some() && record.state == NodeState::Delete
-                    {
-                        self.say(
-                            format!(
-                                "node {node} waits for its deletion: provider {} is not connected",
-                                record.provider
-                            ),
-                            true,
-                        );
-                        continue;
-                    }
                     if !self.claim(Subject::Node(*node), now).await {
                         continue;
                     }
@@ -1174,45 +1117,31 @@ impl Daemon {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn start_launch(
-        &mut self,
-        snapshot: &Snapshot,
-        provider: &ProviderName,
-        label: &nodepool_model::LabelName,
-        image: ImageId,
-        az: Option<String>,
-        reason: &Reason,
-        now: Timestamp,
-    ) {
-        let Some(cloud) = self.clouds.by_name.get(provider) else {
-            return;
-        };
-        let Some(upload) = snapshot.images.iter().find(|i| i.id == image) else {
-            return;
-        };
-        let Some(settings) = self
-            .config
-            .providers
-            .iter()
-            .find(|p| &p.name == provider)
-            .and_then(|p| p.images.iter().find(|i| i.name == upload.name))
+    async fn start_launch(&mut self, snapshot: &Snapshot, action: &NodeAction, now: Timestamp) {
+        let NodeAction::Launch {
+            provider,
+            label,
+            image,
+            flavor,
+            hostname,
+            az,
+            reason,
+        } = action
         else {
             return;
         };
-        let Some(flavor) = cloud.flavor(settings.min_ram, settings.name_filter.as_deref()) else {
-            self.say(
-                format!("label {label} on provider {provider} waits: no flavor with {} MB of RAM is known yet", settings.min_ram),
-                true,
-            );
+        let Some(cloud) = self.clouds.by_name.get(provider) else {
+            return;
+        };
+        let Some(upload) = snapshot.images.iter().find(|i| i.id == *image) else {
             return;
         };
         let flavor = flavor.id.clone();
         let mut new = NewNode::new(provider.clone(), label.clone())
-            .image(image)
-            .hostname(format!("{label}-{provider}-{{node_id}}"));
+            .image(*image)
+            .hostname(hostname.clone());
         if let Some(az) = az {
-            new = new.az(az);
+            new = new.az(az.clone());
         }
         let why = reason.clone();
         let (me, planned) = (self.me.id.clone(), self.planned.clone());

@@ -8,12 +8,12 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 use nodepool_config::{Config, Driver, Environment, Provider as ProviderConfig};
-use nodepool_model::{ExternalId, ImageName, InstallationId, ProviderName, Timestamp};
-use nodepool_node::{CloudView, Cost, Headroom, Listing, SeenOwner, SeenServer};
+use nodepool_model::{ExternalId, InstallationId, ProviderName, Timestamp};
+use nodepool_node::{CloudView, Headroom, Listing, SeenOwner, SeenServer};
 use nodepool_openstack::OpenStackProvider;
 use nodepool_provider::{
     Clock, FakeConfig, FakeProvider, Flavor, Limited, Owner, Ownership, Provider, ProviderError,
-    Server, ServerStatus, classify, pick_flavor,
+    Server, ServerStatus, classify,
 };
 
 use tokio::sync::{Notify, watch};
@@ -124,7 +124,6 @@ pub struct Cloud {
     pub remote: Arc<dyn Remote>,
     /// What the policies see of it: the last two listings, limits and flavors.
     pub view: CloudView,
-    flavors: Option<Vec<Flavor>>,
     limits_at: Option<Timestamp>,
     /// When its servers were last listed, in full or only the changes (whether or not the
     /// cloud answered).
@@ -242,11 +241,6 @@ impl Cloud {
             _ => None,
         }
     }
-
-    /// The flavor an image launches with, if the flavors are known and one fits.
-    pub fn flavor(&self, min_ram: u32, name_filter: Option<&str>) -> Option<&Flavor> {
-        pick_flavor(self.flavors.as_deref()?, u64::from(min_ram), name_filter)
-    }
 }
 
 /// Every provider of the running config.
@@ -316,7 +310,7 @@ impl Clouds {
                     cloud.retired = false;
                     cloud.connection.set_rate(provider.rate);
                     cloud.made_from = provider.clone();
-                    cloud.flavors = None;
+                    cloud.view.flavors = None;
                     continue;
                 }
             }
@@ -347,7 +341,6 @@ impl Clouds {
                         )),
                         remote,
                         view: CloudView::default(),
-                        flavors: None,
                         limits_at: None,
                         listed_at: None,
                         listed_all_at: None,
@@ -404,7 +397,7 @@ impl Clouds {
                 && cloud
                     .limits_at
                     .is_none_or(|at| now.saturating_since(at) >= LIMITS_EVERY);
-            let want_flavors = !self.servers_only && cloud.flavors.is_none();
+            let want_flavors = !self.servers_only && cloud.view.flavors.is_none();
             let name = name.clone();
             tasks.spawn(async move {
                 let (servers, limits, flavors) = tokio::join!(
@@ -486,11 +479,10 @@ impl Clouds {
                 None => {}
             }
             match flavors {
-                Some(Ok(flavors)) => cloud.flavors = Some(flavors),
+                Some(Ok(flavors)) => cloud.view.flavors = Some(flavors.into()),
                 Some(Err(error)) => failed.push((name.clone(), error)),
                 None => {}
             }
-            cloud.view.costs = costs(cloud);
             cloud.failing = failed[failed_before..]
                 .iter()
                 .map(|(_, error)| error.to_string())
@@ -522,25 +514,14 @@ impl Clouds {
             .map(|(name, cloud)| (name.clone(), cloud.view.clone()))
             .collect()
     }
-}
 
-/// What one node of each image costs on `cloud`, from the flavor it would get.
-fn costs(cloud: &Cloud) -> BTreeMap<ImageName, Cost> {
-    cloud
-        .made_from
-        .images
-        .iter()
-        .filter_map(|image| {
-            let flavor = cloud.flavor(image.min_ram, image.name_filter.as_deref())?;
-            Some((
-                image.name.clone(),
-                Cost {
-                    vcpus: flavor.vcpus,
-                    ram_mb: flavor.ram_mb,
-                },
-            ))
-        })
-        .collect()
+    /// Each provider's flavors (`None` until listed), for the image policy.
+    pub fn flavors(&self) -> BTreeMap<ProviderName, Option<Arc<[Flavor]>>> {
+        self.by_name
+            .iter()
+            .map(|(name, cloud)| (name.clone(), cloud.view.flavors.clone()))
+            .collect()
+    }
 }
 
 /// Whose a cloud resource is, by its tags: ours (with its node or image), another

@@ -2,10 +2,12 @@
 //! which uploads to delete, and why.
 //!
 //! The policy decides; it never acts. [`plan`] is a pure function of the store's
-//! [`Snapshot`], the [`Config`] and the current time: no I/O, no clock, no randomness. The
-//! daemon calls it every round, carries out the [`ImageAction`]s and asks again by
-//! [`ImagePlan::next_wakeup`] at the latest. Every action and every decision not to act
-//! carries a [`Reason`] that `nodepool show` and the logs print.
+//! [`Snapshot`], the [`Config`], the current time and what the daemon knows beyond the
+//! store ([`World`]: which providers are connected with which flavors, which uploads its
+//! executors work on): no I/O, no clock, no randomness. The daemon calls it every round,
+//! carries out the [`ImageAction`]s and asks again by [`ImagePlan::next_wakeup`] at the
+//! latest. Every action and every decision not to act carries a [`Reason`] that
+//! `nodepool show` and the logs print.
 //!
 //! The rules are nodepool's since 2014:
 //!
@@ -19,7 +21,10 @@
 //! - **Requested builds** (`nodepool image-update`) are served the same way, at once, without
 //!   backoff; the request is finished when its builds are.
 //! - **Never two builds of one image on one provider at once**; a build running longer than
-//!   the provider's `launch-timeout` plus the 6-hour snapshot wait is failed and deleted.
+//!   the provider's `launch-timeout` plus the 6-hour snapshot wait is failed and deleted
+//!   (its executor cancelled). A build no executor works on (its daemon stopped) is failed.
+//! - **Builds need a connected provider and a flavor**: each build names the smallest
+//!   flavor that fits the image; until one is known, the build waits and says why.
 //! - **Launches use the newest READY upload** ([`current`]).
 //! - **Retention**: the newest and second-newest READY uploads are kept forever; any other
 //!   upload is deleted once it has been 8 hours in its current state (so failed and stuck
@@ -27,8 +32,8 @@
 //!   once. Deleting a bad new image makes launches fall back to the previous one.
 //!
 //! ```
-//! use nodepool_image::{ImageAction, plan};
-//! use nodepool_model::{ReasonCode, Snapshot, Timestamp};
+//! use nodepool_image::{ImageAction, World, plan};
+//! use nodepool_model::{Flavor, ReasonCode, Snapshot, Timestamp};
 //!
 //! let config = nodepool_config::parse(
 //!     "labels:\n  - name: small\n    image: base\n    min-ready: 1\n    providers: [{name: cloud1}]\n\
@@ -38,7 +43,11 @@
 //! .unwrap()
 //! .config;
 //! let now = Timestamp::from_unix_seconds(1_400_000_000);
-//! let plan = plan(&Snapshot::default(), &config, now);
+//! // cloud1 is connected, and lists a flavor that fits.
+//! let mut world = World::default();
+//! let flavor = Flavor { id: "f1".into(), name: "m1.small".into(), ram_mb: 2048, vcpus: 1 };
+//! world.clouds.insert("cloud1".parse().unwrap(), Some(vec![flavor].into()));
+//! let plan = plan(&Snapshot::default(), &config, now, &world);
 //! // Nothing is built yet, so the image is built at once.
 //! assert!(matches!(
 //!     &plan.actions[..],
@@ -48,12 +57,14 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_config::{Config, Provider, ProviderImage};
 use nodepool_model::{
-    Attempt, BackingOff, Backoff, BuildRequest, BuildRequestId, BuildRequestState, Failure, Human,
-    Image, ImageId, ImageName, ImageState, ProviderName, Reason, ReasonCode, Snapshot, Timestamp,
+    Attempt, BackingOff, Backoff, BuildRequest, BuildRequestId, BuildRequestState, Failure, Flavor,
+    Human, Image, ImageId, ImageName, ImageState, ProviderName, Reason, ReasonCode, Snapshot,
+    Timestamp, flavor_for,
 };
 
 /// How long an upload that is not the newest or second-newest READY one is kept in its
@@ -80,9 +91,23 @@ pub enum ImageAction {
         provider: ProviderName,
         /// What to build.
         image: ImageName,
+        /// The flavor of the template server: the smallest that fits the image.
+        flavor: Flavor,
         /// The operator's request this build serves, if any.
         request: Option<BuildRequestId>,
         /// Why.
+        reason: Reason,
+    },
+    /// Fail a build that no executor works on (the daemon running it stopped): mark its
+    /// upload for deletion, which the next round carries out.
+    FailBuild {
+        /// The upload.
+        upload: ImageId,
+        /// Its provider.
+        provider: ProviderName,
+        /// Its image.
+        image: ImageName,
+        /// Why ([`ReasonCode::Interrupted`]).
         reason: Reason,
     },
     /// Delete an upload: its template server, its cloud image, then its row.
@@ -93,6 +118,9 @@ pub enum ImageAction {
         provider: ProviderName,
         /// Its image.
         image: ImageName,
+        /// An executor of this daemon works on the upload (a build past its deadline): stop
+        /// it first.
+        cancel: bool,
         /// Why; [`ReasonCode::BuildTimeout`] means the build failed.
         reason: Reason,
     },
@@ -120,10 +148,25 @@ pub struct Wait {
     pub reason: Reason,
 }
 
+/// What the policy knows beyond the store and the config.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// Each connected provider's flavors, once a listing of them succeeded (`None` until
+    /// then). A provider absent is not connected: nothing is built there, and uploads that
+    /// must go from its cloud wait.
+    pub clouds: BTreeMap<ProviderName, Option<Arc<[Flavor]>>>,
+    /// Uploads an executor of this daemon works on (a build or a deletion): only the build
+    /// deadline touches them, and its delete cancels the executor.
+    pub busy: BTreeSet<ImageId>,
+    /// Uploads another live daemon works on: never touched here.
+    pub elsewhere: BTreeSet<ImageId>,
+}
+
 /// The policy's answer for one round.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImagePlan {
-    /// What to do now: finished requests first, then deletions (by upload id), then builds.
+    /// What to do now: failed builds first, then finished requests, deletions (by upload
+    /// id), then builds.
     pub actions: Vec<ImageAction>,
     /// Builds that are due but held back, with the reason.
     pub waits: Vec<Wait>,
@@ -143,8 +186,9 @@ pub fn current<'a>(
 }
 
 /// Decides what to build and delete now. See the crate documentation for the rules.
-pub fn plan(snapshot: &Snapshot, config: &Config, now: Timestamp) -> ImagePlan {
-    let mut planner = Planner::new(snapshot, config, now);
+pub fn plan(snapshot: &Snapshot, config: &Config, now: Timestamp, world: &World) -> ImagePlan {
+    let mut planner = Planner::new(snapshot, config, now, world);
+    planner.interrupted();
     planner.finish_and_serve_requests();
     planner.retention();
     planner.missing();
@@ -171,12 +215,16 @@ struct Planner<'a> {
     config: &'a Config,
     snapshot: &'a Snapshot,
     now: Timestamp,
+    world: &'a World,
     uploads: BTreeMap<Key<'a>, Uploads<'a>>,
     providers: BTreeMap<&'a ProviderName, &'a Provider>,
     /// Every (provider, image) in use, in config order.
     in_use: Vec<Key<'a>>,
     /// Builds planned in this round.
     building: BTreeSet<Key<'a>>,
+    /// Builds that wait this round for their provider or a flavor (said once).
+    cannot_build: BTreeSet<Key<'a>>,
+    failed: Vec<ImageAction>,
     finished: Vec<ImageAction>,
     deletes: Vec<ImageAction>,
     builds: Vec<ImageAction>,
@@ -185,7 +233,7 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(snapshot: &'a Snapshot, config: &'a Config, now: Timestamp) -> Self {
+    fn new(snapshot: &'a Snapshot, config: &'a Config, now: Timestamp, world: &'a World) -> Self {
         let mut uploads: BTreeMap<Key<'a>, Uploads<'a>> = BTreeMap::new();
         for image in &snapshot.images {
             let entry = uploads.entry((&image.provider, &image.name)).or_default();
@@ -220,10 +268,13 @@ impl<'a> Planner<'a> {
             config,
             snapshot,
             now,
+            world,
             uploads,
             providers,
             in_use,
             building: BTreeSet::new(),
+            cannot_build: BTreeSet::new(),
+            failed: Vec::new(),
             finished: Vec::new(),
             deletes: Vec::new(),
             builds: Vec::new(),
@@ -233,7 +284,8 @@ impl<'a> Planner<'a> {
     }
 
     fn into_plan(self) -> ImagePlan {
-        let mut actions = self.finished;
+        let mut actions = self.failed;
+        actions.extend(self.finished);
         let mut deletes = self.deletes;
         deletes.sort_by_key(|a| match a {
             ImageAction::Delete { upload, .. } => *upload,
@@ -267,14 +319,65 @@ impl<'a> Planner<'a> {
         self.building.contains(&key) || self.uploads(key).is_some_and(|u| u.building.is_some())
     }
 
+    /// Builds `key` with the flavor that fits it, or says why it waits: its provider is not
+    /// connected, or no flavor of it is known to fit.
     fn build(&mut self, key: Key<'a>, request: Option<BuildRequestId>, reason: Reason) {
+        if self.cannot_build.contains(&key) {
+            return;
+        }
+        let Some(listed) = self.world.clouds.get(key.0) else {
+            self.cannot_build.insert(key);
+            let why = format!("{} waits: the provider is not connected", describe(key));
+            return self.wait(key, None, Reason::new(ReasonCode::NotConnected, why));
+        };
+        let Some(settings) = self
+            .provider(key.0)
+            .and_then(|p| p.images.iter().find(|i| &i.name == key.1))
+        else {
+            return;
+        };
+        let flavor = match flavor_for(
+            listed.as_deref(),
+            settings.min_ram,
+            settings.name_filter.as_deref(),
+        ) {
+            Ok(flavor) => flavor.clone(),
+            Err(why) => {
+                self.cannot_build.insert(key);
+                let why = format!("{} waits: {why}", describe(key));
+                return self.wait(key, None, Reason::new(ReasonCode::NoFlavor, why));
+            }
+        };
         self.building.insert(key);
         self.builds.push(ImageAction::Build {
             provider: key.0.clone(),
             image: key.1.clone(),
+            flavor,
             request,
             reason,
         });
+    }
+
+    /// Builds in the store that no executor works on: their daemon stopped before they
+    /// finished, and a build cannot be resumed. (Building nodes are the node policy's: it
+    /// deletes them with the server their tags name.)
+    fn interrupted(&mut self) {
+        for upload in &self.snapshot.images {
+            if upload.state == ImageState::Building
+                && !self.world.busy.contains(&upload.id)
+                && !self.world.elsewhere.contains(&upload.id)
+            {
+                self.failed.push(ImageAction::FailBuild {
+                    upload: upload.id,
+                    provider: upload.provider.clone(),
+                    image: upload.name.clone(),
+                    reason: Reason::new(
+                        ReasonCode::Interrupted,
+                        "the daemon building it stopped before the build finished",
+                    ),
+                });
+            }
+        }
     }
 
     fn wait(&mut self, key: Key<'a>, until: Option<Timestamp>, reason: Reason) {
@@ -572,12 +675,11 @@ impl<'a> Planner<'a> {
             let keep: Vec<ImageId> = uploads.ready.iter().take(2).map(|i| i.id).collect();
             for &upload in &uploads.all {
                 match self.judge(key, upload, &keep) {
-                    Verdict::Delete(reason) => self.deletes.push(ImageAction::Delete {
-                        upload: upload.id,
-                        provider: upload.provider.clone(),
-                        image: upload.name.clone(),
-                        reason,
-                    }),
+                    Verdict::Delete(reason) => match self.delete(upload, reason) {
+                        Deletion::Now(delete) => self.deletes.push(delete),
+                        Deletion::Waits(wait) => self.waits.push(wait),
+                        Deletion::Left => {}
+                    },
                     Verdict::KeepUntil(at) => {
                         self.next_wakeup = Some(self.next_wakeup.map_or(at, |t| t.min(at)));
                     }
@@ -585,6 +687,45 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+    }
+
+    /// The deletion of `upload` for `reason`, unless another daemon works on it, or an
+    /// executor here does and the reason is not the build deadline, or it must go from the
+    /// cloud of a provider that is not connected (then it waits, and says so).
+    fn delete(&self, upload: &Image, reason: Reason) -> Deletion {
+        if self.world.elsewhere.contains(&upload.id) {
+            return Deletion::Left;
+        }
+        let cancel = self.world.busy.contains(&upload.id);
+        if cancel && reason.code != ReasonCode::BuildTimeout {
+            return Deletion::Left;
+        }
+        let in_cloud = upload.server_external_id.is_some() || upload.external_id.is_some();
+        // Marked for deletion already: nothing to do until the provider connects.
+        if !self.world.clouds.contains_key(&upload.provider)
+            && in_cloud
+            && upload.state == ImageState::Delete
+        {
+            return Deletion::Waits(Wait {
+                provider: upload.provider.clone(),
+                image: upload.name.clone(),
+                until: None,
+                reason: Reason::new(
+                    ReasonCode::NotConnected,
+                    format!(
+                        "image upload {} waits for its deletion: provider {} is not connected",
+                        upload.id, upload.provider
+                    ),
+                ),
+            });
+        }
+        Deletion::Now(ImageAction::Delete {
+            upload: upload.id,
+            provider: upload.provider.clone(),
+            image: upload.name.clone(),
+            cancel,
+            reason,
+        })
     }
 
     /// Whether to delete `upload` now, and if not, until when it is safe.
@@ -649,6 +790,16 @@ impl<'a> Planner<'a> {
         }
         Verdict::KeepUntil(after(IMAGE_CLEANUP))
     }
+}
+
+/// What becomes of an upload retention deletes.
+enum Deletion {
+    /// Deleted now.
+    Now(ImageAction),
+    /// Kept until its provider connects.
+    Waits(Wait),
+    /// Left to the executor or daemon working on it.
+    Left,
 }
 
 /// What retention says of one upload.

@@ -97,6 +97,10 @@ reason_codes! {
     Backoff => "backoff",
     /// Demand the providers cannot meet now (max-servers or the cloud's limits).
     AtCapacity => "at-capacity",
+    /// No flavor of the provider fits the image (or its flavors are not listed yet).
+    NoFlavor => "no-flavor",
+    /// The provider is not connected: nothing can be created or deleted there now.
+    NotConnected => "not-connected",
 
     // The image policy.
     /// No READY or BUILDING upload of an image a label uses.

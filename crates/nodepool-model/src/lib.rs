@@ -49,7 +49,7 @@ pub use ids::{
     ProviderName, RequestId,
 };
 pub use records::{Attempt, Failure, HoldNote, Image, Node, NodeRequest};
-pub use rules::{BackingOff, Backoff, Flavor, current_upload, pick_flavor};
+pub use rules::{BackingOff, Backoff, Flavor, current_upload, flavor_for, pick_flavor};
 pub use snapshot::Snapshot;
 pub use state::{ImageState, NodeState, ParseStateError, RequestState};
 pub use time::{Human, Timestamp};

@@ -109,3 +109,25 @@ pub fn pick_flavor<'f>(
         .filter(|f| f.ram_mb >= min_ram && name_filter.is_none_or(|filter| f.name.contains(filter)))
         .min_by(|a, b| (a.ram_mb, a.vcpus, &a.name).cmp(&(b.ram_mb, b.vcpus, &b.name)))
 }
+
+/// The flavor an image boots with on a provider, or why there is none yet: `listed` is the
+/// provider's flavors (`None` until a listing of them succeeded). Both policies ask this,
+/// so that a build and a launch of one image get the same flavor, and the same sentence
+/// when they wait.
+pub fn flavor_for<'f>(
+    listed: Option<&'f [Flavor]>,
+    min_ram: u32,
+    name_filter: Option<&str>,
+) -> Result<&'f Flavor, String> {
+    let Some(flavors) = listed else {
+        return Err("its flavors are not listed yet".to_owned());
+    };
+    pick_flavor(flavors, u64::from(min_ram), name_filter).ok_or_else(|| {
+        format!(
+            "no flavor with {min_ram} MB of RAM{} is known yet",
+            name_filter
+                .map(|f| format!(" named like {f:?}"))
+                .unwrap_or_default()
+        )
+    })
+}

@@ -163,6 +163,8 @@ fn reason_codes_keep_their_strings() {
             "no-image",
             "backoff",
             "at-capacity",
+            "no-flavor",
+            "not-connected",
             "missing",
             "scheduled",
             "requested",

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use nodepool_config::Config;
 use nodepool_model::{
-    ExternalId, Image, ImageId, ImageState, Node, NodeId, NodeRequest, NodeState, RequestId,
-    RequestState, Snapshot, Timestamp,
+    ExternalId, Flavor, Image, ImageId, ImageState, Node, NodeId, NodeRequest, NodeState,
+    RequestId, RequestState, Snapshot, Timestamp,
 };
 use nodepool_node::{CloudView, Listing, SeenOwner, SeenServer, World};
 
@@ -139,12 +139,22 @@ fn snapshot(nodes: usize) -> (Snapshot, World) {
             }
         })
         .collect();
+    // Eight flavors, as a public cloud lists them; the images take the 2 GB one.
+    let flavors: std::sync::Arc<[Flavor]> = (0..8u64)
+        .map(|k| Flavor {
+            id: format!("flavor-{k}"),
+            name: format!("m1.size{k}"),
+            ram_mb: 512 << k,
+            vcpus: 1 << (k / 2),
+        })
+        .collect();
     for (p, servers) in listings.into_iter().enumerate() {
         world.clouds.insert(
             format!("p{p}").parse().unwrap(),
             CloudView {
                 listing: Some(std::sync::Arc::new(Listing::new(ago(5), servers.clone()))),
                 previous: Some(std::sync::Arc::new(Listing::new(ago(15), servers))),
+                flavors: Some(flavors.clone()),
                 ..CloudView::default()
             },
         );
@@ -201,6 +211,15 @@ fn main() {
         let config = config(nodes);
         let (snapshot, world) = snapshot(nodes);
         let plan = nodepool_node::plan(&snapshot, &config, now(), &world);
+        // Every provider connected, with the flavors the node plan sees.
+        let images_world = nodepool_image::World {
+            clouds: world
+                .clouds
+                .iter()
+                .map(|(name, view)| (name.clone(), view.flavors.clone()))
+                .collect(),
+            ..nodepool_image::World::default()
+        };
         let node_time = median(|| {
             black_box(nodepool_node::plan(
                 black_box(&snapshot),
@@ -210,7 +229,12 @@ fn main() {
             ));
         });
         let image_time = median(|| {
-            black_box(nodepool_image::plan(black_box(&snapshot), &config, now()));
+            black_box(nodepool_image::plan(
+                black_box(&snapshot),
+                &config,
+                now(),
+                &images_world,
+            ));
         });
         println!(
             "| {nodes} | {} | {} | {} | {} |",

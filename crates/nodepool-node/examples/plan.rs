@@ -11,10 +11,10 @@
 use std::time::Duration;
 
 use nodepool_model::{
-    Attempt, ExternalId, Failure, Image, ImageId, ImageState, Node, NodeId, NodeRequest, NodeState,
-    RequestId, RequestState, Snapshot, Timestamp,
+    Attempt, ExternalId, Failure, Flavor, Image, ImageId, ImageState, Node, NodeId, NodeRequest,
+    NodeState, RequestId, RequestState, Snapshot, Timestamp,
 };
-use nodepool_node::{NodeAction, World, plan};
+use nodepool_node::{CloudView, NodeAction, World, plan};
 
 const CONFIG: &str = "
 labels:
@@ -99,7 +99,23 @@ fn main() {
         }],
         ..Snapshot::default()
     };
-    let plan = plan(&snapshot, &config, now, &World::default());
+    // Both clouds are connected and list one flavor that fits the image.
+    let flavors: std::sync::Arc<[Flavor]> = [Flavor {
+        id: "performance1-8".into(),
+        name: "8 GB Performance".into(),
+        ram_mb: 8192,
+        vcpus: 2,
+    }]
+    .into();
+    let mut world = World::default();
+    for provider in ["rax", "hp"] {
+        let view = CloudView {
+            flavors: Some(flavors.clone()),
+            ..CloudView::default()
+        };
+        world.clouds.insert(provider.parse().unwrap(), view);
+    }
+    let plan = plan(&snapshot, &config, now, &world);
     println!("actions:");
     for action in &plan.actions {
         let (what, reason) = match action {
@@ -118,9 +134,13 @@ fn main() {
             NodeAction::Launch {
                 provider,
                 label,
+                flavor,
                 reason,
                 ..
-            } => (format!("launch {label} on {provider}"), reason),
+            } => (
+                format!("launch {label} on {provider} ({})", flavor.name),
+                reason,
+            ),
             NodeAction::Delete { node, reason, .. } => (format!("delete node {node}"), reason),
             NodeAction::DeleteLeak {
                 provider,

@@ -18,15 +18,18 @@
 //!   first, shares proportional to free capacity, half rounded away from zero, labels that
 //!   went without served first next round. Free capacity is `max-servers` minus every node
 //!   of the provider in any state (deleting and held ones too), further capped by the cloud's
-//!   absolute limits (instances, cores, RAM). Only providers with a READY image for the
-//!   label take part, and a provider whose launches keep failing waits (10 s, doubling, at
-//!   most 5 minutes).
+//!   absolute limits (instances, cores, RAM). Only connected providers with a READY image
+//!   for the label and a flavor that fits it take part; each launch names that flavor (the
+//!   smallest that fits) and its host name. A provider whose launches keep failing waits
+//!   (10 s, doubling, at most 5 minutes).
 //! - **Deletes**: used nodes; nodes marked for deletion; nodes whose server vanished (absent
 //!   from two listings taken after the node's last change); nodes of providers or labels
 //!   removed from the config, or of disabled labels; building nodes no launch is working on
 //!   (a daemon restarted) or past `launch-timeout` + `boot-timeout`; test nodes after
 //!   5 minutes; nodes in any other state but READY after 8 hours. Nodes in use by a request
-//!   are left to finish, held nodes are never touched. Leaked servers (tagged by this
+//!   are left to finish, held nodes are never touched. Only the deadlines (launch and
+//!   8-hour) take a node from the executor working on it, and the delete says so
+//!   (`cancel`); another daemon's work is left to that daemon. Leaked servers (tagged by this
 //!   installation, unknown to the store) are deleted once seen in two listings in a row;
 //!   another installation's servers never are.
 //!
@@ -58,9 +61,9 @@ use std::time::Duration;
 
 use nodepool_config::{Config, Label};
 use nodepool_model::{
-    Attempt, BackingOff, Backoff, ExternalId, Human, ImageId, ImageName, ImageState, LabelName,
-    Node, NodeId, NodeRequest, NodeState, ProviderName, Reason, ReasonCode, RequestId, Snapshot,
-    Timestamp,
+    Attempt, BackingOff, Backoff, ExternalId, Flavor, Human, ImageId, ImageName, ImageState,
+    LabelName, Node, NodeId, NodeRequest, NodeState, ProviderName, Reason, ReasonCode, RequestId,
+    Snapshot, Timestamp, flavor_for,
 };
 
 use allocation::Allocator;
@@ -109,6 +112,10 @@ pub enum NodeAction {
         label: LabelName,
         /// From which image upload (the newest READY one).
         image: ImageId,
+        /// With which flavor: the smallest that fits the image ([`flavor_for`]).
+        flavor: Flavor,
+        /// Its host name; `{node_id}` stands for the id the store gives the node.
+        hostname: String,
         /// In which availability zone, if the provider names zones.
         az: Option<String>,
         /// Why.
@@ -120,6 +127,9 @@ pub enum NodeAction {
         node: NodeId,
         /// Its server: the node's, or one found by its tags when the launch never recorded it.
         server: Option<ExternalId>,
+        /// An executor of this daemon works on the node (a launch past its deadline): stop
+        /// it first. Only deadlines take a node from the executor working on it.
+        cancel: bool,
         /// Why.
         reason: Reason,
     },
@@ -264,16 +274,7 @@ pub struct Headroom {
     pub ram_mb: Option<u64>,
 }
 
-/// What one node of an image costs: its flavor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cost {
-    /// Cores.
-    pub vcpus: u64,
-    /// RAM in MB.
-    pub ram_mb: u64,
-}
-
-/// What the daemon last saw of one provider's cloud.
+/// What the daemon last saw of one connected provider's cloud.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CloudView {
     /// The newest complete listing, if one succeeded.
@@ -282,17 +283,23 @@ pub struct CloudView {
     pub previous: Option<Arc<Listing>>,
     /// The cloud's remaining capacity, if known.
     pub headroom: Headroom,
-    /// The flavor each image launches with, if known.
-    pub costs: BTreeMap<ImageName, Cost>,
+    /// The cloud's flavors, once a listing of them succeeded: each launch gets the smallest
+    /// that fits its image, and its cores and RAM count against the headroom.
+    pub flavors: Option<Arc<[Flavor]>>,
 }
 
 /// What the policy knows beyond the store and the config.
 #[derive(Clone, Debug, Default)]
 pub struct World {
-    /// Each provider's cloud as last seen.
+    /// Each connected provider's cloud as last seen. A provider without a view is not
+    /// connected: nothing is launched there, and its nodes' servers wait to be deleted.
     pub clouds: BTreeMap<ProviderName, CloudView>,
-    /// Nodes an executor is working on (launching or deleting): only timeouts touch them.
+    /// Nodes an executor of this daemon is working on (launching or deleting): only
+    /// deadlines touch them, and the delete then cancels the executor.
     pub busy: BTreeSet<NodeId>,
+    /// Nodes another live daemon works on: never touched here (their daemon applies the
+    /// deadlines), but counted as this daemon counts its own busy nodes.
+    pub elsewhere: BTreeSet<NodeId>,
     /// The allocator's fairness history.
     pub history: History,
 }
@@ -317,6 +324,7 @@ type Set<K> = HashSet<K, rustc_hash::FxBuildHasher>;
 struct Sub<'a> {
     label: &'a Label,
     image: ImageId,
+    flavor: &'a Flavor,
     sub: allocation::SubIx,
     demand: usize,
     outstanding: usize,
@@ -444,13 +452,47 @@ impl<'a> Planner<'a> {
         });
     }
 
+    /// Deletes `node` (it no longer counts as supply), unless another daemon works on it,
+    /// or an executor here does and the reason is not a deadline that cancels it, or its
+    /// server must go from a provider that is not connected.
     fn delete(&mut self, node: &Node, server: Option<ExternalId>, code: ReasonCode, text: String) {
         self.deleted.insert(node.id);
+        if self.world.elsewhere.contains(&node.id) {
+            return;
+        }
+        let cancel = self.world.busy.contains(&node.id);
+        if cancel && !matches!(code, ReasonCode::LaunchTimeout | ReasonCode::NodeCleanup) {
+            return;
+        }
+        let server = server.or_else(|| node.external_id.clone());
+        let connected = self
+            .cloud(
+                self.provider_ix.get(&node.provider).copied(),
+                &node.provider,
+            )
+            .is_some();
+        // Marked for deletion already: nothing to do until the provider connects.
+        if !connected && server.is_some() && node.state == NodeState::Delete {
+            return self.note(
+                About::Node(node.id),
+                ReasonCode::NotConnected,
+                format!(
+                    "node {} waits for its deletion: provider {} is not connected",
+                    node.id, node.provider
+                ),
+            );
+        }
         self.deletes.push(NodeAction::Delete {
             node: node.id,
-            server: server.or_else(|| node.external_id.clone()),
+            server,
+            cancel,
             reason: Reason::new(code, text),
         });
+    }
+
+    /// Whether an executor (of this daemon or another) works on `node`.
+    fn busy(&self, node: NodeId) -> bool {
+        self.world.busy.contains(&node) || self.world.elsewhere.contains(&node)
     }
 
     /// The cloud view of the provider at config position `provider`, or of a provider gone
@@ -512,7 +554,7 @@ impl<'a> Planner<'a> {
             }
             return;
         }
-        let busy = self.world.busy.contains(&node.id);
+        let busy = self.busy(node.id);
         // Deadlines apply even to nodes an executor holds: a stuck launch is cancelled.
         match node.state {
             NodeState::Building => {
@@ -794,7 +836,7 @@ impl<'a> Planner<'a> {
                 && node.state == NodeState::Ready
                 && node.request.is_none()
                 && !self.deleted.contains(&node.id)
-                && !self.world.busy.contains(&node.id)
+                && !self.busy(node.id)
             {
                 ready[label] += 1;
             }
@@ -977,14 +1019,46 @@ impl<'a> Planner<'a> {
                 if backing_off[slot] {
                     continue;
                 }
-                match self.current.get(&(&provider.name, &label.image)) {
-                    Some(&image) => suppliers.push((slot, ix, image)),
-                    None => self.note(
-                        About::LabelOn(label.name.clone(), provider.name.clone()),
+                let about = || About::LabelOn(label.name.clone(), provider.name.clone());
+                let Some(&image) = self.current.get(&(&provider.name, &label.image)) else {
+                    self.note(
+                        about(),
                         ReasonCode::NoImage,
                         format!(
                             "label {} needs {demand} more, but provider {} has no READY image {}",
                             label.name, provider.name, label.image
+                        ),
+                    );
+                    continue;
+                };
+                let Some(cloud) = self.clouds[slot] else {
+                    self.note(
+                        about(),
+                        ReasonCode::NotConnected,
+                        format!(
+                            "label {} on provider {} waits: the provider is not connected",
+                            label.name, provider.name
+                        ),
+                    );
+                    continue;
+                };
+                // A READY upload of an image gone from the provider's config is deleted by
+                // the image policy this round: nothing launches from it.
+                let Some(settings) = provider.images.iter().find(|i| i.name == label.image) else {
+                    continue;
+                };
+                match flavor_for(
+                    cloud.flavors.as_deref(),
+                    settings.min_ram,
+                    settings.name_filter.as_deref(),
+                ) {
+                    Ok(flavor) => suppliers.push((slot, ix, image, flavor)),
+                    Err(why) => self.note(
+                        about(),
+                        ReasonCode::NoFlavor,
+                        format!(
+                            "label {} on provider {} waits: {why}",
+                            label.name, provider.name
                         ),
                     ),
                 }
@@ -994,10 +1068,11 @@ impl<'a> Planner<'a> {
             }
             let request = allocator.add_request(label.name.clone(), demand as u64);
             wanted.push((&label.name, demand as u64));
-            for (slot, ix, image) in suppliers {
+            for (slot, ix, image, flavor) in suppliers {
                 subs[slot].push(Sub {
                     label,
                     image,
+                    flavor,
                     sub: allocator.add_supplier(request, ix, 0),
                     demand,
                     outstanding,
@@ -1024,6 +1099,7 @@ impl<'a> Planner<'a> {
             for &Sub {
                 label,
                 image,
+                flavor,
                 sub,
                 demand,
                 outstanding,
@@ -1032,20 +1108,18 @@ impl<'a> Planner<'a> {
             {
                 let granted = allocator.granted(sub);
                 let mut n = granted;
-                if let Some(cost) = cloud.and_then(|c| c.costs.get(&label.image)) {
-                    for (left, per) in [(&mut cores, cost.vcpus), (&mut ram, cost.ram_mb)] {
-                        if let Some(left) = left
-                            && per > 0
-                        {
-                            n = n.min(*left / per);
-                        }
+                for (left, per) in [(&mut cores, flavor.vcpus), (&mut ram, flavor.ram_mb)] {
+                    if let Some(left) = left
+                        && per > 0
+                    {
+                        n = n.min(*left / per);
                     }
-                    if let Some(c) = cores.as_mut() {
-                        *c -= n * cost.vcpus;
-                    }
-                    if let Some(r) = ram.as_mut() {
-                        *r -= n * cost.ram_mb;
-                    }
+                }
+                if let Some(c) = cores.as_mut() {
+                    *c -= n * flavor.vcpus;
+                }
+                if let Some(r) = ram.as_mut() {
+                    *r -= n * flavor.ram_mb;
                 }
                 if n < granted {
                     self.note(
@@ -1070,6 +1144,7 @@ impl<'a> Planner<'a> {
                         label.name, label.min_ready, provider.name, provider.max_servers
                     ),
                 );
+                let hostname = format!("{}-{}-{{node_id}}", label.name, provider.name);
                 for _ in 0..n {
                     let az =
                         az_counts
@@ -1083,6 +1158,8 @@ impl<'a> Planner<'a> {
                         provider: provider.name.clone(),
                         label: label.name.clone(),
                         image,
+                        flavor: flavor.clone(),
+                        hostname: hostname.clone(),
                         az,
                         reason: reason.clone(),
                     });

@@ -2,6 +2,7 @@
 //! a fixed `now`, and property tests over random snapshots.
 
 mod allocator;
+mod choices;
 mod cleanup;
 mod props;
 mod rules;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use nodepool_config::Config;
 use nodepool_model::{
-    ExternalId, HoldNote, Image, ImageId, ImageState, Node, NodeId, NodeRequest, NodeState,
+    ExternalId, Flavor, HoldNote, Image, ImageId, ImageState, Node, NodeId, NodeRequest, NodeState,
     RequestId, RequestState, Snapshot, Timestamp,
 };
 
@@ -166,6 +167,7 @@ fn summary(plan: &NodePlan) -> Vec<String> {
                 node,
                 server,
                 reason,
+                ..
             } => match server {
                 Some(s) => format!("delete {node} ({}) server {s}", reason.code),
                 None => format!("delete {node} ({})", reason.code),
@@ -177,8 +179,35 @@ fn summary(plan: &NodePlan) -> Vec<String> {
         .collect()
 }
 
+/// The cloud's flavors: one for `base` (2 cores, 2048 MB) and one for `big` (4 cores,
+/// 8192 MB).
+fn flavors() -> std::sync::Arc<[Flavor]> {
+    let flavor = |id: &str, ram_mb, vcpus| Flavor {
+        id: id.into(),
+        name: id.into(),
+        ram_mb,
+        vcpus,
+    };
+    [flavor("f-2g", 2048, 2), flavor("f-8g", 8192, 4)].into()
+}
+
+/// Plans with every provider of the config and of the nodes connected (a view the world
+/// lacks is an empty one), each with [`flavors`] unless its view says otherwise. Tests of
+/// unconnected providers and unlisted flavors call [`plan`] themselves.
 fn run(snap: &Snapshot, config: &Config, world: &World) -> NodePlan {
-    plan(snap, config, NOW, world)
+    let mut world = world.clone();
+    let names = config
+        .providers
+        .iter()
+        .map(|p| &p.name)
+        .chain(snap.nodes.iter().map(|n| &n.provider));
+    for name in names {
+        let view = world.clouds.entry(name.clone()).or_default();
+        if view.flavors.is_none() {
+            view.flavors = Some(flavors());
+        }
+    }
+    plan(snap, config, NOW, &world)
 }
 
 /// Launch counts per (label, provider).

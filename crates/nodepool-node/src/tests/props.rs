@@ -6,7 +6,7 @@ use nodepool_model::{ImageId, NodeId, NodeState, RequestId};
 use proptest::prelude::*;
 
 use super::*;
-use crate::{CloudView, Cost, Headroom};
+use crate::{CloudView, Headroom};
 
 fn arb_state() -> impl Strategy<Value = NodeState> {
     prop_oneof![
@@ -111,23 +111,8 @@ fn arb_case() -> impl Strategy<Value = Case> {
                         cores,
                         ram_mb: None,
                     },
-                    costs: [
-                        (
-                            "base".parse().unwrap(),
-                            Cost {
-                                vcpus: 2,
-                                ram_mb: 2048,
-                            },
-                        ),
-                        (
-                            "big".parse().unwrap(),
-                            Cost {
-                                vcpus: 4,
-                                ram_mb: 8192,
-                            },
-                        ),
-                    ]
-                    .into(),
+                    // `base` costs 2 cores, `big` 4.
+                    flavors: Some(flavors()),
                     ..CloudView::default()
                 },
             );

@@ -5,7 +5,7 @@ use nodepool_model::{Attempt, Failure, ReasonCode};
 use std::sync::Arc;
 
 use super::*;
-use crate::{CloudView, Cost, Headroom, Listing, SeenOwner, SeenServer};
+use crate::{CloudView, Headroom, Listing, SeenOwner, SeenServer};
 
 fn world_with(provider: &str, cloud: CloudView) -> World {
     let mut world = World::default();
@@ -144,20 +144,7 @@ fn the_clouds_limits_cap_launches() {
         cores: Some(3),
         ..Headroom::default()
     };
-    cloud.costs.insert(
-        "base".parse().unwrap(),
-        Cost {
-            vcpus: 2,
-            ram_mb: 2048,
-        },
-    );
-    cloud.costs.insert(
-        "big".parse().unwrap(),
-        Cost {
-            vcpus: 4,
-            ram_mb: 8192,
-        },
-    );
+    // A base node costs 2 cores, a big one 4 (the flavors `run` gives).
     let plan = run(&snapshot(vec![]), &config(), &world_with("cloud1", cloud));
     assert_eq!(
         launches(&plan),

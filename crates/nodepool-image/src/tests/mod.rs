@@ -5,12 +5,47 @@ use std::time::Duration;
 
 use nodepool_config::Config;
 use nodepool_model::{
-    Attempt, BuildRequest, BuildRequestId, BuildRequestState, Failure, Image, ImageId, ImageName,
-    ImageState, ProviderName, ReasonCode, Snapshot, Timestamp,
+    Attempt, BuildRequest, BuildRequestId, BuildRequestState, Failure, Flavor, Image, ImageId,
+    ImageName, ImageState, ProviderName, ReasonCode, Snapshot, Timestamp,
 };
 use proptest::prelude::*;
 
-use crate::{ImageAction, ImagePlan, current, plan};
+mod choices;
+
+use crate::{ImageAction, ImagePlan, World, current};
+
+/// The clouds' flavors: 2048 MB for `base`, 8192 MB for `big`.
+fn flavors() -> std::sync::Arc<[Flavor]> {
+    let flavor = |id: &str, ram_mb, vcpus| Flavor {
+        id: id.into(),
+        name: id.into(),
+        ram_mb,
+        vcpus,
+    };
+    [flavor("f-2g", 2048, 2), flavor("f-8g", 8192, 4)].into()
+}
+
+/// Plans as a daemon whose providers (of the config and of the uploads) are all connected
+/// with [`flavors`], and whose executors run every build in the store. Tests of what the
+/// daemon knows beyond the store call [`crate::plan`] themselves.
+fn plan(snapshot: &Snapshot, config: &Config, now: Timestamp) -> ImagePlan {
+    let mut world = World::default();
+    let names = config
+        .providers
+        .iter()
+        .map(|p| &p.name)
+        .chain(snapshot.images.iter().map(|i| &i.provider));
+    for name in names {
+        world.clouds.insert(name.clone(), Some(flavors()));
+    }
+    world.busy = snapshot
+        .images
+        .iter()
+        .filter(|i| i.state == ImageState::Building)
+        .map(|i| i.id)
+        .collect();
+    crate::plan(snapshot, config, now, &world)
+}
 
 /// 2014-05-13T05:00:00Z: a Tuesday, 2 h 46 min after that day's 02:14 image-update.
 const NOW: Timestamp = Timestamp::from_unix_seconds(1_399_957_200);
@@ -119,12 +154,16 @@ fn summary(plan: &ImagePlan) -> Vec<String> {
                 image,
                 request,
                 reason,
+                ..
             } => match request {
                 Some(r) => format!("build {image}@{provider} for request {r} ({})", reason.code),
                 None => format!("build {image}@{provider} ({})", reason.code),
             },
             ImageAction::Delete { upload, reason, .. } => {
                 format!("delete {upload} ({})", reason.code)
+            }
+            ImageAction::FailBuild { upload, reason, .. } => {
+                format!("fail {upload} ({})", reason.code)
             }
             ImageAction::FinishRequest {
                 request, failure, ..
