@@ -5,11 +5,13 @@
 //!   round from the round's listing already), and prunes old history.
 //! - **check** logs in to every READY node as a launch did and deletes the ones that do not
 //!   answer, or answer with another host key than the one recorded at launch.
+//!
+//! With several daemons on a store, only the oldest live one runs them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodepool_model::{Human, InstallationId, Node, NodeState, Reason, ReasonCode};
+use nodepool_model::{Human, InstallationId, Node, NodeState, Reason, ReasonCode, Timestamp};
 use nodepool_node::cleanup::{Resource, SeenResource, leaked};
 use nodepool_provider::{ErrorKind, Provider};
 use tokio::sync::Semaphore;
@@ -19,6 +21,11 @@ use nodepool_executor::clouds::{Connection, seen_owner};
 use nodepool_executor::executor::Context;
 use nodepool_executor::store;
 use nodepool_executor::{Remote, Target};
+
+use crate::daemon::Daemon;
+use crate::round::Round;
+use crate::timers::Timer;
+use crate::work::WorkOn;
 
 /// How long a check keeps trying to log in to a node (2014 `ssh_connect`'s default).
 pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -176,4 +183,91 @@ fn target(ctx: &Context, node: &Node) -> Option<Target> {
         user: image.username.clone(),
         key: image.private_key.clone(),
     })
+}
+
+impl Daemon {
+    /// Starts the periodic jobs that are due, in the daemon that leads them.
+    pub(crate) async fn run_jobs(&mut self, round: &Round) {
+        let now = round.now;
+        let cleanup_due = self.timers.is_due(Timer::Cleanup, now);
+        let check_due = self.timers.is_due(Timer::Check, now);
+        if !(cleanup_due || check_due) {
+            return;
+        }
+        let cron = self.config.current().cron.clone();
+        let leader = self.peers.jobs_leader(&self.store, round.live, now).await;
+        self.report.jobs_leader(leader.as_ref());
+        if leader.is_some() {
+            self.timers
+                .set(Timer::Cleanup, cron.cleanup.next_after(now));
+            self.timers.set(Timer::Check, cron.check.next_after(now));
+            return;
+        }
+        if cleanup_due {
+            self.timers
+                .set(Timer::Cleanup, cron.cleanup.next_after(now));
+            let connections = self
+                .clouds
+                .by_name
+                .values()
+                .map(|c| c.connection.clone())
+                .collect();
+            let ctx = self.context();
+            self.dispatch(WorkOn::Cleanup, true, now, cleanup(ctx, connections))
+                .await;
+            self.prune(now).await;
+        }
+        if check_due {
+            self.timers.set(Timer::Check, cron.check.next_after(now));
+            let busy = self.work.nodes();
+            let ready: Vec<&Node> = round
+                .snapshot
+                .nodes
+                .iter()
+                .filter(|n| n.state == NodeState::Ready && !busy.contains(&n.id))
+                .collect();
+            let mut started = 0;
+            for node in ready {
+                let Some(cloud) = self.clouds.by_name.get(&node.provider) else {
+                    continue;
+                };
+                let (ctx, remote) = (self.context(), cloud.remote.clone());
+                let (node, limit) = (node.clone(), self.work.check_slots());
+                let on = WorkOn::Check(node.id);
+                if self
+                    .dispatch(on, true, now, check(ctx, remote, node, limit))
+                    .await
+                {
+                    started += 1;
+                }
+            }
+            if started > 0 {
+                info!("checking {started} ready node(s) over SSH");
+            }
+        }
+    }
+
+    /// Forgets old history: requests that ended long ago, events of what no longer
+    /// exists, and failures the backoff no longer looks at.
+    async fn prune(&self, now: Timestamp) {
+        let events_before = now.saturating_sub(HISTORY_KEPT);
+        let failures_before = now.saturating_sub(FAILURES_KEPT);
+        match store::call(&self.store, move |s| {
+            Ok((
+                s.prune_requests(events_before)?,
+                s.prune_events(events_before)?,
+                s.prune_failures(failures_before)?,
+            ))
+        })
+        .await
+        {
+            Ok((0, 0, 0)) => {}
+            Ok((requests, events, failures)) => {
+                info!(
+                    "pruned {requests} old request(s), {events} old event(s) and {failures} old failure(s)"
+                )
+            }
+            Err(e) => warn!("cannot prune old history: {e}"),
+        }
+    }
 }

@@ -32,11 +32,19 @@
 //! ```
 
 mod api;
+mod apply;
+mod config_watch;
 mod daemon;
 mod jobs;
+mod main_loop;
 mod metrics;
+mod peers;
+mod report;
+mod round;
 mod said;
 mod status;
+mod timers;
+mod work;
 
 use std::path::PathBuf;
 

@@ -1,7 +1,9 @@
 //! Failed launches and builds: recorded by the executors, read by the policies for backoff.
 
 use diesel::prelude::*;
-use nodepool_model::{Attempt, Failure, ImageName, LabelName, ProviderName, Timestamp};
+use nodepool_model::{
+    Attempt, Failure, FailureKind, ImageName, LabelName, ProviderName, Timestamp,
+};
 
 use crate::connection::AnyConnection;
 use crate::error::Result;
@@ -18,6 +20,7 @@ struct FailureRow {
     subject: String,
     time: i64,
     reason: String,
+    kind: Option<String>,
 }
 
 impl FailureRow {
@@ -41,6 +44,10 @@ impl FailureRow {
             provider,
             attempt,
             at: Timestamp::from_unix_millis(self.time),
+            kind: self
+                .kind
+                .as_deref()
+                .map_or(FailureKind::Unknown, FailureKind::parse),
             reason: self.reason,
         })
     }
@@ -77,6 +84,7 @@ impl Store {
                     f::subject.eq(subject),
                     f::time.eq(failure.at.unix_millis()),
                     f::reason.eq(&failure.reason),
+                    f::kind.eq(failure.kind.as_str()),
                 ))
                 .execute(conn)?;
             Ok(())

@@ -108,6 +108,7 @@ diesel::table! {
         subject -> Text,
         time -> BigInt,
         reason -> Text,
+        kind -> Nullable<Text>,
     }
 }
 

@@ -1,5 +1,7 @@
 //! The daemon's view of each provider: its connection (behind the rate limiter), the remote
-//! that reaches its servers, and what it last saw there (listings, limits, flavors).
+//! that reaches its servers, and what it last saw there (listings, limits, flavors). When
+//! each provider is listed, and what executors watch of its listings, is
+//! [`listing`](crate::listing).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,16 +10,17 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 use nodepool_config::{Config, Driver, Environment, Provider as ProviderConfig};
-use nodepool_model::{ExternalId, InstallationId, ProviderName, Timestamp};
+use nodepool_model::{InstallationId, ProviderName, Timestamp};
 use nodepool_node::{CloudView, Headroom, Listing, SeenOwner, SeenServer};
 use nodepool_openstack::OpenStackProvider;
 use nodepool_provider::{
     Clock, FakeConfig, FakeProvider, Flavor, Limited, Owner, Ownership, Provider, ProviderError,
-    Server, ServerStatus, classify,
+    classify,
 };
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
+use crate::listing::{Ask, Cadence, ServerFeed, Servers};
 use crate::remote::Remote;
 
 /// A provider as every executor calls it: through its rate limiter.
@@ -25,10 +28,6 @@ pub type Connection = Arc<Limited<Arc<dyn Provider>>>;
 
 /// How often the cloud's absolute limits are read again.
 const LIMITS_EVERY: Duration = Duration::from_secs(60);
-
-/// How far before the newest change seen a listing of changes starts: a change the cloud
-/// stamped a little before another it had already shown (two API workers) is not missed.
-const CHANGES_OVERLAP: Duration = Duration::from_secs(5);
 
 /// Makes the connection to a provider of the config, and the remote that reaches its
 /// servers. [`Connect`] is the real one; tests bring their own to keep a fake cloud across
@@ -125,14 +124,8 @@ pub struct Cloud {
     /// What the policies see of it: the last two listings, limits and flavors.
     pub view: CloudView,
     limits_at: Option<Timestamp>,
-    /// When its servers were last listed, in full or only the changes (whether or not the
-    /// cloud answered).
-    listed_at: Option<Timestamp>,
-    /// When all its servers were last listed.
-    listed_all_at: Option<Timestamp>,
-    /// The newest change a listing showed, by the cloud's clock: listings of changes start
-    /// there.
-    newest_change: Option<Timestamp>,
+    /// When its servers were listed, and so when they are next.
+    cadence: Cadence,
     /// The settings it was made from; a change means a new connection.
     made_from: ProviderConfig,
     /// Gone from the config; kept only to delete what it still has.
@@ -142,105 +135,6 @@ pub struct Cloud {
     /// What failed in its last listing (servers, limits or flavors); empty once one
     /// succeeds.
     pub failing: Vec<String>,
-}
-
-/// A provider's listings as they are made. An executor watches them only while it waits on
-/// a server (to become ACTIVE, or to be gone): the loop lists a provider often only while
-/// someone watches, and is woken when someone starts to.
-#[derive(Clone, Debug)]
-pub struct ServerFeed {
-    latest: Arc<watch::Sender<Arc<Servers>>>,
-    wanted: Arc<Notify>,
-}
-
-impl ServerFeed {
-    fn new(wanted: Arc<Notify>) -> ServerFeed {
-        ServerFeed {
-            latest: Arc::new(watch::Sender::new(Arc::new(Servers::default()))),
-            wanted,
-        }
-    }
-
-    /// Starts watching: the next listings are made at the busy pace.
-    pub fn watch(&self) -> watch::Receiver<Arc<Servers>> {
-        let watching = self.latest.subscribe();
-        self.wanted.notify_one();
-        watching
-    }
-
-    /// Whether an executor is waiting on a listing.
-    fn watched(&self) -> bool {
-        self.latest.receiver_count() > 0
-    }
-}
-
-/// One listing's servers with their status and addresses: executors wait on these instead of
-/// asking the cloud about each server.
-#[derive(Debug, Default)]
-pub struct Servers {
-    /// When the listing was asked for.
-    pub at: Timestamp,
-    /// Every server of the provider, as of then.
-    pub by_id: BTreeMap<ExternalId, Server>,
-}
-
-impl Servers {
-    /// The servers after `changes` (a listing of changes, asked for `at`): changed and new
-    /// servers replace what was seen, deleted ones go.
-    fn changed(&self, at: Timestamp, changes: Vec<Server>) -> Servers {
-        let mut by_id = self.by_id.clone();
-        for server in changes {
-            if server.status == ServerStatus::Deleted {
-                by_id.remove(&server.id);
-            } else {
-                by_id.insert(server.id.clone(), server);
-            }
-        }
-        Servers { at, by_id }
-    }
-}
-
-/// A listing to ask a provider for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ask {
-    /// Every server.
-    All,
-    /// The servers changed since then, by the cloud's clock.
-    Changes(Timestamp),
-}
-
-impl Cloud {
-    /// When this provider's next listing is due: `every` after the last full one, and while
-    /// an executor waits on it, `busy_every` after the last of any kind; `None` before the
-    /// first.
-    fn listing_due(&self, every: Duration, busy_every: Duration) -> Option<Timestamp> {
-        let all = self.listed_all_at?.saturating_add(every);
-        if self.servers.watched() {
-            Some(all.min(self.listed_at?.saturating_add(busy_every)))
-        } else {
-            Some(all)
-        }
-    }
-
-    /// What to list now: everything when a full listing is due (or no change was ever seen
-    /// to start from), else the changes; `None` when no listing is due.
-    fn listing_now(&self, now: Timestamp, every: Duration, busy_every: Duration) -> Option<Ask> {
-        let all_due = self
-            .listed_all_at
-            .is_none_or(|at| now.saturating_since(at) >= every);
-        if all_due {
-            return Some(Ask::All);
-        }
-        let due = self.servers.watched()
-            && self
-                .listed_at
-                .is_none_or(|at| now.saturating_since(at) >= busy_every);
-        match self.newest_change {
-            Some(newest) if due => Some(Ask::Changes(newest.saturating_sub(CHANGES_OVERLAP))),
-            None if due => Some(Ask::All),
-            _ => None,
-        }
-    }
 }
 
 /// Every provider of the running config.
@@ -342,9 +236,7 @@ impl Clouds {
                         remote,
                         view: CloudView::default(),
                         limits_at: None,
-                        listed_at: None,
-                        listed_all_at: None,
-                        newest_change: None,
+                        cadence: Cadence::default(),
                         made_from: provider.clone(),
                         retired: false,
                         servers: ServerFeed::new(self.wanted.clone()),
@@ -385,13 +277,11 @@ impl Clouds {
         let installation = self.installation.clone();
         let mut tasks = tokio::task::JoinSet::new();
         for (name, cloud) in &mut self.by_name {
-            let Some(ask) = cloud.listing_now(now, every, busy_every) else {
+            let watched = cloud.servers.watched();
+            let Some(ask) = cloud.cadence.ask(watched, now, every, busy_every) else {
                 continue;
             };
-            cloud.listed_at = Some(now);
-            if ask == Ask::All {
-                cloud.listed_all_at = Some(now);
-            }
+            cloud.cadence.asked(ask, now);
             let connection = cloud.connection.clone();
             let want_limits = !self.servers_only
                 && cloud
@@ -437,7 +327,7 @@ impl Clouds {
             match servers {
                 Ok(servers) => {
                     let newest = servers.iter().filter_map(|s| s.updated).max();
-                    cloud.newest_change = cloud.newest_change.max(newest);
+                    cloud.cadence.seen(newest);
                     let servers = match ask {
                         Ask::All => {
                             tracing::debug!(provider = %name, servers = servers.len(), "listed");
@@ -448,7 +338,7 @@ impl Clouds {
                         }
                         Ask::Changes(since) => {
                             tracing::debug!(provider = %name, changed = servers.len(), "listed changes since {since}");
-                            cloud.servers.latest.borrow().changed(now, servers)
+                            cloud.servers.latest().changed(now, servers)
                         }
                     };
                     let seen = servers
@@ -462,7 +352,7 @@ impl Clouds {
                         .collect();
                     cloud.view.previous = cloud.view.listing.take();
                     cloud.view.listing = Some(Arc::new(Listing::new(now, seen)));
-                    cloud.servers.latest.send_replace(Arc::new(servers));
+                    cloud.servers.publish(servers);
                 }
                 Err(error) => failed.push((name.clone(), error)),
             }
@@ -496,7 +386,11 @@ impl Clouds {
     pub fn next_listing(&self, every: Duration, busy_every: Duration) -> Option<Timestamp> {
         self.by_name
             .values()
-            .filter_map(|cloud| cloud.listing_due(every, busy_every))
+            .filter_map(|cloud| {
+                cloud
+                    .cadence
+                    .due(cloud.servers.watched(), every, busy_every)
+            })
             .min()
     }
 
@@ -538,53 +432,5 @@ pub fn seen_owner(metadata: &BTreeMap<String, String>, installation: &Installati
         } => SeenOwner::Image(id),
         Ownership::OursUnreadable => SeenOwner::Unreadable,
         Ownership::OtherInstallation(_) | Ownership::Foreign => SeenOwner::NotOurs,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn server(id: &str, status: ServerStatus) -> Server {
-        Server::new(ExternalId::new(id), id, status)
-    }
-
-    #[test]
-    fn changes_replace_add_and_remove_servers() {
-        let before = Servers {
-            at: Timestamp::from_unix_seconds(10),
-            by_id: [
-                server("a", ServerStatus::Building),
-                server("b", ServerStatus::Active),
-                server("c", ServerStatus::Active),
-            ]
-            .into_iter()
-            .map(|s| (s.id.clone(), s))
-            .collect(),
-        };
-        let after = before.changed(
-            Timestamp::from_unix_seconds(11),
-            vec![
-                server("a", ServerStatus::Active),
-                server("c", ServerStatus::Deleted),
-                server("d", ServerStatus::Building),
-                // Deleted before it was ever seen: nothing to remove.
-                server("e", ServerStatus::Deleted),
-            ],
-        );
-        let statuses: Vec<(&str, &ServerStatus)> = after
-            .by_id
-            .values()
-            .map(|s| (s.id.as_str(), &s.status))
-            .collect();
-        assert_eq!(
-            statuses,
-            [
-                ("a", &ServerStatus::Active),
-                ("b", &ServerStatus::Active),
-                ("d", &ServerStatus::Building),
-            ]
-        );
-        assert_eq!(after.at, Timestamp::from_unix_seconds(11));
     }
 }

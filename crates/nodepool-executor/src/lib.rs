@@ -8,6 +8,8 @@
 //! - [`clouds`]: each provider's connection behind its rate limiter, the [`Remote`] that
 //!   reaches its servers, and what was last seen there (listings, limits, flavors);
 //!   a [`Connector`] makes them ([`Connect`] in production).
+//! - [`listing`]: when each provider's servers are listed, and the feed of listings
+//!   executors watch while they wait on a server.
 //! - [`Remote`]: running commands on servers, over SSH ([`SshRemote`]) or simulated for the
 //!   fake cloud ([`FakeRemote`]).
 //! - [`SystemClock`]: the one reader of the wall clock; [`TokioClock`] runs on tokio's
@@ -18,6 +20,7 @@ pub mod at_once;
 mod clock;
 pub mod clouds;
 pub mod executor;
+pub mod listing;
 mod remote;
 mod ssh;
 pub mod store;

@@ -48,7 +48,7 @@ pub use ids::{
     ExternalId, ImageId, ImageName, InstallationId, LabelName, MAX_NAME_LEN, NameError, NodeId,
     ProviderName, RequestId,
 };
-pub use records::{Attempt, Failure, HoldNote, Image, Node, NodeRequest};
+pub use records::{Attempt, Failure, FailureKind, HoldNote, Image, Node, NodeRequest};
 pub use rules::{BackingOff, Backoff, Flavor, current_upload, flavor_for, pick_flavor};
 pub use snapshot::Snapshot;
 pub use state::{ImageState, NodeState, ParseStateError, RequestState};

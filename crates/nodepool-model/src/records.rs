@@ -129,6 +129,89 @@ pub struct Failure {
     pub attempt: Attempt,
     /// When it failed.
     pub at: Timestamp,
+    /// What kind of step failed.
+    pub kind: FailureKind,
     /// Why, as the executor saw it.
     pub reason: String,
+}
+
+/// What kind of step failed, as the executor classified it. Each failure keeps its kind,
+/// so that the backoff and operators can tell a full quota from refused credentials, a
+/// cloud that is down, or a broken script. Like reason codes, the strings are a persisted
+/// interface and never change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// A quota of the project was exceeded.
+    Quota,
+    /// The cloud refused the credentials.
+    Auth,
+    /// The cloud failed or was unreachable (a 5xx, a reset connection, throttling): it
+    /// may pass.
+    CloudError,
+    /// The cloud refused the request (a 4xx, a server or image in ERROR): it will not pass
+    /// by itself.
+    CloudRefused,
+    /// A wait ran out: for a server to be ACTIVE, an SSH login, a snapshot.
+    Timeout,
+    /// SSH failed: no connection, a refused login, a changed host key.
+    Ssh,
+    /// A script on the node (setup, ready) exited with an error.
+    Script,
+    /// The store could not record a step.
+    Store,
+    /// The config no longer has what the step needs (its label or image), or what it
+    /// names is missing (a script folder).
+    Config,
+    /// Recorded before failures had kinds, or by a newer version with a kind this one does
+    /// not know.
+    Unknown,
+}
+
+impl FailureKind {
+    /// Every kind, in the order of the enum.
+    pub const ALL: &'static [FailureKind] = &[
+        FailureKind::Quota,
+        FailureKind::Auth,
+        FailureKind::CloudError,
+        FailureKind::CloudRefused,
+        FailureKind::Timeout,
+        FailureKind::Ssh,
+        FailureKind::Script,
+        FailureKind::Store,
+        FailureKind::Config,
+        FailureKind::Unknown,
+    ];
+
+    /// The kind as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Quota => "quota",
+            FailureKind::Auth => "auth",
+            FailureKind::CloudError => "cloud-error",
+            FailureKind::CloudRefused => "cloud-refused",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Ssh => "ssh",
+            FailureKind::Script => "script",
+            FailureKind::Store => "store",
+            FailureKind::Config => "config",
+            FailureKind::Unknown => "unknown",
+        }
+    }
+
+    /// The kind of a stored string; one this version does not know is
+    /// [`FailureKind::Unknown`].
+    pub fn parse(kind: &str) -> FailureKind {
+        FailureKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == kind)
+            .unwrap_or(FailureKind::Unknown)
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

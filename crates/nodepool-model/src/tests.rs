@@ -208,6 +208,31 @@ fn reason_codes_keep_their_strings() {
 }
 
 #[test]
+fn failure_kinds_are_a_pinned_list_and_unknown_ones_read_back_as_unknown() {
+    use crate::FailureKind;
+    let stored: Vec<&str> = FailureKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(
+        stored,
+        [
+            "quota",
+            "auth",
+            "cloud-error",
+            "cloud-refused",
+            "timeout",
+            "ssh",
+            "script",
+            "store",
+            "config",
+            "unknown"
+        ]
+    );
+    for kind in FailureKind::ALL {
+        assert_eq!(FailureKind::parse(kind.as_str()), *kind);
+    }
+    assert_eq!(FailureKind::parse("gpu-shortage"), FailureKind::Unknown);
+}
+
+#[test]
 fn backoff_doubles_from_its_first_wait_up_to_its_longest() {
     use crate::Backoff;
     use std::time::Duration;

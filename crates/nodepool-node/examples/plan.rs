@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use nodepool_model::{
-    Attempt, ExternalId, Failure, Flavor, Image, ImageId, ImageState, Node, NodeId, NodeRequest,
-    NodeState, RequestId, RequestState, Snapshot, Timestamp,
+    Attempt, ExternalId, Failure, FailureKind, Flavor, Image, ImageId, ImageState, Node, NodeId,
+    NodeRequest, NodeState, RequestId, RequestState, Snapshot, Timestamp,
 };
 use nodepool_node::{CloudView, NodeAction, World, plan};
 
@@ -95,6 +95,7 @@ fn main() {
             provider: "hp".parse().unwrap(),
             attempt: Attempt::Launch("trusty".parse().unwrap()),
             at: now.saturating_sub(Duration::from_secs(4)),
+            kind: FailureKind::CloudRefused,
             reason: "No valid host was found".into(),
         }],
         ..Snapshot::default()

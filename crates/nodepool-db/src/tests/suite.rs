@@ -5,8 +5,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use nodepool_model::{
-    Attempt, BuildRequestState, ExternalId, Failure, HoldNote, ImageName, ImageState, LabelName,
-    Node, NodeId, NodeState, ProviderName, Reason, ReasonCode, RequestState, Subject, Timestamp,
+    Attempt, BuildRequestState, ExternalId, Failure, FailureKind, HoldNote, ImageName, ImageState,
+    LabelName, Node, NodeId, NodeState, ProviderName, Reason, ReasonCode, RequestState, Subject,
+    Timestamp,
 };
 
 use super::support::{T0, TestDb};
@@ -88,7 +89,7 @@ pub(crate) fn a_newer_schema_is_refused(db: &TestDb) {
     );
     assert_eq!(
         error.to_string(),
-        "the store's schema is newer than this nodepool: it has migration 29990101000000, this binary knows up to 20261126000004; upgrade nodepool (a downgrade would lose data)"
+        "the store's schema is newer than this nodepool: it has migration 29990101000000, this binary knows up to 20261203000005; upgrade nodepool (a downgrade would lose data)"
     );
     assert!(matches!(
         db.store.check_schema(),
@@ -1225,14 +1226,20 @@ pub(crate) fn an_aborted_transaction_leaves_the_previous_state(db: &TestDb) {
 
 pub(crate) fn failures_are_kept_for_backoff_and_pruned_by_age(db: &TestDb) {
     let store = &db.store;
-    let failure = |seconds, attempt| Failure {
+    let failure = |seconds, attempt, kind| Failure {
         provider: provider("cloud1"),
         attempt,
         at: at(seconds),
+        kind,
         reason: format!("failed at {seconds}"),
     };
-    let launch = failure(20, Attempt::Launch(label("small")));
-    let build = failure(10, Attempt::Build(ImageName::new("base").unwrap()));
+    // Each keeps its kind.
+    let launch = failure(20, Attempt::Launch(label("small")), FailureKind::Quota);
+    let build = failure(
+        10,
+        Attempt::Build(ImageName::new("base").unwrap()),
+        FailureKind::Script,
+    );
     store.record_failure(&launch).unwrap();
     store.record_failure(&build).unwrap();
     assert_eq!(

@@ -7,15 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_config::{BaseImage, ProviderImage};
-use nodepool_model::{ExternalId, Human, Image, ImageState, Reason, ReasonCode, Subject};
+use nodepool_model::{
+    ExternalId, FailureKind, Human, Image, ImageState, Reason, ReasonCode, Subject,
+};
 use nodepool_provider::{ErrorKind, ImageStatus, Owner, Provider, ServerSpec};
 use tracing::{info, warn};
 
 use super::context::{Context, Failed, POLL, cloud, networks, remote_failed};
 use super::delete::delete_server;
 use super::output::{SETUP_OUTPUT_KEPT, last_lines, tail};
-use crate::clouds::{Connection, ServerFeed};
-use crate::remote::{Remote, Target};
+use crate::clouds::Connection;
+use crate::listing::ServerFeed;
+use crate::remote::{Remote, RemoteError, Target};
 use crate::store;
 
 /// How long the first login to a template server may take (2014 `CONNECT_TIMEOUT`).
@@ -83,21 +86,32 @@ async fn try_build(
         .providers
         .iter()
         .find(|p| p.name == upload.provider)
-        .ok_or_else(|| format!("provider {} is no longer in the config", upload.provider))?;
+        .ok_or_else(|| {
+            Failed::new(
+                FailureKind::Config,
+                format!("provider {} is no longer in the config", upload.provider),
+            )
+        })?;
     let image = provider
         .images
         .iter()
         .find(|i| i.name == upload.name)
         .ok_or_else(|| {
-            format!(
-                "provider {} no longer has an image {}",
-                provider.name, upload.name
+            Failed::new(
+                FailureKind::Config,
+                format!(
+                    "provider {} no longer has an image {}",
+                    provider.name, upload.name
+                ),
             )
         })?;
     let Some(base) = image.source.base_image() else {
-        return Err(format!(
-            "image {} of provider {} is made by diskimage-builder, which this version does not build",
-            upload.name, provider.name
+        return Err(Failed::new(
+            FailureKind::Config,
+            format!(
+                "image {} of provider {} is made by diskimage-builder, which this version does not build",
+                upload.name, provider.name
+            ),
         ));
     };
     let base = base_image(connection, base).await?;
@@ -120,13 +134,15 @@ async fn try_build(
         s.attach_image_template(id, &server_id, &host_name, started)
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(Failed::from)?;
     info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "template server {} created", server.id);
     let server = ctx
         .until_active(servers, &server.id, started, provider.launch_timeout)
         .await?;
     let (public, private) = ctx.address(connection, provider, &server, owner).await?;
-    let host = public.or(private).ok_or("no address to log in at")?;
+    let host = public
+        .or(private)
+        .ok_or_else(|| Failed::new(FailureKind::CloudRefused, "no address to log in at"))?;
     let target = login(ctx, remote, host, image).await?;
     setup(ctx, remote, &target, image, upload, &hostname).await?;
     info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "set up; snapshotting server {}", server.id);
@@ -145,7 +161,7 @@ async fn try_build(
         s.attach_image_snapshot(id, &snapshot_id, now)
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(Failed::from)?;
     let now = ctx.now();
     let took = now.saturating_since(upload.version);
     let reason = Reason::new(
@@ -156,7 +172,7 @@ async fn try_build(
         s.set_image_state(id, ImageState::Ready, now, &reason)
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(Failed::from)?;
     info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "ready in {}", Human(took));
     Ok(())
 }
@@ -184,7 +200,7 @@ async fn snapshot(
                 id
             }
             Err(error) if error.kind == ErrorKind::BadRequest => {
-                last = cloud(error);
+                last = error.to_string();
                 ctx.clock.sleep(POLL).await;
                 continue;
             }
@@ -194,7 +210,10 @@ async fn snapshot(
             match connection.get_image(&snapshot).await {
                 Ok(image) if image.status == ImageStatus::Active => return Ok(snapshot),
                 Ok(image) if image.status == ImageStatus::Failed => {
-                    return Err(format!("snapshot {snapshot} failed"));
+                    return Err(Failed::new(
+                        FailureKind::CloudRefused,
+                        format!("snapshot {snapshot} failed"),
+                    ));
                 }
                 Ok(image) if image.status == ImageStatus::Deleted => {
                     last = format!("the cloud dropped snapshot {snapshot}");
@@ -209,17 +228,21 @@ async fn snapshot(
                 Err(error) => return Err(cloud(error)),
             }
             if ctx.now() >= deadline {
-                return Err(format!(
-                    "snapshot {snapshot} was not active after {}",
-                    Human(nodepool_image::IMAGE_TIMEOUT)
+                return Err(Failed::new(
+                    FailureKind::Timeout,
+                    format!(
+                        "snapshot {snapshot} was not active after {}",
+                        Human(nodepool_image::IMAGE_TIMEOUT)
+                    ),
                 ));
             }
             ctx.clock.sleep(POLL).await;
         }
         ctx.clock.sleep(POLL).await;
     }
-    Err(format!(
-        "no snapshot after {SNAPSHOT_ATTEMPTS} attempts: {last}"
+    Err(Failed::new(
+        FailureKind::CloudRefused,
+        format!("no snapshot after {SNAPSHOT_ATTEMPTS} attempts: {last}"),
     ))
 }
 
@@ -234,7 +257,12 @@ async fn base_image(connection: &Connection, base: &BaseImage) -> Result<Externa
             .into_iter()
             .find(|i| &i.name == name && i.status == ImageStatus::Active)
             .map(|i| i.id)
-            .ok_or_else(|| format!("no active base image named {name:?}")),
+            .ok_or_else(|| {
+                Failed::new(
+                    FailureKind::CloudRefused,
+                    format!("no active base image named {name:?}"),
+                )
+            }),
     }
 }
 
@@ -262,7 +290,16 @@ async fn login(
             Err(error) => last = Some(error),
         }
     }
-    Err(last.map_or_else(|| "no login".to_owned(), remote_failed))
+    Err(last.map_or_else(
+        || Failed::new(FailureKind::Ssh, "no login"),
+        |error| {
+            let kind = match error {
+                RemoteError::Unreachable { .. } => FailureKind::Timeout,
+                RemoteError::Auth { .. } => FailureKind::Ssh,
+            };
+            Failed::new(kind, error.to_string())
+        },
+    ))
 }
 
 /// Copies `script-dir` to the template and runs `setup` there.
@@ -310,10 +347,13 @@ async fn setup(
             warn!(image = %upload.id, "cannot keep the setup output in the event log: {e}");
         }
         if output.status != 0 {
-            return Err(format!(
-                "setup script {script} exited with {}: {}",
-                output.status,
-                last_lines(&output.output)
+            return Err(Failed::new(
+                FailureKind::Script,
+                format!(
+                    "setup script {script} exited with {}: {}",
+                    output.status,
+                    last_lines(&output.output)
+                ),
             ));
         }
     }
@@ -323,10 +363,13 @@ async fn setup(
 async fn run_checked(remote: &dyn Remote, target: &Target, command: &str) -> Result<(), Failed> {
     let output = remote.run(target, command).await.map_err(remote_failed)?;
     if output.status != 0 {
-        return Err(format!(
-            "{command:?} exited with {}: {}",
-            output.status,
-            last_lines(&output.output)
+        return Err(Failed::new(
+            FailureKind::Script,
+            format!(
+                "{command:?} exited with {}: {}",
+                output.status,
+                last_lines(&output.output)
+            ),
         ));
     }
     Ok(())
@@ -334,14 +377,22 @@ async fn run_checked(remote: &dyn Remote, target: &Target, command: &str) -> Res
 
 /// Every regular file of `dir`, by name.
 fn read_scripts(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, Failed> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read script-dir {}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Failed::new(
+            FailureKind::Config,
+            format!("cannot read script-dir {}: {e}", dir.display()),
+        )
+    })?;
     let mut files = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_file() {
-            let contents =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let contents = std::fs::read(&path).map_err(|e| {
+                Failed::new(
+                    FailureKind::Config,
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
             files.push((entry.file_name().to_string_lossy().into_owned(), contents));
         }
     }

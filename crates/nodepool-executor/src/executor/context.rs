@@ -9,14 +9,20 @@ use std::time::Duration;
 
 use nodepool_config::{Config, Provider as ProviderConfig, ProviderImage};
 use nodepool_db::Store;
+use std::fmt;
+
+use nodepool_db::StoreError;
 use nodepool_model::{
-    Attempt, ExternalId, Failure, Human, Image, ImageState, InstallationId, Node, NodeState,
-    ProviderName, Reason, ReasonCode, Subject, Timestamp,
+    Attempt, ExternalId, Failure, FailureKind, Human, Image, ImageState, InstallationId, Node,
+    NodeState, ProviderName, Reason, ReasonCode, Subject, Timestamp,
 };
-use nodepool_provider::{Clock, NetworkRef, Owner, Provider, ProviderError, ServerStatus, Tags};
+use nodepool_provider::{
+    Clock, ErrorKind, NetworkRef, Owner, Provider, ProviderError, ServerStatus, Tags,
+};
 use tracing::warn;
 
-use crate::clouds::{Connection, ServerFeed, Servers};
+use crate::clouds::Connection;
+use crate::listing::{ServerFeed, Servers};
 use crate::remote::{Remote, RemoteError, Target};
 use crate::store;
 
@@ -38,15 +44,71 @@ pub struct Context {
     pub config: Arc<Config>,
 }
 
-/// Why a step failed: a sentence for the event log.
-pub(super) type Failed = String;
+/// Why a step failed: what kind of step, and a sentence for the event log. The kind is
+/// kept with the recorded failure, so that backoff and operators can tell a full quota
+/// from refused credentials or a broken script.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failed {
+    /// What kind of step failed.
+    pub kind: FailureKind,
+    /// Why, for the event log.
+    pub why: String,
+}
+
+impl Failed {
+    pub(super) fn new(kind: FailureKind, why: impl Into<String>) -> Failed {
+        Failed {
+            kind,
+            why: why.into(),
+        }
+    }
+
+    /// The same failure, its sentence prefixed with `context`.
+    pub(super) fn context(self, context: impl fmt::Display) -> Failed {
+        Failed {
+            kind: self.kind,
+            why: format!("{context}: {}", self.why),
+        }
+    }
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl From<ProviderError> for Failed {
+    fn from(error: ProviderError) -> Failed {
+        let kind = match error.kind {
+            ErrorKind::QuotaExceeded => FailureKind::Quota,
+            ErrorKind::Auth => FailureKind::Auth,
+            ErrorKind::Transient | ErrorKind::RateLimited { .. } => FailureKind::CloudError,
+            // Not found, bad request, fatal, and kinds a newer provider crate adds.
+            _ => FailureKind::CloudRefused,
+        };
+        Failed::new(kind, error.to_string())
+    }
+}
+
+impl From<RemoteError> for Failed {
+    fn from(error: RemoteError) -> Failed {
+        Failed::new(FailureKind::Ssh, error.to_string())
+    }
+}
+
+impl From<StoreError> for Failed {
+    fn from(error: StoreError) -> Failed {
+        Failed::new(FailureKind::Store, error.to_string())
+    }
+}
 
 pub(super) fn cloud(error: ProviderError) -> Failed {
-    error.to_string()
+    Failed::from(error)
 }
 
 pub(super) fn remote_failed(error: RemoteError) -> Failed {
-    error.to_string()
+    Failed::from(error)
 }
 
 impl Context {
@@ -84,21 +146,24 @@ impl Context {
                 let server = listing.by_id.get(id)?;
                 match server.status {
                     ServerStatus::Active => Some(Ok(server.clone())),
-                    ServerStatus::Error => Some(Err(format!(
-                        "server {id} went ERROR: {}",
-                        server
-                            .fault
-                            .as_deref()
-                            .unwrap_or("the cloud gave no reason")
+                    ServerStatus::Error => Some(Err(Failed::new(
+                        FailureKind::CloudRefused,
+                        format!(
+                            "server {id} went ERROR: {}",
+                            server
+                                .fault
+                                .as_deref()
+                                .unwrap_or("the cloud gave no reason")
+                        ),
                     ))),
                     _ => None,
                 }
             })
             .await?;
         seen.unwrap_or_else(|| {
-            Err(format!(
-                "server {id} was not ACTIVE after {}",
-                Human(timeout)
+            Err(Failed::new(
+                FailureKind::Timeout,
+                format!("server {id} was not ACTIVE after {}", Human(timeout)),
             ))
         })
     }
@@ -118,9 +183,12 @@ impl Context {
         })
         .await?
         .ok_or_else(|| {
-            format!(
-                "the cloud's task on it is still under way after {}",
-                Human(TASK_TIMEOUT)
+            Failed::new(
+                FailureKind::Timeout,
+                format!(
+                    "the cloud's task on it is still under way after {}",
+                    Human(TASK_TIMEOUT)
+                ),
             )
         })
     }
@@ -143,7 +211,7 @@ impl Context {
                 return Ok(None);
             }
             tokio::select! {
-                changed = watching.changed() => changed.map_err(|_| "the provider is no longer connected".to_owned())?,
+                changed = watching.changed() => changed.map_err(|_| Failed::new(FailureKind::CloudError, "the provider is no longer connected"))?,
                 () = self.clock.sleep_until(deadline) => {}
             }
         }
@@ -170,7 +238,10 @@ impl Context {
             return Ok((Some(ip.ip), private));
         }
         if private.is_none() {
-            return Err(format!("server {} has no address", server.id));
+            return Err(Failed::new(
+                FailureKind::CloudRefused,
+                format!("server {} has no address", server.id),
+            ));
         }
         Ok((None, private))
     }
@@ -235,12 +306,13 @@ impl Context {
             Attempt::Launch(_) => ReasonCode::LaunchFailed,
             Attempt::Build(_) => ReasonCode::BuildFailed,
         };
-        let reason = Reason::new(code, why.clone());
+        let reason = Reason::new(code, why.why.clone());
         let failure = Failure {
             provider: provider.clone(),
             attempt,
             at: now,
-            reason: why,
+            kind: why.kind,
+            reason: why.why,
         };
         let _ = store::call(&self.store, move |s| {
             s.record_failure(&failure)?;
@@ -268,4 +340,48 @@ pub(super) fn networks(provider: &ProviderConfig) -> Vec<NetworkRef> {
             nodepool_config::Network::Name(name) => NetworkRef::Name(name.clone()),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_keeps_the_kind_of_what_failed() {
+        let provider =
+            |kind| Failed::from(ProviderError::new(kind, "create server", "cloud1", "no"));
+        let cases = [
+            (provider(ErrorKind::QuotaExceeded), FailureKind::Quota),
+            (provider(ErrorKind::Auth), FailureKind::Auth),
+            (provider(ErrorKind::Transient), FailureKind::CloudError),
+            (
+                provider(ErrorKind::RateLimited { retry_after: None }),
+                FailureKind::CloudError,
+            ),
+            (provider(ErrorKind::BadRequest), FailureKind::CloudRefused),
+            (provider(ErrorKind::NotFound), FailureKind::CloudRefused),
+            (provider(ErrorKind::Fatal), FailureKind::CloudRefused),
+            (
+                Failed::from(RemoteError::Auth {
+                    target: "ci@192.0.2.1".into(),
+                    message: "denied".into(),
+                }),
+                FailureKind::Ssh,
+            ),
+            (
+                Failed::from(StoreError::Invalid("no".into())),
+                FailureKind::Store,
+            ),
+        ];
+        for (failed, kind) in cases {
+            assert_eq!(failed.kind, kind, "{failed}");
+        }
+        // Context is added to the sentence; the kind stays.
+        let failed = provider(ErrorKind::QuotaExceeded).context("server s1 not deleted yet");
+        assert_eq!(failed.kind, FailureKind::Quota);
+        assert!(
+            failed.why.starts_with("server s1 not deleted yet: "),
+            "{failed}"
+        );
+    }
 }

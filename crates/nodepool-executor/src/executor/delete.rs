@@ -4,12 +4,15 @@
 use std::time::Duration;
 
 use nodepool_db::StoreError;
-use nodepool_model::{ExternalId, Human, Image, ImageState, Node, NodeState, Reason, ReasonCode};
+use nodepool_model::{
+    ExternalId, FailureKind, Human, Image, ImageState, Node, NodeState, Reason, ReasonCode,
+};
 use nodepool_provider::{ErrorKind, Provider, ServerStatus};
 use tracing::{info, warn};
 
 use super::context::{Context, Failed, cloud};
-use crate::clouds::{Connection, ServerFeed};
+use crate::clouds::Connection;
+use crate::listing::ServerFeed;
 use crate::store;
 
 /// How long a deleted server may take to go (2014 `waitForServerDeletion`).
@@ -64,9 +67,12 @@ pub(super) async fn delete_server(
                 let _ = connection.delete_server(id).await;
             }
             None => {
-                return Err(format!(
-                    "server {id} still exists {} after its deletion",
-                    Human(DELETE_TIMEOUT)
+                return Err(Failed::new(
+                    FailureKind::Timeout,
+                    format!(
+                        "server {id} still exists {} after its deletion",
+                        Human(DELETE_TIMEOUT)
+                    ),
                 ));
             }
         }
@@ -108,17 +114,18 @@ async fn try_delete_node(
             s.set_node_state(id, NodeState::Delete, now, &why)
         })
         .await
-        .map_err(|e| format!("cannot mark for deletion: {e}"))?;
+        .map_err(|e| Failed::from(e).context("cannot mark for deletion"))?;
     }
     if let Some(server) = &server {
         let Some((connection, servers)) = connection else {
-            return Err(format!(
-                "server {server} kept: the provider is not connected"
+            return Err(Failed::new(
+                FailureKind::CloudError,
+                format!("server {server} kept: the provider is not connected"),
             ));
         };
         delete_server(ctx, &connection, &servers, server)
             .await
-            .map_err(|why| format!("server {server} not deleted yet: {why}"))?;
+            .map_err(|why| why.context(format!("server {server} not deleted yet")))?;
     }
     let now = ctx.now();
     let gone = Reason::new(
@@ -131,7 +138,7 @@ async fn try_delete_node(
     match store::call(&ctx.store, move |s| s.remove_node(id, now, &gone)).await {
         // Another process (a daemon, an admin's `delete --now`) finished it first.
         Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(format!("cannot remove the row: {e}")),
+        Err(e) => Err(Failed::from(e).context("cannot remove the row")),
     }
 }
 
@@ -184,23 +191,28 @@ async fn try_delete_upload(
             s.set_image_state(id, ImageState::Delete, now, &why)
         })
         .await
-        .map_err(|e| format!("cannot mark for deletion: {e}"))?;
+        .map_err(|e| Failed::from(e).context("cannot mark for deletion"))?;
     }
     if upload.server_external_id.is_some() || upload.external_id.is_some() {
         let Some((connection, servers)) = connection else {
-            return Err("kept: the provider is not connected".to_owned());
+            return Err(Failed::new(
+                FailureKind::CloudError,
+                "kept: the provider is not connected",
+            ));
         };
         if let Some(server) = &upload.server_external_id {
             delete_server(ctx, &connection, &servers, server)
                 .await
-                .map_err(|why| format!("template server {server} not deleted yet: {why}"))?;
+                .map_err(|why| why.context(format!("template server {server} not deleted yet")))?;
         }
         if let Some(image) = &upload.external_id {
             match connection.delete_image(image).await {
                 Ok(()) => {}
                 Err(error) if error.kind == ErrorKind::NotFound => {}
                 Err(error) => {
-                    return Err(format!("cloud image {image} not deleted yet: {error}"));
+                    return Err(
+                        cloud(error).context(format!("cloud image {image} not deleted yet"))
+                    );
                 }
             }
         }
@@ -213,6 +225,6 @@ async fn try_delete_upload(
     match store::call(&ctx.store, move |s| s.remove_image(id, now, &gone)).await {
         // Another process finished it first.
         Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(format!("cannot remove the row: {e}")),
+        Err(e) => Err(Failed::from(e).context("cannot remove the row")),
     }
 }

@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use nodepool_config::{Config, Label, Provider as ProviderConfig, ProviderImage};
-use nodepool_model::{Human, Image, Node, NodeState, Reason, ReasonCode};
+use nodepool_model::{FailureKind, Human, Image, Node, NodeState, Reason, ReasonCode};
 use nodepool_provider::{Owner, Provider, ServerSpec};
 use tracing::{debug, info};
 
 use super::context::{Context, Failed, cloud, networks, remote_failed};
 use super::output::last_lines;
-use crate::clouds::{Connection, ServerFeed};
-use crate::remote::{Remote, Target};
+use crate::clouds::Connection;
+use crate::listing::ServerFeed;
+use crate::remote::{Remote, RemoteError, Target};
 use crate::store;
 
 /// Launches `node` (its row already written): server, address, SSH, ready script, READY.
@@ -56,10 +57,12 @@ async fn try_launch(
     flavor: String,
 ) -> Result<(), Failed> {
     let (provider, label, image) = find(&ctx.config, node)?;
-    let image_id = upload
-        .external_id
-        .clone()
-        .ok_or_else(|| format!("image upload {} has no cloud image", upload.id))?;
+    let image_id = upload.external_id.clone().ok_or_else(|| {
+        Failed::new(
+            FailureKind::Store,
+            format!("image upload {} has no cloud image", upload.id),
+        )
+    })?;
     let name = node
         .hostname
         .clone()
@@ -79,7 +82,7 @@ async fn try_launch(
         s.attach_node_server(id, &server_id, started)
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(Failed::from)?;
     info!(node = %node.id, provider = %node.provider, label = %node.label, "server {} created", server.id);
     let server = ctx
         .until_active(servers, &server.id, started, provider.launch_timeout)
@@ -93,8 +96,10 @@ async fn try_launch(
         s.set_node_addresses(id, public, private, now)
     })
     .await
-    .map_err(|e| e.to_string())?;
-    let host = public.or(private).ok_or("no address to log in at")?;
+    .map_err(Failed::from)?;
+    let host = public
+        .or(private)
+        .ok_or_else(|| Failed::new(FailureKind::CloudRefused, "no address to log in at"))?;
     let target = Target {
         host,
         port: image.connection_port,
@@ -105,9 +110,16 @@ async fn try_launch(
         .reach(remote, &target, ctx.now(), provider.boot_timeout)
         .await
         .map_err(|e| {
-            format!(
-                "no SSH within boot-timeout ({}): {e}",
-                Human(provider.boot_timeout)
+            let kind = match e {
+                RemoteError::Unreachable { .. } => FailureKind::Timeout,
+                RemoteError::Auth { .. } => FailureKind::Ssh,
+            };
+            Failed::new(
+                kind,
+                format!(
+                    "no SSH within boot-timeout ({}): {e}",
+                    Human(provider.boot_timeout)
+                ),
             )
         })?;
     debug!(node = %node.id, "reached as {target}");
@@ -115,7 +127,7 @@ async fn try_launch(
         let now = ctx.now();
         store::call(&ctx.store, move |s| s.set_node_host_keys(id, &[key], now))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(Failed::from)?;
     }
     if let Some(script) = &label.ready_script {
         let command = format!(
@@ -125,10 +137,13 @@ async fn try_launch(
         );
         let output = remote.run(&target, &command).await.map_err(remote_failed)?;
         if output.status != 0 {
-            return Err(format!(
-                "ready-script {script} exited with {}: {}",
-                output.status,
-                last_lines(&output.output)
+            return Err(Failed::new(
+                FailureKind::Script,
+                format!(
+                    "ready-script {script} exited with {}: {}",
+                    output.status,
+                    last_lines(&output.output)
+                ),
             ));
         }
     }
@@ -146,7 +161,7 @@ async fn try_launch(
         s.set_node_state(id, NodeState::Ready, now, &reason)
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(Failed::from)?;
     info!(node = %node.id, provider = %node.provider, label = %node.label, "ready in {}", Human(took));
     Ok(())
 }
@@ -160,16 +175,31 @@ fn find<'c>(
         .providers
         .iter()
         .find(|p| p.name == node.provider)
-        .ok_or_else(|| format!("provider {} is no longer in the config", node.provider))?;
+        .ok_or_else(|| {
+            Failed::new(
+                FailureKind::Config,
+                format!("provider {} is no longer in the config", node.provider),
+            )
+        })?;
     let label = config
         .labels
         .iter()
         .find(|l| l.name == node.label)
-        .ok_or_else(|| format!("label {} is no longer in the config", node.label))?;
+        .ok_or_else(|| {
+            Failed::new(
+                FailureKind::Config,
+                format!("label {} is no longer in the config", node.label),
+            )
+        })?;
     let image = provider
         .images
         .iter()
         .find(|i| i.name == label.image)
-        .ok_or_else(|| format!("provider {} has no image {}", provider.name, label.image))?;
+        .ok_or_else(|| {
+            Failed::new(
+                FailureKind::Config,
+                format!("provider {} has no image {}", provider.name, label.image),
+            )
+        })?;
     Ok((provider, label, image))
 }

@@ -17,6 +17,6 @@ mod launch;
 mod output;
 
 pub use build::build;
-pub use context::Context;
+pub use context::{Context, Failed};
 pub use delete::{delete_leak, delete_node, delete_upload};
 pub use launch::launch;

@@ -21,6 +21,22 @@ fn world(
     }
 }
 
+/// Connected providers, their flavors, the builds and the waits.
+type BuildCase = (
+    &'static [&'static str],
+    Option<std::sync::Arc<[Flavor]>>,
+    Vec<&'static str>,
+    Vec<&'static str>,
+);
+
+/// An upload, the daemons working on it (here, elsewhere), and the delete it gets.
+type DeleteCase = (
+    Image,
+    &'static [u64],
+    &'static [u64],
+    Option<(&'static str, bool)>,
+);
+
 #[test]
 fn a_build_names_its_flavor_or_waits_saying_why() {
     let small_only: std::sync::Arc<[Flavor]> = [Flavor {
@@ -31,12 +47,7 @@ fn a_build_names_its_flavor_or_waits_saying_why() {
     }]
     .into();
     // (connected, flavors, builds as image@provider/flavor, waits)
-    let cases: [(
-        &[&str],
-        Option<std::sync::Arc<[Flavor]>>,
-        Vec<&str>,
-        Vec<&str>,
-    ); 4] = [
+    let cases: [BuildCase; 4] = [
         (
             &["cloud1", "cloud2"],
             Some(flavors()),
@@ -132,7 +143,7 @@ fn only_the_build_deadline_cancels_an_executor_and_another_daemons_work_is_left(
     };
     let marked = |id| upload(id, "cloud1", "base", ImageState::Delete, ago(secs(60)));
     // (upload, here, elsewhere, the delete it gets)
-    let cases: [(Image, &[u64], &[u64], Option<(&str, bool)>); 5] = [
+    let cases: [DeleteCase; 5] = [
         (stuck(8), &[8], &[], Some(("build-timeout", true))),
         (stuck(8), &[], &[8], None),
         (marked(8), &[], &[], Some(("marked", false))),

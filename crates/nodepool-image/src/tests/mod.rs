@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use nodepool_config::Config;
 use nodepool_model::{
-    Attempt, BuildRequest, BuildRequestId, BuildRequestState, Failure, Flavor, Image, ImageId,
-    ImageName, ImageState, ProviderName, ReasonCode, Snapshot, Timestamp,
+    Attempt, BuildRequest, BuildRequestId, BuildRequestState, Failure, FailureKind, Flavor, Image,
+    ImageId, ImageName, ImageState, ProviderName, ReasonCode, Snapshot, Timestamp,
 };
 use proptest::prelude::*;
 
@@ -140,6 +140,7 @@ fn build_failure(provider: &str, image: &str, at: Timestamp) -> Failure {
         provider: p(provider),
         attempt: Attempt::Build(i(image)),
         at,
+        kind: FailureKind::Script,
         reason: "setup script exited with 1".into(),
     }
 }

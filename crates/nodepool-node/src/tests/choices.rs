@@ -105,6 +105,14 @@ fn a_launch_names_the_smallest_flavor_that_fits_and_its_host_name() {
     assert_eq!(launched(&plan)[0].3, "small-cloud1-{node_id}");
 }
 
+/// Connected providers, their flavors, the launches per (label, provider), the notes.
+type ProviderCase = (
+    &'static [&'static str],
+    Option<std::sync::Arc<[Flavor]>>,
+    Vec<(&'static str, &'static str, usize)>,
+    Vec<&'static str>,
+);
+
 #[test]
 fn only_connected_providers_with_a_fitting_flavor_take_launches() {
     let small_only: std::sync::Arc<[Flavor]> = [Flavor {
@@ -115,12 +123,7 @@ fn only_connected_providers_with_a_fitting_flavor_take_launches() {
     }]
     .into();
     // (connected, flavors, launches per (label, provider), notes)
-    let cases: [(
-        &[&str],
-        Option<std::sync::Arc<[Flavor]>>,
-        Vec<(&str, &str, usize)>,
-        Vec<&str>,
-    ); 4] = [
+    let cases: [ProviderCase; 4] = [
         (
             &["cloud1", "cloud2"],
             Some(flavors()),

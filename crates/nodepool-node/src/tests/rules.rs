@@ -1,6 +1,6 @@
 //! Every rule of the node policy, table by table, with a fixed `now`.
 
-use nodepool_model::{Attempt, Failure, ReasonCode};
+use nodepool_model::{Attempt, Failure, FailureKind, ReasonCode};
 
 use std::sync::Arc;
 
@@ -475,6 +475,7 @@ fn failed_launches_hold_a_provider_back_with_a_doubling_wait() {
         provider: "cloud1".parse().unwrap(),
         attempt: Attempt::Launch("small".parse().unwrap()),
         at: ago(age),
+        kind: FailureKind::CloudRefused,
         reason: "No valid host was found".into(),
     };
     let cases = [

@@ -1,0 +1,1 @@
+ALTER TABLE failures DROP COLUMN kind;
