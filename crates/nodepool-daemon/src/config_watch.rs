@@ -10,6 +10,17 @@ use tracing::{error, info, warn};
 
 use crate::DaemonError;
 
+/// What a read of the config file found.
+#[derive(Debug)]
+pub(crate) enum Reread {
+    /// The file is as it was (or as it was when it last failed), or unreadable.
+    Unchanged,
+    /// An edit that is valid: now in force.
+    Applied,
+    /// An edit that is invalid: the running config is kept, and the error said.
+    Refused,
+}
+
 /// The config in force and what the file last held.
 #[derive(Debug)]
 pub(crate) struct ConfigWatch {
@@ -71,19 +82,18 @@ impl ConfigWatch {
         self.error.as_deref()
     }
 
-    /// Reads the file again. Returns the new config when it changed and is valid (it is
-    /// then in force, and what changed is logged); an invalid edit keeps the running config
-    /// and is said once per broken file.
-    pub(crate) fn check(&mut self, now: Timestamp) -> Option<Arc<Config>> {
+    /// Reads the file again. A valid edit is in force at once (what changed is logged); an
+    /// invalid one keeps the running config and is said once per broken file.
+    pub(crate) fn check(&mut self, now: Timestamp) -> Reread {
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) => {
                 warn!(config = %self.path.display(), "cannot read the config; keeping the running one: {e}");
-                return None;
+                return Reread::Unchanged;
             }
         };
         if bytes == self.bytes || self.broken.as_ref() == Some(&bytes) {
-            return None;
+            return Reread::Unchanged;
         }
         match load(&self.path, &bytes, self.secure.as_deref()) {
             Ok(config) => {
@@ -94,13 +104,13 @@ impl ConfigWatch {
                 self.broken = None;
                 self.error = None;
                 self.loaded = now;
-                Some(self.config.clone())
+                Reread::Applied
             }
             Err(errors) => {
                 error!(config = %self.path.display(), "the edited config is invalid; keeping the running one:\n{errors}");
                 self.broken = Some(bytes);
                 self.error = Some(errors.to_string());
-                None
+                Reread::Refused
             }
         }
     }
@@ -148,48 +158,28 @@ mod tests {
         let mut watch = ConfigWatch::open(&path, Some(&secure), T0).unwrap();
         assert_eq!(watch.current().providers[0].max_servers, 5);
 
+        let at = |s| T0.saturating_add(std::time::Duration::from_secs(s));
         // Unchanged: nothing.
-        assert!(
-            watch
-                .check(T0.saturating_add(std::time::Duration::from_secs(10)))
-                .is_none()
-        );
+        assert!(matches!(watch.check(at(10)), Reread::Unchanged));
 
         // A valid edit is in force at once, once.
         std::fs::write(&path, text(7)).unwrap();
-        let later = T0.saturating_add(std::time::Duration::from_secs(20));
-        let applied = watch.check(later).expect("the edit is applied");
-        assert_eq!(applied.providers[0].max_servers, 7);
-        assert_eq!(watch.loaded(), later);
-        assert!(
-            watch
-                .check(T0.saturating_add(std::time::Duration::from_secs(30)))
-                .is_none()
-        );
+        assert!(matches!(watch.check(at(20)), Reread::Applied));
+        assert_eq!(watch.current().providers[0].max_servers, 7);
+        assert_eq!(watch.loaded(), at(20));
+        assert!(matches!(watch.check(at(30)), Reread::Unchanged));
 
         // A broken edit keeps the running config and says why while it lasts.
         std::fs::write(&path, "labels: [").unwrap();
-        assert!(
-            watch
-                .check(T0.saturating_add(std::time::Duration::from_secs(40)))
-                .is_none()
-        );
+        assert!(matches!(watch.check(at(40)), Reread::Refused));
         assert!(watch.error().is_some());
-        assert!(
-            watch
-                .check(T0.saturating_add(std::time::Duration::from_secs(50)))
-                .is_none()
-        );
+        assert!(matches!(watch.check(at(50)), Reread::Unchanged));
         assert_eq!(watch.current().providers[0].max_servers, 7);
-        assert_eq!(watch.loaded(), later);
+        assert_eq!(watch.loaded(), at(20));
 
         // Fixed: applied, and the error is gone.
         std::fs::write(&path, text(9)).unwrap();
-        assert!(
-            watch
-                .check(T0.saturating_add(std::time::Duration::from_secs(60)))
-                .is_some()
-        );
+        assert!(matches!(watch.check(at(60)), Reread::Applied));
         assert_eq!(watch.error(), None);
         assert_eq!(watch.current().providers[0].max_servers, 9);
     }

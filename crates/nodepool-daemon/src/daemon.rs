@@ -227,16 +227,23 @@ impl Daemon {
     }
 
     /// Connects the providers of the config in force that are not (and drops those gone
-    /// from it); the ones that fail are tried again a minute later.
-    pub(crate) async fn connect(&mut self, now: Timestamp) {
+    /// from it); the ones that fail are tried again a minute after the first failed try.
+    /// Returns whether a provider was connected.
+    pub(crate) async fn connect(&mut self, now: Timestamp) -> bool {
         let config = self.config.current().clone();
+        let before = self.clouds.connected();
         let failed = self.clouds.reconcile(&config).await;
         self.report.connect_failed(failed, now);
-        let missing = self.clouds.connected() < config.providers.len();
-        self.timers.set(
-            Timer::Connect,
-            missing.then(|| now.saturating_add(CONNECT_AGAIN)),
-        );
+        let connected = self.clouds.connected();
+        if connected < config.providers.len() {
+            if self.timers.get(Timer::Connect).is_none() {
+                self.timers
+                    .set(Timer::Connect, Some(now.saturating_add(CONNECT_AGAIN)));
+            }
+        } else {
+            self.timers.set(Timer::Connect, None);
+        }
+        connected > before
     }
 
     /// Sets the timers that follow the config in force: its next read, and the periodic

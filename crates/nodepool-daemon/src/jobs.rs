@@ -23,6 +23,7 @@ use nodepool_executor::store;
 use nodepool_executor::{Remote, Target};
 
 use crate::daemon::Daemon;
+use crate::peers::Leader;
 use crate::round::Round;
 use crate::timers::Timer;
 use crate::work::WorkOn;
@@ -196,8 +197,8 @@ impl Daemon {
         }
         let cron = self.config.current().cron.clone();
         let leader = self.peers.jobs_leader(&self.store, round.live, now).await;
-        self.report.jobs_leader(leader.as_ref());
-        if leader.is_some() {
+        self.report.jobs_leader(&leader);
+        if matches!(leader, Leader::Other(_)) {
             self.timers
                 .set(Timer::Cleanup, cron.cleanup.next_after(now));
             self.timers.set(Timer::Check, cron.check.next_after(now));

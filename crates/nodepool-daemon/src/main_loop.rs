@@ -4,7 +4,8 @@
 //!
 //! A round (`round.rs`) follows every event that may change a plan: a timer of its own, a
 //! listing or a periodic job falling due, finished work, a request from the API, a config
-//! that changed, a provider newly connected. Nothing is polled per node.
+//! that changed or was refused, SIGHUP, a provider newly connected. Nothing is polled per
+//! node.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::{Id, JoinError};
 
 use crate::DaemonError;
+use crate::config_watch::Reread;
 use crate::daemon::Daemon;
 use crate::timers::Timer;
 
@@ -120,10 +122,19 @@ impl Daemon {
                 }
                 Then::Wait
             }
-            Event::Reload | Event::Timer(Timer::Reload) => self.reload(now).await,
-            Event::Timer(Timer::Connect) => {
-                self.connect(now).await;
+            // SIGHUP: read at once, and a round whatever the file holds.
+            Event::Reload => {
+                self.reload(now).await;
                 Then::Round
+            }
+            Event::Timer(Timer::Reload) => self.reload(now).await,
+            Event::Timer(Timer::Connect) => {
+                self.timers.set(Timer::Connect, None);
+                if self.connect(now).await {
+                    Then::Round
+                } else {
+                    Then::Wait
+                }
             }
             Event::Timer(Timer::Round | Timer::Listing | Timer::Cleanup | Timer::Check) => {
                 Then::Round
@@ -132,17 +143,21 @@ impl Daemon {
     }
 
     /// Reads the config file; a change that is valid is applied at once (providers
-    /// connected or dropped, the periodic jobs' schedules) and planned for.
+    /// connected or dropped, the periodic jobs' schedules) and planned for, and one that is
+    /// refused is reported by a round.
     async fn reload(&mut self, now: Timestamp) -> Then {
         self.timers.set(
             Timer::Reload,
             Some(now.saturating_add(self.options.reload_every)),
         );
-        if self.config.check(now).is_none() {
-            return Then::Wait;
+        match self.config.check(now) {
+            Reread::Unchanged => Then::Wait,
+            Reread::Refused => Then::Round,
+            Reread::Applied => {
+                self.connect(now).await;
+                self.config_applied(now);
+                Then::Round
+            }
         }
-        self.connect(now).await;
-        self.config_applied(now);
-        Then::Round
     }
 }

@@ -124,22 +124,20 @@ impl Peers {
         }
     }
 
-    /// The daemon that runs the periodic jobs, if not this one: of the daemons sharing the
-    /// store, the live one that started first does, so that N daemons do not list and
-    /// probe every cloud N times. When it dies its lease lapses and the next takes over.
-    /// `None` when this daemon runs them (alone, or the oldest, or the store cannot say:
-    /// better twice than never).
-    pub(crate) async fn jobs_leader(
-        &self,
-        store: &Store,
-        live: usize,
-        now: Timestamp,
-    ) -> Option<DaemonRecord> {
+    /// Which daemon runs the periodic jobs: of the daemons sharing the store, the live one
+    /// that started first, so that N daemons do not list and probe every cloud N times.
+    /// When it dies its lease lapses and the next takes over.
+    pub(crate) async fn jobs_leader(&self, store: &Store, live: usize, now: Timestamp) -> Leader {
         if live <= 1 {
-            return None;
+            return Leader::This;
         }
-        let daemons = store::call(store, |s| s.daemons()).await.ok()?;
-        leader(&daemons, &self.me.id, now).cloned()
+        match store::call(store, |s| s.daemons()).await {
+            Ok(daemons) => match leader(&daemons, &self.me.id, now) {
+                Some(other) => Leader::Other(other.clone()),
+                None => Leader::This,
+            },
+            Err(_) => Leader::Unknown,
+        }
     }
 
     /// Ends this daemon's lease: its work is the others' at once.
@@ -150,6 +148,17 @@ impl Peers {
             warn!("cannot end this daemon's lease: {e}; the others wait for it to run out");
         }
     }
+}
+
+/// Who runs the periodic jobs.
+#[derive(Debug)]
+pub(crate) enum Leader {
+    /// This daemon.
+    This,
+    /// Another one.
+    Other(DaemonRecord),
+    /// The store cannot say: this daemon runs them (better twice than never).
+    Unknown,
 }
 
 /// Of `daemons` (listed by start), the live one that leads the periodic jobs, if it is

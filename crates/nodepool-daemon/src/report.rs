@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config_watch::ConfigWatch;
 use crate::metrics::Gauges;
+use crate::peers::Leader;
 use crate::said::{Level, Said};
 use crate::status::{ProviderStatus, Status};
 
@@ -105,14 +106,17 @@ impl Report {
         }
     }
 
-    /// Says which daemon runs the periodic jobs when it is another (`None`: this one).
-    pub(crate) fn jobs_leader(&mut self, leader: Option<&nodepool_db::DaemonRecord>) {
-        let text = leader.map(|first| {
-            format!(
+    /// Says which daemon runs the periodic jobs when it becomes another one, and again
+    /// when that changes.
+    pub(crate) fn jobs_leader(&mut self, leader: &Leader) {
+        let text = match leader {
+            Leader::This => None,
+            Leader::Other(first) => Some(format!(
                 "the periodic jobs (cleanup, check) run in daemon {} on {}, the oldest",
                 first.id, first.host
-            )
-        });
+            )),
+            Leader::Unknown => return,
+        };
         self.said.state("jobs", Level::Info, text);
     }
 

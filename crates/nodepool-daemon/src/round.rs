@@ -49,8 +49,16 @@ impl Daemon {
         let config = self.config.current().clone();
         self.report.notes(&config, &self.clouds);
         let Some(mut round) = self.begin(now).await else {
+            // Tried again in a tick; until then, nothing that is due may wake the loop.
+            let again = now.saturating_add(every);
+            self.timers.set(Timer::Round, Some(again));
             self.timers
-                .set(Timer::Round, Some(now.saturating_add(every)));
+                .set(Timer::Listing, self.clouds.next_listing(every, busy_every));
+            for job in [Timer::Cleanup, Timer::Check] {
+                if self.timers.is_due(job, now) {
+                    self.timers.set(job, Some(again));
+                }
+            }
             return;
         };
         let snapshot = &round.snapshot;
