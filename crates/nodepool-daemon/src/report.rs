@@ -191,3 +191,97 @@ fn level(reason: &Reason) -> Level {
         _ => Level::Info,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use nodepool_image::Wait;
+    use nodepool_node::{About, Note};
+
+    use super::*;
+
+    /// What a subscriber writes, to read back.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn report() -> Report {
+        let status = Status {
+            started: Timestamp::from_unix_seconds(0),
+            installation: nodepool_model::InstallationId::new("test"),
+            config_file: "nodepool.yaml".into(),
+            config: Arc::new(
+                nodepool_config::parse("labels: []\nproviders: []\n", "nodepool.yaml")
+                    .expect("an empty config")
+                    .config,
+            ),
+            config_loaded: Timestamp::from_unix_seconds(0),
+            config_error: None,
+            rounds: 0,
+            last_round: None,
+            tick: std::time::Duration::from_secs(5),
+            providers: BTreeMap::new(),
+        };
+        Report::new(watch::channel(Arc::new(status)).0)
+    }
+
+    #[test]
+    fn a_plans_waits_are_said_once_while_they_last_waits_on_the_cloud_as_warnings() {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+
+        let flavor = ImagePlan {
+            waits: vec![Wait {
+                provider: "cloud1".parse().unwrap(),
+                image: "big".parse().unwrap(),
+                until: None,
+                reason: Reason::new(ReasonCode::NoFlavor, "image big waits: no flavor"),
+            }],
+            ..ImagePlan::default()
+        };
+        let nodes = NodePlan {
+            notes: vec![Note {
+                about: About::Label("small".parse().unwrap()),
+                reason: Reason::new(ReasonCode::AtCapacity, "label small is 1 short"),
+            }],
+            ..NodePlan::default()
+        };
+        let mut report = report();
+        // Three rounds with both, one without, one with both again.
+        for round in [true, true, true, false, true] {
+            if round {
+                report.explain(&flavor, &nodes);
+            }
+            report.said.end_round();
+        }
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[0].starts_with(" WARN") && lines[0].contains("no flavor"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with(" INFO") && lines[1].contains("1 short"),
+            "{text}"
+        );
+        assert_eq!(lines[2..], lines[..2]);
+    }
+}
