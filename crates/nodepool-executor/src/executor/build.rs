@@ -13,12 +13,12 @@ use nodepool_model::{
 use nodepool_provider::{ErrorKind, ImageStatus, Owner, Provider, ServerSpec};
 use tracing::{info, warn};
 
-use super::context::{Context, Failed, POLL, cloud, networks, remote_failed};
+use super::context::{Context, Failed, POLL, networks};
 use super::delete::delete_server;
 use super::output::{SETUP_OUTPUT_KEPT, last_lines, tail};
 use crate::clouds::Connection;
 use crate::listing::ServerFeed;
-use crate::remote::{Remote, RemoteError, Target};
+use crate::remote::{Remote, Target};
 use crate::store;
 
 /// How long the first login to a template server may take (2014 `CONNECT_TIMEOUT`).
@@ -126,7 +126,10 @@ async fn try_build(
     spec.key_name = provider.keypair.clone();
     spec.networks = networks(provider);
     let started = ctx.now();
-    let server = connection.create_server(&spec).await.map_err(cloud)?;
+    let server = connection
+        .create_server(&spec)
+        .await
+        .map_err(Failed::from)?;
     *template = Some(server.id.clone());
     let id = upload.id;
     let (server_id, host_name) = (server.id.clone(), hostname.clone());
@@ -204,7 +207,7 @@ async fn snapshot(
                 ctx.clock.sleep(POLL).await;
                 continue;
             }
-            Err(error) => return Err(cloud(error)),
+            Err(error) => return Err(Failed::from(error)),
         };
         loop {
             match connection.get_image(&snapshot).await {
@@ -225,7 +228,7 @@ async fn snapshot(
                     break;
                 }
                 Err(error) if error.kind.is_retryable() => {}
-                Err(error) => return Err(cloud(error)),
+                Err(error) => return Err(Failed::from(error)),
             }
             if ctx.now() >= deadline {
                 return Err(Failed::new(
@@ -253,7 +256,7 @@ async fn base_image(connection: &Connection, base: &BaseImage) -> Result<Externa
         BaseImage::Name(name) => connection
             .list_images()
             .await
-            .map_err(cloud)?
+            .map_err(Failed::from)?
             .into_iter()
             .find(|i| &i.name == name && i.status == ImageStatus::Active)
             .map(|i| i.id)
@@ -292,13 +295,7 @@ async fn login(
     }
     Err(last.map_or_else(
         || Failed::new(FailureKind::Ssh, "no login"),
-        |error| {
-            let kind = match error {
-                RemoteError::Unreachable { .. } => FailureKind::Timeout,
-                RemoteError::Auth { .. } => FailureKind::Ssh,
-            };
-            Failed::new(kind, error.to_string())
-        },
+        |error| Failed::login(error, ""),
     ))
 }
 
@@ -322,14 +319,14 @@ async fn setup(
             remote
                 .upload(target, &format!("{scripts}/{name}"), &contents, 0o755)
                 .await
-                .map_err(remote_failed)?;
+                .map_err(Failed::from)?;
         }
     }
     if let Some(script) = &image.setup {
         let command = format!(
             "export PATH=/usr/local/sbin:/sbin:/usr/sbin:/usr/local/bin:/bin:/usr/bin; cd {scripts} && ./{script} {hostname}"
         );
-        let output = remote.run(target, &command).await.map_err(remote_failed)?;
+        let output = remote.run(target, &command).await.map_err(Failed::from)?;
         for line in output.output.lines() {
             info!(image = %upload.id, name = %upload.name, "setup: {line}");
         }
@@ -361,7 +358,7 @@ async fn setup(
 }
 
 async fn run_checked(remote: &dyn Remote, target: &Target, command: &str) -> Result<(), Failed> {
-    let output = remote.run(target, command).await.map_err(remote_failed)?;
+    let output = remote.run(target, command).await.map_err(Failed::from)?;
     if output.status != 0 {
         return Err(Failed::new(
             FailureKind::Script,

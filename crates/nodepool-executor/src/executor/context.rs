@@ -63,6 +63,16 @@ impl Failed {
         }
     }
 
+    /// A login that did not succeed: nothing answered in time (a timeout), or the server
+    /// refused the login (SSH).
+    pub(super) fn login(error: RemoteError, context: impl fmt::Display) -> Failed {
+        let kind = match error {
+            RemoteError::Unreachable { .. } => FailureKind::Timeout,
+            RemoteError::Auth { .. } => FailureKind::Ssh,
+        };
+        Failed::new(kind, format!("{context}{error}"))
+    }
+
     /// The same failure, its sentence prefixed with `context`.
     pub(super) fn context(self, context: impl fmt::Display) -> Failed {
         Failed {
@@ -101,14 +111,6 @@ impl From<StoreError> for Failed {
     fn from(error: StoreError) -> Failed {
         Failed::new(FailureKind::Store, error.to_string())
     }
-}
-
-pub(super) fn cloud(error: ProviderError) -> Failed {
-    Failed::from(error)
-}
-
-pub(super) fn remote_failed(error: RemoteError) -> Failed {
-    Failed::from(error)
 }
 
 impl Context {
@@ -234,7 +236,7 @@ impl Context {
             let ip = connection
                 .create_floating_ip(&server.id, pool, &self.tags(provider, owner))
                 .await
-                .map_err(cloud)?;
+                .map_err(Failed::from)?;
             return Ok((Some(ip.ip), private));
         }
         if private.is_none() {

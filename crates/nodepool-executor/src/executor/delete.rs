@@ -10,7 +10,7 @@ use nodepool_model::{
 use nodepool_provider::{ErrorKind, Provider, ServerStatus};
 use tracing::{info, warn};
 
-use super::context::{Context, Failed, cloud};
+use super::context::{Context, Failed};
 use crate::clouds::Connection;
 use crate::listing::ServerFeed;
 use crate::store;
@@ -32,7 +32,7 @@ pub(super) async fn delete_server(
             match connection.delete_floating_ip(&ip.id).await {
                 Ok(()) => {}
                 Err(error) if error.kind == ErrorKind::NotFound => {}
-                Err(error) => return Err(cloud(error)),
+                Err(error) => return Err(Failed::from(error)),
             }
         }
     }
@@ -40,7 +40,7 @@ pub(super) async fn delete_server(
     match connection.delete_server(id).await {
         Ok(()) => {}
         Err(error) if error.kind == ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(cloud(error)),
+        Err(error) => return Err(Failed::from(error)),
     }
     let deadline = asked.saturating_add(DELETE_TIMEOUT);
     let mut asked_again = false;
@@ -211,7 +211,7 @@ async fn try_delete_upload(
                 Err(error) if error.kind == ErrorKind::NotFound => {}
                 Err(error) => {
                     return Err(
-                        cloud(error).context(format!("cloud image {image} not deleted yet"))
+                        Failed::from(error).context(format!("cloud image {image} not deleted yet"))
                     );
                 }
             }

@@ -7,11 +7,11 @@ use nodepool_model::{FailureKind, Human, Image, Node, NodeState, Reason, ReasonC
 use nodepool_provider::{Owner, Provider, ServerSpec};
 use tracing::{debug, info};
 
-use super::context::{Context, Failed, cloud, networks, remote_failed};
+use super::context::{Context, Failed, networks};
 use super::output::last_lines;
 use crate::clouds::Connection;
 use crate::listing::ServerFeed;
-use crate::remote::{Remote, RemoteError, Target};
+use crate::remote::{Remote, Target};
 use crate::store;
 
 /// Launches `node` (its row already written): server, address, SSH, ready script, READY.
@@ -75,7 +75,10 @@ async fn try_launch(
     spec.availability_zone = node.az.clone();
     spec.networks = networks(provider);
     let started = ctx.now();
-    let server = connection.create_server(&spec).await.map_err(cloud)?;
+    let server = connection
+        .create_server(&spec)
+        .await
+        .map_err(Failed::from)?;
     let id = node.id;
     let server_id = server.id.clone();
     store::call(&ctx.store, move |s| {
@@ -110,17 +113,11 @@ async fn try_launch(
         .reach(remote, &target, ctx.now(), provider.boot_timeout)
         .await
         .map_err(|e| {
-            let kind = match e {
-                RemoteError::Unreachable { .. } => FailureKind::Timeout,
-                RemoteError::Auth { .. } => FailureKind::Ssh,
-            };
-            Failed::new(
-                kind,
-                format!(
-                    "no SSH within boot-timeout ({}): {e}",
-                    Human(provider.boot_timeout)
-                ),
-            )
+            let within = format!(
+                "no SSH within boot-timeout ({}): ",
+                Human(provider.boot_timeout)
+            );
+            Failed::login(e, within)
         })?;
     debug!(node = %node.id, "reached as {target}");
     if let Some(key) = host_key {
@@ -135,7 +132,7 @@ async fn try_launch(
             nodepool_config::defaults::SCRIPTS_ON_NODE,
             node.hostname.as_deref().unwrap_or_default()
         );
-        let output = remote.run(&target, &command).await.map_err(remote_failed)?;
+        let output = remote.run(&target, &command).await.map_err(Failed::from)?;
         if output.status != 0 {
             return Err(Failed::new(
                 FailureKind::Script,
