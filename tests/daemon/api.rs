@@ -3,16 +3,18 @@
 //! of events leaves.
 
 use std::path::Path;
-use std::process::Child;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use nodepool_daemon::SystemClock;
+use nodepool_provider::Clock;
 
 use super::{Log, config, deadline, follow_until, nodepoold, past, pause, terminate};
 
 /// A daemon with its API's base URL.
 struct Api {
-    child: Child,
+    child: super::Daemon,
     log: Log,
     base: String,
     client: reqwest::Client,
@@ -55,7 +57,11 @@ impl Api {
             child,
             log,
             base,
-            client: reqwest::Client::new(),
+            // Below the API's 10 s for an idle connection, as docs/api.md asks of clients.
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -130,7 +136,7 @@ impl Api {
         follow_until(&mut self.log, "the daemon to stop", |line| {
             line.contains("stopped")
         });
-        assert!(self.child.wait().unwrap().success());
+        assert!(super::exit_status(&mut self.child, Duration::from_secs(60)).success());
     }
 }
 
@@ -142,6 +148,18 @@ fn write_config(dir: &Path, extra_api: &str) -> std::path::PathBuf {
     let path = dir.join("nodepool.yaml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The sum of the samples of `name` whose labels include `labels` in Prometheus' `text`.
+fn sum_of(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && labels.iter().all(|l| line.contains(l))
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
 }
 
 fn ready_nodes(api: &Api, count: usize) {
@@ -300,9 +318,23 @@ fn consumers_take_nodes_give_them_back_and_the_metrics_count_it() {
     assert_eq!(health["config"]["error"], Value::Null);
     assert_eq!(health["store"]["ok"], true);
 
-    // The metrics after that sequence.
-    let metrics = api.call("GET", "/metrics", None);
-    assert_eq!(metrics.status, 200);
+    // The metrics after that sequence. The pool's refills run on after the requests
+    // end: their launches are counted once they are done (within a deadline).
+    let ready = [r#"outcome="ready""#];
+    let end = deadline(Duration::from_secs(60));
+    let metrics = loop {
+        let metrics = api.call("GET", "/metrics", None);
+        assert_eq!(metrics.status, 200);
+        if sum_of(&metrics.text, "nodepool_launch_seconds_count", &ready) >= 6.0 {
+            break metrics;
+        }
+        assert!(
+            !past(end),
+            "fewer than 6 launches in 60 s:\n{}",
+            metrics.text
+        );
+        pause(Duration::from_millis(200));
+    };
     // The sum of the samples of `name` whose labels include `labels`.
     let sample = |name: &str, labels: &[&str]| -> f64 {
         let found: Vec<f64> = metrics
@@ -336,8 +368,6 @@ fn consumers_take_nodes_give_them_back_and_the_metrics_count_it() {
         1.0
     );
     assert_eq!(sample("nodepool_images", &[r#"state="ready""#]), 2.0);
-    let ready = [r#"outcome="ready""#];
-    assert!(sample("nodepool_launch_seconds_count", &ready) >= 6.0);
     assert_eq!(sample("nodepool_build_seconds_count", &ready), 2.0);
     assert!(
         sample(
@@ -408,8 +438,8 @@ fn bad_input_gets_a_json_4xx_that_names_the_field() {
             "/v1/requests",
             Some(r#"{"labels": ["small"]}"#),
             400,
-            "missing field `requestor`",
-            None,
+            "name who asks",
+            Some("requestor"),
         ),
         (
             "POST",
@@ -603,7 +633,7 @@ fn a_token_guards_everything_but_health_and_clients_are_rate_limited() {
         l.contains("stopped")
     });
     assert!(!log.contains("s3cret"), "{log}");
-    assert!(api.child.wait().unwrap().success());
+    assert!(super::exit_status(&mut api.child, Duration::from_secs(60)).success());
 }
 
 #[test]
@@ -667,7 +697,10 @@ fn two_hundred_clients_at_once_lose_no_request_and_share_no_node() {
         .build()
         .unwrap();
     let served: Vec<(u64, u64)> = runtime.block_on(async {
-        let client = reqwest::Client::new();
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
         let tasks: Vec<_> = (0..CLIENTS)
             .map(|i| {
                 let (client, base) = (client.clone(), base.clone());
@@ -769,4 +802,270 @@ fn two_hundred_clients_at_once_lose_no_request_and_share_no_node() {
     let in_use = api.get("/v1/nodes?state=in-use");
     assert!(in_use.as_array().unwrap().is_empty(), "{in_use:#}");
     api.stop();
+}
+
+/// A config whose API has three tokens: the consumers `zuul` and `other`, and the admin
+/// `ops`. Each token is its name with `-token` after it.
+fn consumers_config(dir: &Path, extra_api: &str) -> std::path::PathBuf {
+    let mut tokens = String::from("  tokens:\n");
+    for (name, admin) in [("zuul", false), ("other", false), ("ops", true)] {
+        let file = dir.join(format!("{name}.token"));
+        std::fs::write(&file, format!("{name}-token\n")).unwrap();
+        tokens.push_str(&format!(
+            "    - {{name: {name}, token-file: {}, admin: {admin}}}\n",
+            file.display()
+        ));
+    }
+    write_config(dir, &format!("{tokens}{extra_api}"))
+}
+
+#[test]
+fn each_consumer_owns_its_requests_and_nodes_and_an_admin_owns_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut api = Api::start(&consumers_config(dir.path(), ""));
+    api.token = Some("zuul-token".into());
+    ready_nodes(&api, 2);
+
+    // zuul asks in another's name with the largest priority: the request is zuul's, its
+    // priority clamped.
+    let created = api.post(
+        "/v1/requests",
+        json!({"labels": ["small"], "requestor": "other", "priority": i32::MAX}),
+    );
+    assert_eq!(created.status, 202, "{created:?}");
+    let request = created.json();
+    assert_eq!(
+        (&request["requestor"], &request["priority"]),
+        (&json!("zuul"), &json!(1000))
+    );
+    let id = request["id"].as_u64().unwrap();
+    let fulfilled = api.get(&format!("/v1/requests/{id}?wait=30"));
+    assert_eq!(fulfilled["state"], "fulfilled", "{fulfilled:#}");
+    let node = fulfilled["nodes"][0]["id"].as_u64().unwrap();
+
+    // Another consumer may read it, and change nothing of it.
+    api.token = Some("other-token".into());
+    assert_eq!(api.get(&format!("/v1/nodes/{node}"))["state"], "in-use");
+    for (method, path) in [
+        ("POST", format!("/v1/nodes/{node}/release")),
+        ("POST", format!("/v1/nodes/{node}/hold")),
+        ("DELETE", format!("/v1/requests/{id}")),
+    ] {
+        let answer = api.call(method, &path, None);
+        assert_eq!(answer.status, 403, "{method} {path}: {answer:?}");
+        assert!(
+            answer.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("not other's"),
+            "{answer:?}"
+        );
+    }
+    // Nor a ready node, which is no consumer's.
+    let ready = api.get("/v1/nodes?state=ready")[0]["id"].as_u64().unwrap();
+    assert_eq!(
+        api.call("POST", &format!("/v1/nodes/{ready}/hold"), None)
+            .status,
+        403
+    );
+    api.token = Some("zuul-token".into());
+    assert_eq!(
+        api.call("POST", &format!("/v1/nodes/{ready}/hold"), None)
+            .status,
+        403
+    );
+
+    // The owner holds its node, in its own name whatever `by` says.
+    let held = api.post(
+        &format!("/v1/nodes/{node}/hold"),
+        json!({"reason": "a failure to look at", "by": "mallory"}),
+    );
+    assert_eq!(held.status, 200, "{held:?}");
+    assert_eq!(held.json()["hold"]["by"], "zuul");
+    // A node held (or being launched, or used) cannot be held again: 409.
+    let again = api.call("POST", &format!("/v1/nodes/{node}/hold"), None);
+    assert_eq!(again.status, 409, "{again:?}");
+    assert!(
+        again.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot become hold")
+    );
+
+    // The admin may do all of it, to anyone's.
+    api.token = Some("ops-token".into());
+    let held = api.post(
+        &format!("/v1/nodes/{ready}/hold"),
+        json!({"reason": "kept"}),
+    );
+    assert_eq!(held.status, 200, "{held:?}");
+    assert_eq!(held.json()["hold"]["by"], "ops");
+    let canceled = api.call("DELETE", &format!("/v1/requests/{id}"), None);
+    assert_eq!(canceled.status, 200, "{canceled:?}");
+    let mut api = api;
+    terminate(&api.child);
+    let log = follow_until(&mut api.log, "the daemon to stop", |l| {
+        l.contains("stopped")
+    });
+    assert!(!log.contains("-token"), "no token is logged: {log}");
+}
+
+/// Opens a connection to `to` from `from` (any 127.0.0.0/8 address), sends half of a
+/// request's headers and keeps it open.
+async fn half_open(from: &str, to: std::net::SocketAddr) -> Option<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(to).await.ok()?;
+    stream
+        .write_all(b"GET /v1/nodes HTTP/1.1\r\nHost: nodepool\r\n")
+        .await
+        .ok()?;
+    Some(stream)
+}
+
+/// Connections the daemon `pid` has open to its SQLite file `db`.
+fn store_connections(pid: u32, db: &Path) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target == db)
+        .count()
+}
+
+#[test]
+fn hostile_clients_hold_neither_the_api_nor_the_store_nor_the_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(&write_config(dir.path(), "  rate: 5\n"));
+    let address: std::net::SocketAddr = api.base.trim_start_matches("http://").parse().unwrap();
+    let db = dir.path().join("nodepool.sqlite").canonicalize().unwrap();
+    let pid = api.child.id();
+    // Polled within the rate limit (5 a second, bursts of 10).
+    let end = deadline(Duration::from_secs(60));
+    let before = loop {
+        let health = api.call("GET", "/health", None);
+        if health.status == 200 {
+            break health.json()["last_round"].clone();
+        }
+        assert!(!past(end), "not ready in 60 s: {health:?}");
+        pause(Duration::from_millis(300));
+    };
+
+    // 1,000 half-sent requests from one client: it gets three quarters of the connections
+    // at most (of api.max-connections); the others are closed at once.
+    let held: Vec<_> = api.runtime.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..1000 {
+            held.extend(half_open("127.0.0.2", address).await);
+        }
+        held
+    });
+    assert!(!held.is_empty());
+
+    // Meanwhile, 1,000 calls to /health from 20 other clients within about a second: each
+    // gets its burst, then 429; none costs a store connection.
+    let flood_clients: Vec<reqwest::Client> = (0..20)
+        .map(|i| {
+            let from: std::net::IpAddr = format!("127.0.1.{}", i + 1).parse().unwrap();
+            reqwest::Client::builder()
+                .local_address(from)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let (statuses, most_connections) = api.runtime.block_on(async {
+        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+        let mut most = 0;
+        for round in 0..50 {
+            let mut calls = tokio::task::JoinSet::new();
+            for client in &flood_clients {
+                let call = client.get(format!("{}/health", api.base)).send();
+                calls.spawn(async move { call.await.map(|r| r.status().as_u16()) });
+            }
+            while let Some(status) = calls.join_next().await {
+                *statuses.entry(status.unwrap().unwrap_or(0)).or_default() += 1;
+            }
+            if round % 5 == 0 {
+                most = most.max(store_connections(pid, &db));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (statuses, most)
+    });
+    assert!(
+        statuses.get(&429).copied().unwrap_or(0) > 500,
+        "/health is rate-limited: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.get(&0),
+        None,
+        "every flood call was answered: {statuses:?}"
+    );
+    assert!(
+        most_connections <= nodepool_db::DEFAULT_POOL_SIZE as usize,
+        "{most_connections} connections to the store"
+    );
+    // A well-behaved client is served all along, and the loop keeps going.
+    let end = deadline(Duration::from_secs(30));
+    loop {
+        let health = api.call("GET", "/health", None);
+        assert_eq!(health.status, 200, "{health:?}");
+        if health.json()["last_round"] != before {
+            break;
+        }
+        assert!(!past(end), "no round in 30 s under the flood");
+        pause(Duration::from_millis(300));
+    }
+
+    // The half-sent requests are closed by their header deadline (10 s).
+    api.runtime.block_on(async {
+        use tokio::io::AsyncReadExt;
+        for mut stream in held.into_iter().take(20) {
+            let mut buffer = [0_u8; 64];
+            let read =
+                tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buffer)).await;
+            assert!(
+                matches!(read, Ok(Ok(0) | Err(_))),
+                "a half-sent request is closed: {read:?}"
+            );
+        }
+    });
+
+    // A stop does not wait for idle or half-sent clients. Once the pool is full and no
+    // work runs, the API's connections, as many as it takes, from many clients, all
+    // half-sent.
+    let end = deadline(Duration::from_secs(120));
+    loop {
+        let ready = api.call("GET", "/v1/nodes?state=ready", None);
+        if ready.status == 200 && ready.json().as_array().unwrap().len() >= 2 {
+            break;
+        }
+        assert!(!past(end), "the pool is not full in 120 s: {ready:?}");
+        pause(Duration::from_millis(300));
+    }
+    let held: Vec<_> = api.runtime.block_on(async {
+        let mut held = Vec::new();
+        for i in 0..1000 {
+            held.extend(half_open(&format!("127.0.2.{}", i % 40 + 1), address).await);
+        }
+        held
+    });
+    let mut api = api;
+    let asked = SystemClock.now();
+    terminate(&api.child);
+    let status = super::exit_status(&mut api.child, Duration::from_secs(35));
+    assert!(status.success(), "{status:?}");
+    let took = SystemClock.now().saturating_since(asked);
+    let log = follow_until(&mut api.log, "the daemon to stop", |l| {
+        l.contains("stopped")
+    });
+    // The stop deadline (30 s by default) plus 5 s at most; with no work running, the
+    // API's own 5 s are all it may take (the code before this test waited for every
+    // half-sent request, for as long as its client kept it open).
+    assert!(
+        took < Duration::from_secs(10),
+        "the stop took {took:?}: {log}"
+    );
+    drop(held);
 }

@@ -271,7 +271,7 @@ fn a_daemon_killed_at_every_step_converges_with_nothing_leaked() {
     terminate(&child);
     crate::follow(&mut log, "stopped", 1);
     let mut child = child;
-    assert!(child.wait().unwrap().success());
+    assert!(super::exit_status(&mut child, Duration::from_secs(60)).success());
     assert!(
         left.servers.is_empty() && left.images.is_empty() && left.floating_ips.is_empty(),
         "left in the cloud: servers {:?}, images {:?}, floating IPs {:?}",

@@ -12,6 +12,7 @@ mod stores;
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -57,12 +58,41 @@ fn provider(name: &str) -> String {
 /// daemon never waits on a full pipe while the test is busy elsewhere.
 struct Log(std::sync::mpsc::Receiver<String>);
 
-fn nodepoold(config: &Path) -> (Child, Log) {
+/// The longest any one thing a test waits for in the log may take.
+const LOG_DEADLINE: Duration = Duration::from_secs(180);
+
+/// A running nodepoold, killed (and reaped) when dropped: a test that fails never leaves
+/// one behind.
+struct Daemon(Child);
+
+impl Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn nodepoold(config: &Path) -> (Daemon, Log) {
     nodepoold_with(config, &[])
 }
 
 /// [`nodepoold`] with more arguments.
-fn nodepoold_with(config: &Path, args: &[&str]) -> (Child, Log) {
+fn nodepoold_with(config: &Path, args: &[&str]) -> (Daemon, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nodepoold"))
         .arg("-c")
         .arg(config)
@@ -82,7 +112,7 @@ fn nodepoold_with(config: &Path, args: &[&str]) -> (Child, Log) {
             }
         }
     });
-    (child, Log(log))
+    (Daemon(child), Log(log))
 }
 
 /// Reads log lines until `count` lines contain `needle`; returns everything read. Panics if
@@ -96,12 +126,20 @@ fn follow(log: &mut Log, needle: &str, count: usize) -> String {
 }
 
 /// Reads log lines until one satisfies `wanted`; returns everything read. Panics if the
-/// daemon exits first.
+/// daemon exits first, or if [`LOG_DEADLINE`] passes.
 fn follow_until(log: &mut Log, what: &str, mut wanted: impl FnMut(&str) -> bool) -> String {
     let mut all = String::new();
+    let end = deadline(LOG_DEADLINE);
     loop {
-        let Ok(line) = log.0.recv() else {
-            panic!("nodepoold exited before {what}:\n{all}");
+        let left = end.saturating_since(SystemClock.now());
+        let line = match log.0.recv_timeout(left) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("nodepoold did not log {what} within {LOG_DEADLINE:?}:\n{all}")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("nodepoold exited before {what}:\n{all}")
+            }
         };
         all.push_str(&line);
         all.push('\n');
@@ -118,6 +156,22 @@ fn signal(child: &Child, signal: &str) {
         .status()
         .expect("kill runs");
     assert!(status.success());
+}
+
+/// Waits for `child` to exit, for at most `limit`; it is killed if it has not.
+fn exit_status(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let end = deadline(limit);
+    loop {
+        if let Some(status) = child.try_wait().expect("the daemon's status can be read") {
+            return status;
+        }
+        if past(end) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nodepoold did not exit within {limit:?}");
+        }
+        pause(Duration::from_millis(50));
+    }
 }
 
 fn terminate(child: &Child) {
@@ -170,7 +224,7 @@ fn builds_images_fills_the_pool_and_stops_cleanly_on_sigterm() {
     terminate(&child);
     let rest = follow(&mut log, "stopped", 1);
     assert!(rest.contains("SIGTERM"), "{rest}");
-    let status = child.wait().unwrap();
+    let status = exit_status(&mut child, Duration::from_secs(60));
     assert!(status.success(), "{status}");
 }
 
@@ -243,7 +297,7 @@ fn config_edits_apply_on_sighup_and_a_broken_edit_is_ignored() {
     terminate(&child);
     follow(&mut log, "stopped", 1);
     let mut child = child;
-    assert!(child.wait().unwrap().success());
+    assert!(exit_status(&mut child, Duration::from_secs(60)).success());
 }
 
 #[test]
@@ -269,7 +323,7 @@ fn a_second_daemon_on_one_sqlite_store_is_refused_and_a_killed_ones_restart_is_n
     );
     // kill -9: the lock goes with the process, and its claims with the next start.
     signal(&first, "KILL");
-    first.wait().unwrap();
+    exit_status(&mut first, Duration::from_secs(60));
     let (second, mut log) = nodepoold(&path);
     follow(&mut log, "API listening", 1);
     let store = Store::open(&DbUri::Sqlite(dir.path().join("nodepool.sqlite")), "test").unwrap();

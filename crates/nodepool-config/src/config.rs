@@ -51,6 +51,12 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
     /// `api.rate`: requests per second one client address may make (bursts of twice that).
     pub const API_RATE: u32 = 100;
+    /// `api.max-connections`: connections the API holds open at once, all clients together
+    /// (one client address, or IPv6 /64, may hold half of them). Each is a file descriptor:
+    /// keep it well under the daemon's open-files limit.
+    pub const API_MAX_CONNECTIONS: u32 = 512;
+    /// The priorities a node request may have; others are clamped to the nearest.
+    pub const PRIORITIES: std::ops::RangeInclusive<i32> = -1000..=1000;
 }
 
 /// A whole, valid config.
@@ -77,9 +83,15 @@ pub struct Config {
 pub struct Api {
     /// `api.listen`: the address and port to bind.
     pub listen: std::net::SocketAddr,
-    /// `api.token-file`: a file holding the bearer token clients must send. Required when
-    /// `listen` is not a loopback address.
+    /// `api.token-file`: a file holding a bearer token that may do everything (an admin
+    /// token, as `tokens` with `admin: true`). A token is required when `listen` is not a
+    /// loopback address.
     pub token_file: Option<PathBuf>,
+    /// `api.tokens`: one token per consumer, which owns the requests it makes and the
+    /// nodes they get.
+    pub tokens: Vec<ApiToken>,
+    /// `api.max-connections`: connections held open at once, all clients together.
+    pub max_connections: u32,
     /// `api.request-timeout`: how long a node request may wait before it fails.
     pub request_timeout: Duration,
     /// `api.rate`: requests per second one client address may make.
@@ -93,8 +105,41 @@ impl Default for Api {
                 .parse()
                 .expect("the default address is valid"),
             token_file: None,
+            tokens: Vec::new(),
+            max_connections: defaults::API_MAX_CONNECTIONS,
             request_timeout: defaults::REQUEST_TIMEOUT,
             rate: defaults::API_RATE,
+        }
+    }
+}
+
+impl Api {
+    /// Whether clients must send a token.
+    pub fn wants_token(&self) -> bool {
+        self.token_file.is_some() || !self.tokens.is_empty()
+    }
+}
+
+/// An `api.tokens` entry: a consumer of the API and the file holding its token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApiToken {
+    /// `name`: who the consumer is. Its requests are recorded with this requestor, and only
+    /// it (or an admin) may cancel them and release or hold their nodes.
+    pub name: String,
+    /// `token-file`: a file holding the consumer's bearer token.
+    pub token_file: PathBuf,
+    /// `admin`: the token may do everything, to every consumer's requests and nodes.
+    pub admin: bool,
+}
+
+impl ApiToken {
+    /// A consumer's token (not an admin's) read from `token_file`.
+    pub fn new(name: impl Into<String>, token_file: impl Into<PathBuf>) -> ApiToken {
+        ApiToken {
+            name: name.into(),
+            token_file: token_file.into(),
+            admin: false,
         }
     }
 }

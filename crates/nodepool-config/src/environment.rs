@@ -63,6 +63,32 @@ pub enum Concern {
     Provider(ProviderName),
     /// One label (its ready script).
     Label(LabelName),
+    /// Nothing: advice (a secret file others may read).
+    Nothing,
+}
+
+/// Whether users other than the file's owner (its group, or everyone) may read `path`: a
+/// token or key file should be readable by its owner only. `false` when it cannot be
+/// told (no such file, or not on Unix).
+pub fn readable_by_others(path: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
+/// The warning for a secret file others may read.
+pub fn readable_by_others_warning(path: &std::path::Path) -> String {
+    format!(
+        "{} may be read by other users of this machine: make it readable by its owner only (chmod 600)",
+        path.display()
+    )
 }
 
 /// One problem outside the file.
@@ -135,20 +161,34 @@ impl Loaded {
                 format!("{} is not a folder on this machine", dir.display()),
             );
         }
-        if let Some(file) = &config.api.token_file {
+        let token_files =
+            config
+                .api
+                .token_file
+                .iter()
+                .map(|file| ("api.token-file".to_owned(), file))
+                .chain(
+                    config.api.tokens.iter().enumerate().map(|(i, token)| {
+                        (format!("api.tokens[{i}].token-file"), &token.token_file)
+                    }),
+                );
+        for (key, file) in token_files {
             match std::fs::read_to_string(file) {
                 Ok(token) if token.trim().is_empty() => report(
                     Concern::All,
-                    "api.token-file".into(),
+                    key,
                     format!(
                         "{} is empty: put the API's bearer token in it",
                         file.display()
                     ),
                 ),
+                Ok(_) if readable_by_others(file) => {
+                    report(Concern::Nothing, key, readable_by_others_warning(file));
+                }
                 Ok(_) => {}
                 Err(e) => report(
                     Concern::All,
-                    "api.token-file".into(),
+                    key,
                     format!("{} cannot be read on this machine: {e}", file.display()),
                 ),
             }
@@ -197,6 +237,12 @@ impl Loaded {
                         concern(),
                         format!("providers[{p}].images[{i}].private-key"),
                         format!("cannot read {}: {error}", image.private_key.display()),
+                    );
+                } else if needs_key && readable_by_others(&image.private_key) {
+                    report(
+                        Concern::Nothing,
+                        format!("providers[{p}].images[{i}].private-key"),
+                        readable_by_others_warning(&image.private_key),
                     );
                 }
             }

@@ -59,14 +59,16 @@ mod yaml;
 use std::path::Path;
 
 pub use config::{
-    Api, BaseImage, Config, CronJob, CronSchedules, Domain, Driver, ImageSource, Label, Network,
-    OpenStackSettings, Project, Provider, ProviderImage, Secret, defaults,
+    Api, ApiToken, BaseImage, Config, CronJob, CronSchedules, Domain, Driver, ImageSource, Label,
+    Network, OpenStackSettings, Project, Provider, ProviderImage, Secret, defaults,
 };
 pub use cron::{Schedule, ScheduleError};
 pub use dburi::{DbUri, DbUriError, DbUrl};
 pub use diagnostic::{ConfigErrors, Diagnostic, Location, Severity};
 pub use diff::{ConfigDiff, ProviderChange};
-pub use environment::{Concern, Environment, EnvironmentIssue};
+pub use environment::{
+    Concern, Environment, EnvironmentIssue, readable_by_others, readable_by_others_warning,
+};
 pub use secure::{DEFAULT_SECURE_PATH, Secure};
 pub use validate::Origins;
 

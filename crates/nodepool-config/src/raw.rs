@@ -33,7 +33,15 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "zookeeper-servers",
     "api",
 ];
-pub(crate) const API_KEYS: &[&str] = &["listen", "token-file", "request-timeout", "rate"];
+pub(crate) const API_KEYS: &[&str] = &[
+    "listen",
+    "token-file",
+    "tokens",
+    "max-connections",
+    "request-timeout",
+    "rate",
+];
+pub(crate) const API_TOKEN_KEYS: &[&str] = &["name", "token-file", "admin"];
 pub(crate) const CRON_KEYS: &[&str] = &["image-update", "cleanup", "check"];
 pub(crate) const LABEL_KEYS: &[&str] = &[
     "name",
@@ -127,8 +135,19 @@ pub(crate) struct RawDiskimage {
 pub(crate) struct RawApi {
     pub(crate) listen: Option<At<String>>,
     pub(crate) token_file: Option<At<String>>,
+    pub(crate) tokens: Option<At<Vec<RawApiToken>>>,
+    pub(crate) max_connections: Option<At<i64>>,
     pub(crate) request_timeout: Option<At<f64>>,
     pub(crate) rate: Option<At<i64>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawApiToken {
+    pub(crate) key: String,
+    pub(crate) location: Location,
+    pub(crate) name: Option<At<String>>,
+    pub(crate) token_file: Option<At<String>>,
+    pub(crate) admin: Option<At<bool>>,
 }
 
 #[derive(Debug, Default)]
@@ -402,11 +421,33 @@ fn read_api(cx: &mut Cx<'_>, node: &Node, key: &str) -> RawApi {
     let api = RawApi {
         listen: f.string(cx, "listen"),
         token_file: f.string(cx, "token-file"),
+        tokens: f.read(cx, "tokens", |cx, node, key| {
+            list_of(cx, node, key, read_api_token)
+        }),
+        max_connections: f.integer(cx, "max-connections"),
         request_timeout: f.number(cx, "request-timeout"),
         rate: f.integer(cx, "rate"),
     };
     f.finish(cx, API_KEYS);
     api
+}
+
+fn read_api_token(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawApiToken {
+    let token = RawApiToken {
+        key: f.key.clone(),
+        location: f.location,
+        name: f.string(cx, "name"),
+        token_file: f.string(cx, "token-file"),
+        admin: f.read(cx, "admin", Cx::boolean),
+    };
+    f.require(cx, "name", "name the consumer that uses this token");
+    f.require(
+        cx,
+        "token-file",
+        "give the file holding the consumer's bearer token",
+    );
+    f.finish(cx, API_TOKEN_KEYS);
+    token
 }
 
 fn read_label(cx: &mut Cx<'_>, mut f: Fields<'_>) -> RawLabel {

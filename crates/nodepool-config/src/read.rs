@@ -126,6 +126,24 @@ impl Cx<'_> {
         parsed
     }
 
+    /// A boolean: `true` or `false` (YAML 1.1's `yes` and `no` too, as PyYAML read them).
+    pub(crate) fn boolean(&mut self, node: &Node, key: &str) -> Option<bool> {
+        let parsed = match &node.kind {
+            Kind::Bool(b) => Some(*b),
+            Kind::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" => Some(true),
+                "false" | "no" | "off" => Some(false),
+                _ => None,
+            },
+            Kind::Null => return None,
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.type_error(node, key, "true or false");
+        }
+        parsed
+    }
+
     /// A number, integer or not, written plainly or quoted (`rate: '0.5'`).
     pub(crate) fn number(&mut self, node: &Node, key: &str) -> Option<f64> {
         let parsed = match &node.kind {

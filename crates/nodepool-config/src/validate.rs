@@ -11,7 +11,7 @@ use std::time::Duration;
 use nodepool_model::{ImageName, LabelName, NameError, ProviderName};
 
 use crate::config::{
-    Api, BaseImage, Config, CronSchedules, Domain, Driver, ImageSource, Label, Network,
+    Api, ApiToken, BaseImage, Config, CronSchedules, Domain, Driver, ImageSource, Label, Network,
     OpenStackSettings, Project, Provider, ProviderImage, Secret, defaults,
 };
 use crate::cron::Schedule;
@@ -245,17 +245,52 @@ impl Validator<'_> {
             self.origins.note(at);
             self.path(&at.value)
         });
+        for token in raw.tokens.iter().flat_map(|at| &at.value) {
+            self.origins.note_entry(&token.key, token.location);
+            let name = token.name.as_ref().and_then(|at| {
+                let name = at.value.trim();
+                if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+                    self.error(at, "give 1 to 255 printable characters, such as \"zuul\"");
+                    return None;
+                }
+                if api.tokens.iter().any(|t: &ApiToken| t.name == name) {
+                    self.error(at, format!("{name:?} is the name of another token"));
+                    return None;
+                }
+                Some(name.to_owned())
+            });
+            let token_file = token.token_file.as_ref().map(|at| {
+                self.origins.note(at);
+                self.path(&at.value)
+            });
+            if let (Some(name), Some(token_file)) = (name, token_file) {
+                api.tokens.push(ApiToken {
+                    name,
+                    token_file,
+                    admin: token.admin.as_ref().is_some_and(|at| at.value),
+                });
+            }
+        }
         if !api.listen.ip().is_loopback()
-            && api.token_file.is_none()
+            && !api.wants_token()
             && let Some(at) = &raw.listen
         {
             self.error(
                 at,
                 format!(
-                    "{} is reachable from other hosts: give `api.token-file`, a file holding the bearer token clients must send",
+                    "{} is reachable from other hosts: give `api.tokens` (a token file per consumer) or `api.token-file` (one token that may do everything)",
                     api.listen
                 ),
             );
+        }
+        if let Some(at) = &raw.max_connections {
+            match u32::try_from(at.value) {
+                Ok(max) if max >= 8 => api.max_connections = max,
+                _ => self.error(
+                    at,
+                    format!("{} is out of range: must be 8 or more", at.value),
+                ),
+            }
         }
         api.request_timeout = self.seconds(&raw.request_timeout, defaults::REQUEST_TIMEOUT, false);
         if let Some(at) = &raw.rate {

@@ -147,6 +147,7 @@ impl Daemon {
             last_round: None,
             tick: options.tick,
             providers: BTreeMap::new(),
+            store: Default::default(),
         }));
         let report = Report::new(status);
         let wake = Arc::new(Notify::new());
@@ -154,16 +155,17 @@ impl Daemon {
         // start they fail leaves no lease behind; it serves once the daemon is registered.
         let listening = if options.api {
             let api = &config.current().api;
-            let token = api.token_file.as_deref().map(api::read_token).transpose()?;
-            Some((api::bind(api.listen).await?, token))
+            let tokens = api::Tokens::read(api)?;
+            let limits = api::Limits::new(api.max_connections);
+            Some((api::bind(api.listen).await?, tokens, limits))
         } else {
             None
         };
         let peers = Peers::register(&store, &clock, me, sqlite_lock, report.subscribe()).await?;
-        let api = listening.map(|(listener, token)| {
+        let api = listening.map(|(listener, tokens, limits)| {
             let address = listener.local_addr().ok();
             if let Some(address) = address {
-                info!(token = token.is_some(), "API listening on http://{address}");
+                info!(token = tokens.wanted(), "API listening on http://{address}");
             }
             let shared = api::Shared::new(
                 store.clone(),
@@ -171,10 +173,10 @@ impl Daemon {
                 status_seen,
                 wake.clone(),
                 crate::metrics::handle(),
-                token,
+                tokens,
             );
             let (stop, stopped) = oneshot::channel::<()>();
-            let task = tokio::spawn(api::serve(listener, shared, async {
+            let task = tokio::spawn(api::serve(listener, shared, limits, async {
                 let _ = stopped.await;
             }));
             ApiServer {

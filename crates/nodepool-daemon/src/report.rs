@@ -57,6 +57,26 @@ impl Report {
         }
     }
 
+    /// Records how the round's read of the store went, for `/health`.
+    pub(crate) fn store_read(&mut self, now: Timestamp, result: Result<(), String>) {
+        self.status.send_if_modified(|status| {
+            let store = &mut Arc::make_mut(status).store;
+            let before = store.clone();
+            match result {
+                Ok(()) => {
+                    store.last_ok = Some(now);
+                    store.error = None;
+                }
+                Err(error) => {
+                    let since = store.error.as_ref().map_or(now, |(since, _)| *since);
+                    store.error = Some((since, error));
+                }
+            }
+            // Long polls wait on rounds, not on this; only a change of health is news.
+            before.error.is_some() != store.error.is_some()
+        });
+    }
+
     /// Says what the policies chose not to do, once each while it lasts: what waits on the
     /// cloud (a flavor, a connection) as a warning, the rest as information.
     pub(crate) fn explain(&mut self, images: &ImagePlan, nodes: &NodePlan) {
@@ -232,6 +252,7 @@ mod tests {
             last_round: None,
             tick: std::time::Duration::from_secs(5),
             providers: BTreeMap::new(),
+            store: Default::default(),
         };
         Report::new(watch::channel(Arc::new(status)).0)
     }

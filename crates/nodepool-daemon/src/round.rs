@@ -81,13 +81,17 @@ impl Daemon {
 
     /// Reads the store for a round: the snapshot, the work other live daemons have
     /// claimed, and how many daemons live, in one transaction.
-    async fn begin(&self, now: Timestamp) -> Option<Round> {
+    async fn begin(&mut self, now: Timestamp) -> Option<Round> {
         let me = self.peers.id().to_owned();
         let (snapshot, elsewhere, live) =
             match store::call(&self.store, move |s| s.snapshot_and_work(&me, now)).await {
-                Ok(read) => read,
+                Ok(read) => {
+                    self.report.store_read(now, Ok(()));
+                    read
+                }
                 Err(e) => {
                     error!("cannot read the store: {e}");
+                    self.report.store_read(now, Err(e.to_string()));
                     return None;
                 }
             };

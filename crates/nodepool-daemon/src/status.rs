@@ -29,6 +29,18 @@ pub(crate) struct Status {
     pub(crate) tick: std::time::Duration,
     /// Each provider of the config in force.
     pub(crate) providers: BTreeMap<ProviderName, ProviderStatus>,
+    /// The store, as the last round's read of it found it.
+    pub(crate) store: StoreStatus,
+}
+
+/// The store, as the loop last read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StoreStatus {
+    /// When a read last succeeded.
+    pub(crate) last_ok: Option<Timestamp>,
+    /// The failed reads, while no read has succeeded since: when the first was, and why
+    /// the last failed.
+    pub(crate) error: Option<(Timestamp, String)>,
 }
 
 /// One provider, as the loop last saw it.
@@ -43,6 +55,12 @@ pub(crate) struct ProviderStatus {
 }
 
 impl Status {
+    /// Ready to serve: live, a first round is done (recovery and the first look at the
+    /// clouds), and the last read of the store succeeded.
+    pub(crate) fn ready(&self, now: Timestamp) -> bool {
+        self.live(now) && self.rounds > 0 && self.store.error.is_none()
+    }
+
     /// Whether the loop is running: a round (or the start) within three ticks, or two
     /// minutes, whichever is longer (a round that connects to a slow cloud may take that).
     pub(crate) fn live(&self, now: Timestamp) -> bool {

@@ -101,15 +101,18 @@ state_enum! {
 impl NodeState {
     /// Whether a node may move from `self` to `next`.
     ///
-    /// Staying in the same state is not a move. Any state but `delete` may be held,
-    /// and any state may be marked for deletion.
+    /// Staying in the same state is not a move. A ready or in-use node may be held, and
+    /// any state may be marked for deletion.
     pub const fn can_become(self, next: NodeState) -> bool {
         use NodeState::*;
         match (self, next) {
             (Delete, _) => false,
             (_, Delete) => true,
             (Hold, _) => false,
-            (_, Hold) => true,
+            // Held for someone to look at: a node being launched or checked is the
+            // launch's, and holding it would fail the launch.
+            (Ready | InUse, Hold) => true,
+            (_, Hold) => false,
             (Building, Ready | Test) => true,
             (Test, Ready) => true,
             (Ready, InUse | Used) => true,

@@ -50,11 +50,11 @@ fn node_transitions() {
             .filter(|to| from.can_become(*to))
             .collect()
     };
-    assert_eq!(allowed(Building), [Ready, Delete, Hold, Test]);
+    assert_eq!(allowed(Building), [Ready, Delete, Test]);
     assert_eq!(allowed(Ready), [InUse, Used, Delete, Hold]);
     assert_eq!(allowed(InUse), [Ready, Used, Delete, Hold]);
-    assert_eq!(allowed(Used), [Delete, Hold]);
-    assert_eq!(allowed(Test), [Ready, Delete, Hold]);
+    assert_eq!(allowed(Used), [Delete]);
+    assert_eq!(allowed(Test), [Ready, Delete]);
     assert_eq!(allowed(Hold), [Delete]);
     assert_eq!(allowed(Delete), []);
     assert!(Building.is_supply() && Ready.is_supply() && Test.is_supply());

@@ -154,7 +154,10 @@ fn measure(dburi: &str, dir: &Path) -> (Duration, Duration, f64) {
         .build()
         .unwrap();
     let result = rt.block_on(async {
-        let client = reqwest::Client::new();
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client");
         ready(&client, &base, POOL).await;
         let mut latencies = Vec::with_capacity(SEQUENTIAL);
         for _ in 0..SEQUENTIAL {

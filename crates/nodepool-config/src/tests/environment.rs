@@ -70,12 +70,66 @@ providers:
         shown,
         [
             "5:19 labels[0].ready-script Label(\"a\"): ROOT/scripts/missing-ready.sh is not a file on this machine",
+            "16:22 providers[0].images[0].private-key Nothing: ROOT/id_rsa may be read by other users of this machine: make it readable by its owner only (chmod 600)",
             "18:12 providers[1].cloud Provider(\"south\"): no cloud named \"south\" in ROOT/clouds.yaml (it has: east, west)",
             "24:16 providers[1].images[0].setup Provider(\"south\"): ROOT/scripts/missing-setup.sh is not a file on this machine",
             "25:22 providers[1].images[0].private-key Provider(\"south\"): cannot read ROOT/no-such-key: No such file or directory (os error 2)",
         ]
     );
     assert!(!shown.concat().contains("hunter2"));
+}
+
+#[test]
+fn token_files_must_hold_a_token_and_be_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let write = |name: &str, text: &str, mode: u32| {
+        fs::write(root.join(name), text).unwrap();
+        fs::set_permissions(root.join(name), fs::Permissions::from_mode(mode)).unwrap();
+    };
+    write("admin.token", "s3cret-admin\n", 0o600);
+    write("zuul.token", "s3cret-zuul\n", 0o640);
+    write("empty.token", "\n", 0o600);
+    let text = "\
+labels: []
+providers: []
+api:
+  token-file: admin.token
+  tokens:
+    - name: zuul
+      token-file: zuul.token
+    - name: other
+      token-file: empty.token
+    - name: gone
+      token-file: missing.token
+";
+    let path = root.join("nodepool.yaml");
+    fs::write(&path, text).unwrap();
+    let loaded = crate::load(&path).unwrap();
+    let shown: Vec<String> = loaded
+        .check_environment(&Environment::default())
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {:?}: {}",
+                i.diagnostic.key,
+                i.concern,
+                i.diagnostic
+                    .message
+                    .replace(&root.display().to_string(), "ROOT")
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "api.tokens[0].token-file Nothing: ROOT/zuul.token may be read by other users of this machine: make it readable by its owner only (chmod 600)",
+            "api.tokens[1].token-file All: ROOT/empty.token is empty: put the API's bearer token in it",
+            "api.tokens[2].token-file All: ROOT/missing.token cannot be read on this machine: No such file or directory (os error 2)",
+        ]
+    );
+    assert!(!shown.concat().contains("s3cret"));
 }
 
 #[test]

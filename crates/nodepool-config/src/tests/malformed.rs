@@ -467,7 +467,20 @@ fn api_beyond_loopback_needs_a_token_and_a_real_address() {
     check(
         &format!("{MINIMAL}api:\n  listen: 0.0.0.0:8005\n"),
         expect![[r#"
-            nodepool.yaml:15:11: error: api.listen: 0.0.0.0:8005 is reachable from other hosts: give `api.token-file`, a file holding the bearer token clients must send
+            nodepool.yaml:15:11: error: api.listen: 0.0.0.0:8005 is reachable from other hosts: give `api.tokens` (a token file per consumer) or `api.token-file` (one token that may do everything)
+        "#]],
+    );
+    check(
+        &format!(
+            "{MINIMAL}api:\n  listen: 0.0.0.0:8005\n  max-connections: 4\n  tokens:\n    - name: zuul\n      token-file: z\n    - name: zuul\n      token-file: y\n      admin: maybe\n    - token-file: x\n    - name: ops\n      token: x\n"
+        ),
+        expect![[r#"
+            nodepool.yaml:16:20: error: api.max-connections: 4 is out of range: must be 8 or more
+            nodepool.yaml:20:13: error: api.tokens[1].name: "zuul" is the name of another token
+            nodepool.yaml:22:14: error: api.tokens[1].admin: expected true or false, found "maybe"
+            nodepool.yaml:23:7: error: api.tokens[2].name: missing; name the consumer that uses this token
+            nodepool.yaml:24:7: error: api.tokens[3].token-file: missing; give the file holding the consumer's bearer token
+            nodepool.yaml:25:7: error: api.tokens[3].token: unknown key "token"; expected one of: name, token-file, admin
         "#]],
     );
     check(

@@ -6,19 +6,24 @@
 //! priority, fairly across requestors) or launches more. Every error is JSON naming what
 //! is wrong; bad input is a 4xx, never a 500.
 //!
-//! Served on loopback by default. With `api.token-file`, every endpoint but `/health`
-//! wants `Authorization: Bearer TOKEN` (compared in constant time); the config refuses a
-//! non-loopback address without one. Each client address gets `api.rate` requests per
-//! second (bursts of twice that), and bodies are limited to 64 KiB.
+//! Served on loopback by default. With tokens (`api.tokens`, `api.token-file`), every
+//! endpoint but `/health` wants `Authorization: Bearer TOKEN` (compared in constant time),
+//! and what a token may do is in [`auth`]; the config refuses a non-loopback address
+//! without one. Each client address (an IPv6 client's /64) gets `api.rate` requests per
+//! second (bursts of twice that) on every endpoint, `/health` included; bodies are limited
+//! to 64 KiB, and every answer must be ready within [`REQUEST_DEADLINE`]. How connections
+//! are held to their limits is in [`serve`].
 
+mod auth;
 mod routes;
+mod serve;
 mod wire;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
@@ -35,9 +40,17 @@ use tokio::sync::{Notify, watch};
 
 use crate::DaemonError;
 use crate::status::Status;
+pub(crate) use auth::{Caller, Tokens};
+use serve::ClientKey;
+pub(crate) use serve::Limits;
 
 /// The largest request body accepted.
 const BODY_LIMIT: usize = 64 * 1024;
+/// The longest an answer may take: a long poll's 60 s, and time to read the store.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(75);
+/// The `Keep-Alive` header of every answer: an idle connection is closed after the time a
+/// client has to send a request's headers ([`Limits::headers`]).
+const KEEP_ALIVE: &str = "timeout=10";
 
 /// What every handler shares.
 pub(crate) struct Shared {
@@ -47,7 +60,7 @@ pub(crate) struct Shared {
     /// Wakes the loop for a round now.
     pub(crate) wake: Arc<Notify>,
     pub(crate) metrics: PrometheusHandle,
-    token: Option<Vec<u8>>,
+    tokens: Tokens,
     buckets: Mutex<Buckets>,
 }
 
@@ -60,7 +73,7 @@ impl Shared {
         status: watch::Receiver<Arc<Status>>,
         wake: Arc<Notify>,
         metrics: PrometheusHandle,
-        token: Option<Vec<u8>>,
+        tokens: Tokens,
     ) -> Shared {
         Shared {
             store,
@@ -68,26 +81,10 @@ impl Shared {
             status,
             wake,
             metrics,
-            token,
+            tokens,
             buckets: Mutex::new(Buckets::default()),
         }
     }
-}
-
-/// Reads the bearer token from `api.token-file`: its content without surrounding
-/// whitespace, which must not be empty.
-pub(crate) fn read_token(file: &Path) -> Result<Vec<u8>, DaemonError> {
-    let fail = |message: String| DaemonError::Api(format!("api.token-file: {message}"));
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(fail(format!(
-            "{} is empty: put the bearer token clients must send in it",
-            file.display()
-        )));
-    }
-    Ok(token.as_bytes().to_vec())
 }
 
 /// Binds the API's address.
@@ -103,16 +100,10 @@ pub(crate) async fn bind(address: SocketAddr) -> Result<TcpListener, DaemonError
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Shared,
+    limits: Limits,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    let router = router(Arc::new(app));
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, service)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!("the API stopped: {e}");
-    }
+    serve::serve(listener, router(Arc::new(app)), limits, stop).await;
 }
 
 fn router(app: App) -> Router {
@@ -132,7 +123,7 @@ fn router(app: App) -> Router {
         .route("/v1/images", get(routes::list_images))
         .route("/v1/providers", get(routes::list_providers))
         .route("/metrics", get(routes::metrics))
-        .route_layer(middleware::from_fn_with_state(app.clone(), guard));
+        .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
     Router::new()
         .merge(guarded)
         .route("/health", get(routes::health))
@@ -146,11 +137,12 @@ fn router(app: App) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(app.clone(), limit))
         .with_state(app)
 }
 
-/// The rate limit, then the token.
-async fn guard(
+/// The rate limit and the deadline, for every endpoint.
+async fn limit(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
@@ -158,11 +150,11 @@ async fn guard(
 ) -> Response {
     let rate = app.status.borrow().config.api.rate;
     let now = app.clock.now();
-    let allowed = app
-        .buckets
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .allow(peer.ip(), now, rate);
+    let allowed = app.buckets.lock().unwrap_or_else(|p| p.into_inner()).allow(
+        ClientKey::of(peer.ip()),
+        now,
+        rate,
+    );
     if !allowed {
         let mut response = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -177,45 +169,73 @@ async fn guard(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
-    if let Some(token) = &app.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-        let good = given
-            .is_some_and(|given| subtle::ConstantTimeEq::ct_eq(given, token.as_slice()).into());
-        if !good {
-            let mut response = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "send the API token as `Authorization: Bearer TOKEN` (api.token-file)",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
-        }
-    }
+    let mut response = match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no answer within {} s: the store is slow or unreachable; try again",
+                REQUEST_DEADLINE.as_secs()
+            ),
+        )
+        .into_response(),
+    };
+    // Tells clients when an idle connection is closed, so that they stop using it first.
+    response
+        .headers_mut()
+        .insert("keep-alive", HeaderValue::from_static(KEEP_ALIVE));
+    response
+}
+
+/// Who the caller is, by its token; handlers find the [`Caller`] among the request's
+/// extensions.
+async fn authenticate(State(app): State<App>, mut request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let Some(caller) = app.tokens.caller(given) else {
+        let mut response = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "send your API token as `Authorization: Bearer TOKEN` (api.tokens)",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    };
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }
 
-/// A token bucket per client address.
+/// A token bucket per client (an IPv4 address, an IPv6 /64), for at most
+/// [`Buckets::REMEMBERED`] clients.
 #[derive(Debug, Default)]
 struct Buckets {
-    by_client: HashMap<IpAddr, (f64, Timestamp)>,
+    by_client: HashMap<ClientKey, (f64, Timestamp)>,
 }
 
 impl Buckets {
-    /// Clients remembered before full buckets are forgotten.
+    /// Clients remembered at most. When that many are, the full buckets are forgotten
+    /// (a forgotten client comes back to a full bucket, as it would be); if that is not
+    /// enough, the half seen longest ago.
     const REMEMBERED: usize = 10_000;
 
-    fn allow(&mut self, client: IpAddr, now: Timestamp, rate: u32) -> bool {
+    fn allow(&mut self, client: ClientKey, now: Timestamp, rate: u32) -> bool {
         let rate = f64::from(rate);
         let burst = rate * 2.0;
-        if self.by_client.len() >= Self::REMEMBERED {
+        if self.by_client.len() >= Self::REMEMBERED && !self.by_client.contains_key(&client) {
             self.by_client.retain(|_, (tokens, at)| {
                 *tokens + now.saturating_since(*at).as_secs_f64() * rate < burst
             });
+            if self.by_client.len() >= Self::REMEMBERED {
+                let mut seen: Vec<Timestamp> = self.by_client.values().map(|(_, at)| *at).collect();
+                let middle = seen.len() / 2;
+                let (_, cut, _) = seen.select_nth_unstable(middle);
+                let cut = *cut;
+                self.by_client.retain(|_, (_, at)| *at > cut);
+            }
         }
         let (tokens, at) = self.by_client.entry(client).or_insert((burst, now));
         *tokens = (*tokens + now.saturating_since(*at).as_secs_f64() * rate).min(burst);
@@ -294,8 +314,8 @@ mod tests {
     #[test]
     fn a_client_gets_a_burst_of_twice_the_rate_then_the_rate() {
         let mut buckets = Buckets::default();
-        let client: IpAddr = "192.0.2.1".parse().unwrap();
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let client = ClientKey::of("192.0.2.1".parse().unwrap());
+        let other = ClientKey::of("192.0.2.2".parse().unwrap());
         let t0 = Timestamp::from_unix_seconds(1_000);
         let allowed = (0..25).filter(|_| buckets.allow(client, t0, 10)).count();
         assert_eq!(allowed, 20, "a burst of twice the rate");
@@ -306,5 +326,31 @@ mod tests {
         let later = t0.saturating_add(Duration::from_millis(300));
         let allowed = (0..10).filter(|_| buckets.allow(client, later, 10)).count();
         assert_eq!(allowed, 3, "10 per second refill 3 in 300 ms");
+    }
+
+    #[test]
+    fn the_keep_alive_header_says_the_header_deadline() {
+        let headers = Limits::new(512).headers.as_secs();
+        assert_eq!(KEEP_ALIVE, format!("timeout={headers}"));
+    }
+
+    #[test]
+    fn the_buckets_stay_bounded_and_a_busy_client_keeps_its_own() {
+        let mut buckets = Buckets::default();
+        let t0 = Timestamp::from_unix_seconds(1_000);
+        let busy = ClientKey::of("192.0.2.1".parse().unwrap());
+        let allowed = (0..30).filter(|_| buckets.allow(busy, t0, 10)).count();
+        assert_eq!(allowed, 20);
+        // Many clients from new IPv6 /64s, each with one request, later than the busy one.
+        for i in 0..(3 * Buckets::REMEMBERED as u128) {
+            let address = std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) | (i << 64));
+            let at = t0.saturating_add(Duration::from_micros(u64::try_from(i).unwrap()));
+            buckets.allow(ClientKey::of(address.into()), at, 10);
+            assert!(buckets.by_client.len() <= Buckets::REMEMBERED);
+        }
+        // The busy client was forgotten (the oldest), so it starts again with a full
+        // bucket: bounded memory costs at most one burst.
+        let later = t0.saturating_add(Duration::from_millis(100));
+        assert!(buckets.allow(busy, later, 10));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Extension, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use nodepool_db::{ImageFilter, NodeFilter};
@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use super::wire::{
     Hold, ImageOut, ImageQuery, NewRequest, NodeOut, NodeQuery, RequestOut, RequestQuery, WaitQuery,
 };
-use super::{ApiError, App};
+use super::{ApiError, App, Caller};
 use nodepool_executor::store;
 
 /// The most labels one request may list.
@@ -113,6 +113,7 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
 
 pub(super) async fn create_request(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let new: NewRequest = body(bytes, None)?;
@@ -137,7 +138,13 @@ pub(super) async fn create_request(
                 .map_err(|e| ApiError::field(format!("labels[{i}]"), format!("{l:?}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let requestor = new.requestor.trim().to_owned();
+    // A consumer's requests are its own, whatever the body says; an admin may ask for
+    // anyone.
+    let requestor = match (&caller, new.requestor) {
+        (Caller::Consumer(name), _) | (Caller::Admin(Some(name)), None) => name.clone(),
+        (_, Some(given)) => given.trim().to_owned(),
+        (_, None) => String::new(),
+    };
     if requestor.is_empty() || requestor.len() > 255 || requestor.chars().any(char::is_control) {
         return Err(ApiError::field(
             "requestor",
@@ -145,7 +152,8 @@ pub(super) async fn create_request(
         ));
     }
     let now = app.clock.now();
-    let priority = new.priority;
+    let range = nodepool_config::defaults::PRIORITIES;
+    let priority = new.priority.clamp(*range.start(), *range.end());
     let request = store::call(&app.store, move |s| {
         s.create_request(&labels, &requestor, priority, now)
     })
@@ -241,19 +249,63 @@ async fn render(app: &App, request: nodepool_model::NodeRequest) -> Result<Reque
 
 pub(super) async fn cancel_request(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(text): Path<String>,
 ) -> Answer {
     let request = RequestId::new(id(&text, "request")?);
     let now = app.clock.now();
+    let by = who(&caller, peer);
     let reason = Reason::new(
         ReasonCode::Canceled,
-        format!("canceled through the API by {}", peer.ip()),
+        format!("canceled through the API by {by}"),
     );
-    let canceled =
-        store::call(&app.store, move |s| s.cancel_request(request, now, &reason)).await?;
+    let canceled = store::call(&app.store, move |s| {
+        let found = s.request(request)?;
+        if !caller.may_act_for(Some(&found.requestor)) {
+            return Ok(Err(not_yours(
+                &caller,
+                format!("request {request} is {}'s", found.requestor),
+            )));
+        }
+        s.cancel_request(request, now, &reason).map(Ok)
+    })
+    .await??;
     app.wake.notify_one();
     Ok(json(StatusCode::OK, &render(&app, canceled).await?))
+}
+
+/// Who did something through the API, for the event log: the token's name, or where the
+/// call came from.
+fn who(caller: &Caller, peer: SocketAddr) -> String {
+    match caller.name() {
+        Some(name) => name.to_owned(),
+        None => format!("an API client at {}", peer.ip()),
+    }
+}
+
+/// The 403 for a consumer acting on what is not its own.
+fn not_yours(caller: &Caller, what: String) -> ApiError {
+    let me = caller.name().unwrap_or("this token");
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("{what}, not {me}'s: only its owner or an admin token may change it"),
+    )
+}
+
+/// Whose a node is: the requestor of the request it was given to, if any.
+fn owner(
+    s: &nodepool_db::Store,
+    node: &nodepool_model::Node,
+) -> Result<Option<String>, nodepool_db::StoreError> {
+    match node.request {
+        None => Ok(None),
+        Some(request) => match s.request(request) {
+            Ok(found) => Ok(Some(found.requestor)),
+            Err(nodepool_db::StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        },
+    }
 }
 
 pub(super) async fn list_nodes(
@@ -284,13 +336,24 @@ pub(super) async fn get_node(State(app): State<App>, Path(text): Path<String>) -
 
 pub(super) async fn release_node(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(text): Path<String>,
 ) -> Answer {
     let node = NodeId::new(id(&text, "node")?);
     let now = app.clock.now();
-    let by = format!("an API client at {}", peer.ip());
-    let released = store::call(&app.store, move |s| s.release_node(node, now, &by)).await?;
+    let by = who(&caller, peer);
+    let released = store::call(&app.store, move |s| {
+        let found = s.node(node)?;
+        if !caller.may_act_for(owner(s, &found)?.as_deref()) {
+            return Ok(Err(not_yours(
+                &caller,
+                format!("node {node} is not given to you"),
+            )));
+        }
+        s.release_node(node, now, &by).map(Ok)
+    })
+    .await??;
     app.wake.notify_one();
     let config = app.status.borrow().config.clone();
     Ok(json(StatusCode::OK, &NodeOut::new(released, &config)))
@@ -298,20 +361,41 @@ pub(super) async fn release_node(
 
 pub(super) async fn hold_node(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(text): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let node = NodeId::new(id(&text, "node")?);
     let hold: Hold = body(bytes, Some(Hold::default()))?;
+    // A consumer holds under its own name; an admin or a token-less API may name anyone.
+    let by = match (&caller, hold.by) {
+        (Caller::Consumer(name), _) => name.clone(),
+        (_, Some(by)) if !by.trim().is_empty() => by.trim().to_owned(),
+        (_, _) => who(&caller, peer),
+    };
     let note = HoldNote {
         reason: hold.reason.unwrap_or_default(),
-        by: hold
-            .by
-            .unwrap_or_else(|| format!("an API client at {}", peer.ip())),
+        by,
     };
+    if note.reason.chars().count() > 1024 || note.by.chars().count() > 255 {
+        return Err(ApiError::field(
+            "reason",
+            "a reason of at most 1024 bytes, and `by` of at most 255",
+        ));
+    }
     let now = app.clock.now();
-    let held = store::call(&app.store, move |s| s.hold_node(node, &note, now)).await?;
+    let held = store::call(&app.store, move |s| {
+        let found = s.node(node)?;
+        if !caller.may_act_for(owner(s, &found)?.as_deref()) {
+            return Ok(Err(not_yours(
+                &caller,
+                format!("node {node} is not given to you"),
+            )));
+        }
+        s.hold_node(node, &note, now).map(Ok)
+    })
+    .await??;
     let config = app.status.borrow().config.clone();
     Ok(json(StatusCode::OK, &NodeOut::new(held, &config)))
 }
@@ -364,13 +448,13 @@ pub(super) async fn list_providers(State(app): State<App>) -> Answer {
 }
 
 /// Live: the loop runs rounds. Ready: live, a first round is done (recovery and the first
-/// look at the clouds), and the store answers. 200 when ready, else 503.
+/// look at the clouds), and the loop's last read of the store succeeded. 200 when ready,
+/// else 503. Answered from what the loop last reported: a call costs no store connection.
 pub(super) async fn health(State(app): State<App>) -> Response {
-    let store = store::call(&app.store, |s| s.installation_id()).await;
     let status = app.status.borrow().clone();
     let now = app.clock.now();
     let live = status.live(now);
-    let ready = live && store.is_ok() && status.rounds > 0;
+    let ready = status.ready(now);
     let providers: BTreeMap<&str, Value> = status
         .providers
         .iter()
@@ -385,16 +469,22 @@ pub(super) async fn health(State(app): State<App>) -> Response {
             )
         })
         .collect();
+    let store = match &status.store.error {
+        None => json!({"ok": true, "last_ok": status.store.last_ok.map(|t| t.to_string())}),
+        Some((at, error)) => json!({
+            "ok": false,
+            "error": error,
+            "since": at.to_string(),
+            "last_ok": status.store.last_ok.map(|t| t.to_string()),
+        }),
+    };
     let body = json!({
         "live": live,
         "ready": ready,
         "installation": status.installation.to_string(),
         "started": status.started.to_string(),
         "last_round": status.last_round.map(|t| t.to_string()),
-        "store": match &store {
-            Ok(_) => json!({"ok": true}),
-            Err(e) => json!({"ok": false, "error": e.to_string()}),
-        },
+        "store": store,
         "config": {
             "file": status.config_file.display().to_string(),
             "loaded": status.config_loaded.to_string(),

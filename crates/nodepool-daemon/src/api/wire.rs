@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 pub(crate) struct NewRequest {
     /// One node per entry; a label may be listed more than once.
     pub(crate) labels: Vec<String>,
-    /// Who asks: served fairly against other requestors.
-    pub(crate) requestor: String,
-    /// Higher is served first.
+    /// Who asks: served fairly against other requestors. A consumer's token names it.
+    #[serde(default)]
+    pub(crate) requestor: Option<String>,
+    /// Higher is served first; clamped to -1000..=1000.
     #[serde(default)]
     pub(crate) priority: i32,
 }
