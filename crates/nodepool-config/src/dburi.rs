@@ -7,7 +7,9 @@
 //!   used, for one or more daemons. Opening it needs a build with the `mysql` feature.
 //!
 //! SQLAlchemy driver suffixes (`mysql+pymysql://`, `postgresql+psycopg2://`) are accepted
-//! and dropped. A URL with a password never prints it.
+//! and dropped. A URL with a password never prints it: the userinfo's password and the
+//! values of query keys like `password=` are shown as `***`, and a `dburi` that is not a
+//! valid URL (a password with an unencoded `/`, `?`, `#` or `@`, say) is never echoed.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -71,20 +73,125 @@ impl fmt::Display for DbUri {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host/...` with `***`.
+/// What stands for a secret in what is shown.
+const HIDDEN: &str = "***";
+
+/// Whether a query key names a secret (`password`, `sslpassword`, `passwd`, `token`...).
+fn secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
+/// `url` as a URL whose every part is where the `url` crate puts it: `None` unless it
+/// parses and no `@` comes after its host (which would be part of a password with an
+/// unencoded `/`, `?` or `#` in it, taken for the path, query or fragment).
+fn parsed(url: &str) -> Option<url::Url> {
+    let parsed = url::Url::parse(url).ok()?;
+    let after_host = [
+        parsed.path(),
+        parsed.query().unwrap_or(""),
+        parsed.fragment().unwrap_or(""),
+    ];
+    (!after_host.iter().any(|part| part.contains('@'))).then_some(parsed)
+}
+
+/// `url` with its userinfo password and the values of secret query keys replaced by
+/// `***`; one that is not a valid URL shows its scheme only.
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let Some(mut parsed) = parsed(url) else {
+        return match url.split_once("://") {
+            Some((scheme, _))
+                if !scheme.is_empty()
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+            {
+                format!("{scheme}://{HIDDEN}")
+            }
+            _ => format!("{HIDDEN} (not a URL)"),
+        };
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some(HIDDEN));
     }
+    if let Some(query) = parsed.query() {
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if secret_key(&decoded(key)) => format!("{key}={HIDDEN}"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        parsed.set_query(Some(&query.join("&")));
+    }
+    parsed.to_string()
+}
+
+/// `text` percent-decoded, or as it is if that is not UTF-8.
+fn decoded(text: &str) -> String {
+    percent_encoding_decode(text).unwrap_or_else(|| text.to_owned())
+}
+
+impl DbUrl {
+    /// `message` (a database driver's, say) with every secret of this URL in it replaced by
+    /// `***`: the password as written and percent-decoded, and the values of secret query
+    /// keys.
+    pub fn scrub(&self, message: &str) -> String {
+        let mut secrets: Vec<String> = Vec::new();
+        if let Some(parsed) = parsed(&self.0) {
+            if let Some(password) = parsed.password() {
+                secrets.push(password.to_owned());
+                secrets.extend(
+                    percent_encoding_decode(password).filter(|decoded| decoded != password),
+                );
+            }
+            for (key, value) in parsed.query_pairs() {
+                if secret_key(&key) && !value.is_empty() {
+                    secrets.push(value.into_owned());
+                }
+            }
+            if let Some(query) = parsed.query() {
+                for pair in query.split('&') {
+                    if let Some((key, value)) = pair.split_once('=')
+                        && secret_key(&decoded(key))
+                        && !value.is_empty()
+                    {
+                        secrets.push(value.to_owned());
+                    }
+                }
+            }
+        }
+        // Longest first, so that a secret holding another is replaced whole.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        let mut scrubbed = message.to_owned();
+        for secret in secrets.iter().filter(|s| s.len() >= 2) {
+            scrubbed = scrubbed.replace(secret.as_str(), HIDDEN);
+        }
+        scrubbed
+    }
+}
+
+/// A userinfo password percent-decoded, if it decodes to UTF-8.
+fn percent_encoding_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Why a `dburi` is not usable. Messages never contain the password.
@@ -102,10 +209,10 @@ impl DbUri {
     pub fn parse(uri: &str, base: Option<&Path>) -> Result<DbUri, DbUriError> {
         let uri = uri.trim();
         let Some((scheme, rest)) = uri.split_once("://") else {
-            return Err(DbUriError(format!(
-                "{:?} is not a database URL; expected sqlite://PATH or postgres://USER@HOST/DATABASE",
-                redact(uri)
-            )));
+            // Not quoted: what is not a URL may be anything, a password included.
+            return Err(DbUriError(
+                "not a database URL (no `scheme://`); expected sqlite://PATH or postgres://USER@HOST/DATABASE".into(),
+            ));
         };
         let base_scheme = scheme
             .split_once('+')
@@ -140,21 +247,30 @@ impl DbUri {
 }
 
 fn check_server_url(rest: &str, uri: &str) -> Result<(), DbUriError> {
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let database = rest
-        .get(authority.len()..)
-        .unwrap_or("")
-        .trim_start_matches('/');
-    let database = database.split(['?', '#']).next().unwrap_or("");
+    let Some(parsed) = parsed(uri) else {
+        let why = match url::Url::parse(uri) {
+            Err(url::ParseError::EmptyHost) if !rest.contains("host=") => {
+                return Err(DbUriError(format!(
+                    "{} names no database server host",
+                    redact(uri)
+                )));
+            }
+            Err(e) => format!(" ({e})"),
+            Ok(_) => String::new(),
+        };
+        return Err(DbUriError(format!(
+            "{} is not a valid URL{why}: a user name or password holding `/`, `?`, `#`, `@` or `:` must be percent-encoded (`/` as %2F, `?` as %3F, `#` as %23, `@` as %40, `:` as %3A)",
+            redact(uri)
+        )));
+    };
+    let host = parsed.host_str().unwrap_or("");
     if host.is_empty() && !rest.contains("host=") {
         return Err(DbUriError(format!(
             "{:?} names no database server host",
             redact(uri)
         )));
     }
+    let database = parsed.path().trim_start_matches('/');
     if database.is_empty() {
         return Err(DbUriError(format!(
             "{:?} names no database (the path after the host)",

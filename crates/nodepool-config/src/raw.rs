@@ -114,7 +114,8 @@ pub(crate) const IMAGE_KEYS: &[&str] = &[
 /// One `meta` entry: the key and the value, each where it was written.
 pub(crate) type MetaEntry = (At<String>, At<String>);
 
-#[derive(Debug, Default)]
+/// Not `Debug`: it holds `dburi`, password and all.
+#[derive(Default)]
 pub(crate) struct RawConfig {
     pub(crate) script_dir: Option<At<String>>,
     pub(crate) dburi: Option<At<String>>,
@@ -167,7 +168,7 @@ pub(crate) struct RawLabel {
     pub(crate) subnodes: Option<At<i64>>,
 }
 
-#[derive(Debug)]
+/// Not `Debug`: it holds the password.
 pub(crate) struct RawProvider {
     pub(crate) location: Location,
     pub(crate) key: String,

@@ -88,10 +88,16 @@ impl Cx<'_> {
         if let Kind::Str(s) = &node.kind
             && let Some(kind) = unrendered(s)
         {
+            // A secret's value is never quoted, template or not.
+            let what = if secret(key) {
+                "the value".to_owned()
+            } else {
+                format!("{s:?}")
+            };
             self.sink.warning(
                 node.location,
                 key,
-                format!("{s:?} looks like an unrendered {kind} template: render the file before nodepool reads it"),
+                format!("{what} looks like an unrendered {kind} template: render the file before nodepool reads it"),
             );
         }
         self.string_as_written(node, key)
@@ -346,6 +352,15 @@ impl<'n> Fields<'n> {
             );
         }
     }
+}
+
+/// Whether the key path `key` names a secret (`providers[0].password`): its value is never
+/// quoted in a message.
+pub(crate) fn secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
+    last.ends_with("password")
+        || last.ends_with("secret")
+        || matches!(last.as_str(), "apikey" | "api-key" | "token" | "dburi")
 }
 
 /// The template language whose markup `text` still holds, if any: what a deployment tool

@@ -16,7 +16,8 @@ use crate::diagnostic::{Diagnostic, Location, Severity};
 pub const DEFAULT_SECURE_PATH: &str = "/etc/nodepool/secure.conf";
 
 /// What a secure.conf holds for nodepool.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Its `Debug` shows `dburi` redacted.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secure {
     /// The file, as named.
     pub file: PathBuf,
@@ -155,5 +156,18 @@ impl Loaded {
                 at.line
             ),
         }))
+    }
+}
+
+impl std::fmt::Debug for Secure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dburi = self
+            .dburi
+            .as_ref()
+            .map(|(text, at)| (crate::dburi::redact(text), at));
+        f.debug_struct("Secure")
+            .field("file", &self.file)
+            .field("dburi", &dburi)
+            .finish()
     }
 }

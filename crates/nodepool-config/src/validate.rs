@@ -153,20 +153,17 @@ impl Validator<'_> {
                     self.origins.note(at);
                     Some(uri)
                 }
-                // Parsed, but a host or password still in template markup cannot work.
-                // (Not quoted: the markup may sit beside a real password.)
-                (Ok(_), Some(kind)) => {
+                // A host or password still in template markup cannot work, parsed or
+                // not. (Not quoted: the markup may sit beside a real password.)
+                (_, Some(kind)) => {
                     self.error(
                         at,
                         format!("looks like an unrendered {kind} template: render the file before nodepool reads it"),
                     );
                     None
                 }
-                (Err(error), unrendered) => {
-                    let hint = unrendered
-                        .map(|kind| format!("; it looks like an unrendered {kind} template: render the file before nodepool reads it"))
-                        .unwrap_or_default();
-                    self.error(at, format!("{error}{hint}"));
+                (Err(error), None) => {
+                    self.error(at, error.to_string());
                     None
                 }
             },

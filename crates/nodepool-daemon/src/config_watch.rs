@@ -21,8 +21,8 @@ pub(crate) enum Reread {
     Refused,
 }
 
-/// The config in force and what the file last held.
-#[derive(Debug)]
+/// The config in force and what the file last held. Its `Debug` leaves the file's bytes
+/// out: they hold its passwords.
 pub(crate) struct ConfigWatch {
     path: PathBuf,
     /// secure.conf, whose `dburi` replaces the file's (`None`: the default one, if it
@@ -37,6 +37,18 @@ pub(crate) struct ConfigWatch {
     loaded: Timestamp,
     /// Why the newest edit of the file was refused, while it is.
     error: Option<String>,
+}
+
+impl std::fmt::Debug for ConfigWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigWatch")
+            .field("path", &self.path)
+            .field("secure", &self.secure)
+            .field("config", &self.config)
+            .field("loaded", &self.loaded)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConfigWatch {

@@ -193,7 +193,7 @@ pub(crate) fn establish(uri: &DbUri) -> Result<AnyConnection> {
     let (url, backend) = target(uri)?;
     let unavailable = |message: String| StoreError::Unavailable {
         uri: uri.to_string(),
-        message,
+        message: scrubbed(uri, &message),
     };
     // The backend's own connection, so that its error says what went wrong (the
     // multi-connection tries each backend and keeps none of their errors).
@@ -249,6 +249,15 @@ fn mysql_url(url: &str) -> String {
 }
 
 /// A driver's message on one line (libpq spreads its advice over several).
+/// A driver's `message` without the secrets of `uri` (libpq, for one, quotes the part of a
+/// URL it could not read, which may be the password).
+pub(crate) fn scrubbed(uri: &DbUri, message: &str) -> String {
+    match uri {
+        DbUri::Postgres(url) | DbUri::Mysql(url) => url.scrub(message),
+        _ => message.to_owned(),
+    }
+}
+
 fn one_line(message: &str) -> String {
     message
         .lines()

@@ -219,7 +219,7 @@ impl Store {
     {
         self.pool.get().map_err(|e| StoreError::Unavailable {
             uri: self.uri.clone(),
-            message: e.to_string(),
+            message: connection::scrubbed(&self.db, &e.to_string()),
         })
     }
 

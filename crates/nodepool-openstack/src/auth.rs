@@ -72,6 +72,13 @@ pub(crate) fn cloud_config(
             "the clouds.yaml entry's auth is not a mapping".into(),
         ));
     };
+    // YAML reads `password: 12345` or `project_id: 0123` as a number; they are strings (as
+    // openstacksdk takes them), and the error that would be made of a number quotes it.
+    for value in auth.values_mut() {
+        if let Value::Number(number) = value {
+            *value = Value::String(number.to_string());
+        }
+    }
     let mut set = |key: &str, value: Option<&str>| {
         if let Some(value) = value {
             auth.insert(key.to_owned(), Value::String(value.to_owned()));

@@ -37,8 +37,8 @@ pub const DEFAULT_PAGE_SIZE: usize = 500;
 /// How long one request may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One OpenStack project, as nodepool uses it.
-#[derive(Debug)]
+/// One OpenStack project, as nodepool uses it. Its `Debug` leaves the session out: it holds
+/// the credentials.
 pub struct OpenStackProvider {
     name: ProviderName,
     session: osauth::Session,
@@ -47,6 +47,16 @@ pub struct OpenStackProvider {
     /// Network ids by (name, external), looked up once: every launch names its networks.
     /// Forgotten when a create fails, in case a network was replaced under its name.
     network_ids: std::sync::Mutex<BTreeMap<(String, bool), String>>,
+}
+
+impl std::fmt::Debug for OpenStackProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenStackProvider")
+            .field("name", &self.name)
+            .field("page_size", &self.page_size)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OpenStackProvider {
@@ -67,12 +77,17 @@ impl OpenStackProvider {
         };
         let config =
             auth::cloud_config(settings, env).map_err(|e| op.error(ErrorKind::Fatal, e.0))?;
-        let config: osauth::CloudConfig = serde_json::from_value(config).map_err(|e| {
-            op.error(
-                ErrorKind::Fatal,
-                format!("unusable cloud configuration: {e}"),
-            )
-        })?;
+        // The error names the key, never its value (serde's messages quote values).
+        let config: osauth::CloudConfig =
+            serde_path_to_error::deserialize(config).map_err(|e| {
+                op.error(
+                    ErrorKind::Fatal,
+                    format!(
+                        "unusable cloud configuration: `{}` is not of the form or type expected",
+                        e.path()
+                    ),
+                )
+            })?;
         let session = config
             .create_session()
             .await

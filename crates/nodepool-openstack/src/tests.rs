@@ -313,5 +313,19 @@ fn clouds_yaml_entries_with_inline_overrides() {
         error.ends_with("is not a valid clouds.yaml") && !error.contains("s3cret"),
         "{error}"
     );
+    // A password YAML reads as a number is the string it was written as.
+    std::fs::write(
+        &file,
+        "clouds:\n  east:\n    auth:\n      auth_url: https://keystone.east/v3\n      username: np\n      password: 7654321\n      project_id: 42\n",
+    )
+    .unwrap();
+    settings.cloud = Some("east".into());
+    settings.project = None;
+    let config = auth::cloud_config(&settings, &env).unwrap();
+    assert_eq!(
+        (&config["auth"]["password"], &config["auth"]["project_id"]),
+        (&json!("7654321"), &json!("42"))
+    );
+    let _: osauth::CloudConfig = serde_json::from_value(config).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }

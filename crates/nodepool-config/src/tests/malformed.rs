@@ -186,14 +186,14 @@ fn bad_dburi() {
     check(
         &format!("dburi: nodepool.sqlite\n{MINIMAL}"),
         expect![[r#"
-        nodepool.yaml:1:8: error: dburi: "nodepool.sqlite" is not a database URL; expected sqlite://PATH or postgres://USER@HOST/DATABASE
-    "#]],
+            nodepool.yaml:1:8: error: dburi: not a database URL (no `scheme://`); expected sqlite://PATH or postgres://USER@HOST/DATABASE
+        "#]],
     );
     check(
         &format!("dburi: postgres://nodepool:hunter2@/\n{MINIMAL}"),
         expect![[r#"
-        nodepool.yaml:1:8: error: dburi: "postgres://nodepool:***@/" names no database server host
-    "#]],
+            nodepool.yaml:1:8: error: dburi: postgres://*** names no database server host
+        "#]],
     );
 }
 
@@ -518,7 +518,7 @@ fn unrendered_templates_are_named() {
             )
         ),
         expect![[r#"
-            nodepool.yaml:1:8: error: dburi: "<%= @dburi %>" is not a database URL; expected sqlite://PATH or postgres://USER@HOST/DATABASE; it looks like an unrendered ERB template: render the file before nodepool reads it
+            nodepool.yaml:1:8: error: dburi: looks like an unrendered ERB template: render the file before nodepool reads it
             nodepool.yaml:10:18: error: providers[0].max-servers: expected an integer, found "{{ max_servers }}"; it looks like an unrendered Jinja template: render the file before nodepool reads it
             nodepool.yaml:11:14: warning: providers[0].keypair: "{{ nodepool_keypair }}" looks like an unrendered Jinja template: render the file before nodepool reads it
         "#]],

@@ -2,6 +2,7 @@
 //! diffs, environment checks, the shipped examples, and fuzzing.
 
 mod cron;
+mod dburi;
 mod diff;
 mod environment;
 mod examples;
