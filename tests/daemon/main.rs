@@ -7,6 +7,7 @@
 mod api;
 mod cloud;
 mod ha;
+mod secrets;
 mod stores;
 #[path = "../../crates/nodepool-daemon/tests/support/mod.rs"]
 mod support;
@@ -93,11 +94,17 @@ fn nodepoold(config: &Path) -> (Daemon, Log) {
 
 /// [`nodepoold`] with more arguments.
 fn nodepoold_with(config: &Path, args: &[&str]) -> (Daemon, Log) {
+    nodepoold_env(config, args, &[])
+}
+
+/// [`nodepoold`] with more arguments and environment variables.
+fn nodepoold_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (Daemon, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nodepoold"))
         .arg("-c")
         .arg(config)
         .args(args)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
