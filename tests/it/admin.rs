@@ -702,3 +702,41 @@ fn daemon_list_shows_each_daemons_lease_and_work() {
         (&Value::Bool(false), &serde_json::json!(0))
     );
 }
+
+/// `installation-id`: the store's id; `--new` gives a copy of the store its own, refused
+/// while a daemon runs on it.
+#[test]
+fn installation_id_is_shown_and_a_copy_gets_its_own() {
+    use nodepool_db::DaemonRecord;
+    let pool = pool();
+    let store = Store::open(
+        &DbUri::Sqlite(pool.dir.path().join("nodepool.sqlite")),
+        "test",
+    )
+    .unwrap();
+    let before = store.installation_id().unwrap();
+    let (code, stdout, stderr) = pool.run(&["installation-id"]);
+    assert_eq!((code, stdout.trim()), (0, before.as_str()), "{stderr}");
+
+    let now = SystemClock.now();
+    let live = DaemonRecord::new("np1.example.org", 4242, now).unwrap();
+    store
+        .renew_lease(&live, now, std::time::Duration::from_secs(3600))
+        .unwrap();
+    let (code, _, stderr) = pool.run(&["installation-id", "--new"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("1 nodepoold running on this store"),
+        "{stderr}"
+    );
+    assert_eq!(store.installation_id().unwrap(), before);
+
+    store.retire_daemon(&live.id, now).unwrap();
+    let (code, stdout, stderr) = pool.run(&["--json", "installation-id", "--new"]);
+    assert_eq!(code, 0, "{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    let after = store.installation_id().unwrap();
+    assert_ne!(after, before);
+    assert_eq!(answer["installation"], after.as_str());
+    assert_eq!(answer["previous"], before.as_str());
+}

@@ -198,7 +198,8 @@ pub(crate) fn servers(
     let mut aliens = Vec::new();
     for (provider, answer) in &answers {
         for server in answer.iter().flatten() {
-            if known.contains(&(provider.clone(), server.id.clone())) {
+            let ownership = classify(&server.metadata, &ours);
+            if known_by(&known, provider, &ownership, &server.id) {
                 continue;
             }
             aliens.push(JsonAlienServer {
@@ -209,7 +210,7 @@ pub(crate) fn servers(
                     .public_ip()
                     .or_else(|| server.private_ip())
                     .map(|ip| ip.to_string()),
-                tags: JsonTags::new(&classify(&server.metadata, &ours), &ours),
+                tags: JsonTags::new(&ownership, &ours),
             });
         }
     }
@@ -262,7 +263,7 @@ pub(crate) fn images(
                 .get("image_type")
                 .is_some_and(|t| t == "snapshot");
             if (!snapshot && ownership == Ownership::Foreign)
-                || known.contains(&(provider.clone(), image.id.clone()))
+                || known_by(&known, provider, &ownership, &image.id)
             {
                 continue;
             }
@@ -289,4 +290,21 @@ pub(crate) fn images(
         print_table(out, &rows)?;
     }
     Ok(unanswered(&answers, err)?)
+}
+
+/// Whether a resource listed by `provider` is a record's: of that provider, or of the
+/// provider its tags name (another provider of the config sharing the project).
+fn known_by(
+    known: &BTreeSet<(ProviderName, ExternalId)>,
+    provider: &ProviderName,
+    ownership: &Ownership,
+    id: &ExternalId,
+) -> bool {
+    let tagged = match ownership {
+        Ownership::Ours { provider, .. } => ProviderName::new(provider.clone()).ok(),
+        _ => None,
+    };
+    std::iter::once(provider.clone())
+        .chain(tagged)
+        .any(|p| known.contains(&(p, id.clone())))
 }

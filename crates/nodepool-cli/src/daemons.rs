@@ -72,3 +72,23 @@ pub(crate) fn list(cli: &Cli, out: &mut dyn Write) -> Outcome {
     print_table(out, &rows)?;
     Ok(EXIT_OK)
 }
+
+/// `nodepool installation-id [--new]`.
+pub(crate) fn installation_id(cli: &Cli, out: &mut dyn Write, new: bool) -> Outcome {
+    let ctx = Context::read(cli)?;
+    let old = ctx.store.installation_id()?;
+    let id = if new {
+        ctx.store.new_installation_id(ctx.now)?
+    } else {
+        old.clone()
+    };
+    if cli.json {
+        let value = serde_json::json!({"installation": id.to_string(), "previous": new.then(|| old.to_string())});
+        print_json(out, &value)?;
+    } else if new {
+        writeln!(out, "{id} (was {old})")?;
+    } else {
+        writeln!(out, "{id}")?;
+    }
+    Ok(EXIT_OK)
+}

@@ -150,6 +150,19 @@ pub enum Command {
     /// A daemon whose lease has expired (`Lease` says since when) is taken for dead: the
     /// others finish its work, and it is forgotten a day later.
     DaemonList,
+    /// Print the store's installation id, which every server, image and floating IP
+    /// nodepool makes is tagged with; with --new, give the store a new one.
+    ///
+    /// A store copied from another installation's (a staging copy of production) has its
+    /// id, and would take that installation's resources for its own: give the copy a new
+    /// id before its first nodepoold starts. Afterwards the copy never touches what carries
+    /// the old id: rows naming such resources are forgotten, the resources left alone.
+    /// Refused while a nodepoold is running on the store.
+    InstallationId {
+        /// Give the store a new installation id.
+        #[arg(long)]
+        new: bool,
+    },
     /// List servers the store does not know, in every provider or one.
     ///
     /// Columns as in 2014 (Provider, Hostname, Server ID, IP) and Tags: whose the server is
@@ -296,6 +309,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         } => images::show(cli, out, *id),
         Command::RequestList => requests::list(cli, out),
         Command::DaemonList => daemons::list(cli, out),
+        Command::InstallationId { new } => daemons::installation_id(cli, out, *new),
         Command::AlienList { provider } => aliens::servers(cli, out, err, provider.as_ref()),
         Command::AlienImageList { provider } => aliens::images(cli, out, err, provider.as_ref()),
     };

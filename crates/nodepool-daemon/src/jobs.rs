@@ -11,9 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodepool_model::{Human, InstallationId, Node, NodeState, Reason, ReasonCode, Timestamp};
+use nodepool_model::{
+    ExternalId, Human, InstallationId, Node, NodeState, ProviderName, Reason, ReasonCode, Timestamp,
+};
 use nodepool_node::cleanup::{Resource, SeenResource, leaked};
-use nodepool_provider::{ErrorKind, Provider};
+use nodepool_provider::{ErrorKind, Provider, SOURCE_SERVER_KEY, TEMPLATE_KEY};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
@@ -70,9 +72,15 @@ pub(crate) async fn cleanup(ctx: Context, connections: Vec<Connection>) {
             return;
         }
     };
+    let configured: Vec<ProviderName> = ctx
+        .config
+        .providers
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     for (connection, seen) in listed {
         let provider = connection.name();
-        for leak in leaked(&snapshot, provider, &seen) {
+        for leak in leaked(&snapshot, provider, &configured, &seen) {
             let deleted = match leak.kind {
                 Resource::Image => connection.delete_image(&leak.id).await,
                 Resource::FloatingIp => connection.delete_floating_ip(&leak.id).await,
@@ -96,18 +104,22 @@ async fn list_tagged(connection: &Connection, installation: &InstallationId) -> 
     let provider = connection.name();
     let mut seen = Vec::new();
     match connection.list_images().await {
-        Ok(images) => seen.extend(images.into_iter().map(|image| SeenResource {
-            kind: Resource::Image,
-            owner: seen_owner(&image.properties, installation),
-            id: image.id,
+        Ok(images) => seen.extend(images.into_iter().map(|image| {
+            let property = |key: &str| image.properties.get(key).map(ExternalId::new);
+            SeenResource {
+                kind: Resource::Image,
+                owner: seen_owner(&image.properties, installation),
+                made_from: property(SOURCE_SERVER_KEY),
+                template: property(TEMPLATE_KEY),
+                id: image.id,
+            }
         })),
         Err(error) => warn!(provider = %provider, "cleanup: cannot list images: {error}"),
     }
     match connection.list_floating_ips().await {
-        Ok(ips) => seen.extend(ips.into_iter().map(|ip| SeenResource {
-            kind: Resource::FloatingIp,
-            owner: seen_owner(&ip.metadata, installation),
-            id: ip.id,
+        Ok(ips) => seen.extend(ips.into_iter().map(|ip| {
+            let owner = seen_owner(&ip.metadata, installation);
+            SeenResource::new(Resource::FloatingIp, ip.id, owner)
         })),
         // A cloud without floating IPs has none to leak.
         Err(error) if error.kind == ErrorKind::NotFound => {}

@@ -170,6 +170,38 @@ impl Store {
         })
     }
 
+    /// Gives the store a new installation id, and returns it: for a copy of another
+    /// installation's store (a staging copy of production), which would otherwise take that
+    /// installation's servers and images for its own. Afterwards this store never touches
+    /// what carries the old id: its rows naming such resources are forgotten, the resources
+    /// left alone.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] while a daemon's lease on the store is alive: a running
+    /// daemon keeps the id it started with.
+    pub fn new_installation_id(&self, now: Timestamp) -> Result<InstallationId> {
+        use schema::daemons::dsl as d;
+        use schema::installation::dsl as i;
+        self.write(|conn| {
+            let alive = d::daemons
+                .filter(d::expires.gt(now.unix_millis()))
+                .count()
+                .get_result::<i64>(conn)?;
+            if alive > 0 {
+                return Err(StoreError::Invalid(format!(
+                    "{alive} nodepoold running on this store (see daemon-list): stop them first"
+                )));
+            }
+            let id = random_id()
+                .map_err(|e| StoreError::Invalid(format!("cannot make an installation id: {e}")))?;
+            diesel::update(i::installation)
+                .set(i::installation_id.eq(&id))
+                .execute(conn)?;
+            Ok(InstallationId::new(id))
+        })
+    }
+
     /// Checks that the schema is set up and not newer than this binary, for processes that
     /// only read.
     ///

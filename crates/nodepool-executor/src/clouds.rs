@@ -418,18 +418,15 @@ impl Clouds {
     }
 }
 
-/// Whose a cloud resource is, by its tags: ours (with its node or image), another
-/// installation's, or nobody's.
+/// Whose a cloud resource is, by its tags: ours (with its node or image and the provider
+/// named), another installation's, or nobody's.
 pub fn seen_owner(metadata: &BTreeMap<String, String>, installation: &InstallationId) -> SeenOwner {
     match classify(metadata, installation) {
-        Ownership::Ours {
-            owner: Owner::Node(id),
-            ..
-        } => SeenOwner::Node(id),
-        Ownership::Ours {
-            owner: Owner::Image(id),
-            ..
-        } => SeenOwner::Image(id),
+        Ownership::Ours { provider, owner } => match (ProviderName::new(provider), owner) {
+            (Ok(provider), Owner::Node(id)) => SeenOwner::Node(id, provider),
+            (Ok(provider), Owner::Image(id)) => SeenOwner::Image(id, provider),
+            (Err(_), _) => SeenOwner::Unreadable,
+        },
         Ownership::OursUnreadable => SeenOwner::Unreadable,
         Ownership::OtherInstallation(_) | Ownership::Foreign => SeenOwner::NotOurs,
     }

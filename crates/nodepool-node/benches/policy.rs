@@ -117,7 +117,7 @@ fn snapshot(nodes: usize) -> (Snapshot, World) {
             let server = ExternalId::new(format!("srv-{n}"));
             listings[provider].push(SeenServer {
                 id: server.clone(),
-                owner: SeenOwner::Node(id),
+                owner: SeenOwner::Node(id, format!("p{provider}").parse().unwrap()),
                 busy: false,
             });
             Node {

@@ -181,13 +181,14 @@ pub struct NodePlan {
     pub next_wakeup: Option<Timestamp>,
 }
 
-/// Whose a server in a listing is, as its tags say.
+/// Whose a server (or image, or floating IP) in a listing is, as its tags say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SeenOwner {
-    /// This installation's, for a node.
-    Node(NodeId),
-    /// This installation's, for an image build (a template server).
-    Image(ImageId),
+    /// This installation's, for a node of the provider named.
+    Node(NodeId, ProviderName),
+    /// This installation's, for an image build (a template server, a snapshot) of the
+    /// provider named.
+    Image(ImageId, ProviderName),
     /// Tagged with this installation, but the rest of its tags are unreadable.
     Unreadable,
     /// Another installation's, or not nodepool's.
@@ -222,7 +223,7 @@ impl Listing {
         let ids = servers.iter().map(|s| s.id.clone()).collect();
         let mut tagged = Map::default();
         for (i, server) in servers.iter().enumerate() {
-            if let SeenOwner::Node(id) = server.owner {
+            if let SeenOwner::Node(id, _) = server.owner {
                 tagged.entry(id).or_insert(i);
             }
         }
@@ -697,14 +698,53 @@ impl<'a> Planner<'a> {
                 continue;
             };
             for server in latest.servers() {
+                // A server is ours when its installation, provider and row all match: a
+                // server tagged for another provider of the config is that provider's to
+                // judge from its own listing (two providers may share a project).
+                let tagged_for = match &server.owner {
+                    SeenOwner::Node(_, tagged) | SeenOwner::Image(_, tagged) => Some(tagged),
+                    _ => None,
+                };
+                if let Some(tagged) = tagged_for
+                    && tagged != provider
+                    && self.config.providers.iter().any(|p| &p.name == tagged)
+                {
+                    continue;
+                }
                 let known = match &server.owner {
-                    SeenOwner::Node(id) => nodes.get(id).is_some_and(|n| match &n.external_id {
-                        Some(ext) => ext == &server.id,
-                        // The create call has not answered yet, or the orphan delete takes it.
-                        None => true,
-                    }),
-                    SeenOwner::Image(id) => match images.get(id) {
+                    SeenOwner::Node(id, tagged) => match nodes.get(id) {
+                        Some(n) if &n.provider != tagged => {
+                            self.note(
+                                About::Server(provider.clone(), server.id.clone()),
+                                ReasonCode::Leaked,
+                                format!(
+                                    "server {} is tagged for node {id} of provider {tagged}, but node {id} is on provider {}; left for an operator",
+                                    server.id, n.provider
+                                ),
+                            );
+                            true
+                        }
+                        Some(n) => match &n.external_id {
+                            Some(ext) => ext == &server.id,
+                            // The create call has not answered yet, or the orphan delete
+                            // takes it.
+                            None => true,
+                        },
                         None => false,
+                    },
+                    SeenOwner::Image(id, tagged) => match images.get(id) {
+                        None => false,
+                        Some(upload) if &upload.provider != tagged => {
+                            self.note(
+                                About::Server(provider.clone(), server.id.clone()),
+                                ReasonCode::Leaked,
+                                format!(
+                                    "server {} is tagged for image upload {id} of provider {tagged}, but upload {id} is on provider {}; left for an operator",
+                                    server.id, upload.provider
+                                ),
+                            );
+                            true
+                        }
                         // Its build is under way, or its deletion takes the template too.
                         Some(upload)
                             if matches!(
@@ -753,11 +793,11 @@ impl<'a> Planner<'a> {
                     .as_ref()
                     .is_some_and(|p| p.contains(&server.id));
                 let whose = match &server.owner {
-                    SeenOwner::Node(id) => format!("node {id}, which the store does not have"),
-                    SeenOwner::Image(id) if images.contains_key(id) => {
+                    SeenOwner::Node(id, _) => format!("node {id}, which the store does not have"),
+                    SeenOwner::Image(id, _) if images.contains_key(id) => {
                         format!("image upload {id}, whose build is over")
                     }
-                    SeenOwner::Image(id) => {
+                    SeenOwner::Image(id, _) => {
                         format!("image upload {id}, which the store does not have")
                     }
                     _ => String::new(),

@@ -620,10 +620,23 @@ impl Provider for FakeProvider {
         .is_some();
         let id = next_id(&mut state);
         let mut image = CloudImage::new(id.clone(), name, ImageStatus::Pending);
-        image.properties = metadata.clone();
+        // As Nova makes a snapshot: the properties of the image the server booted from,
+        // then the ones asked for, then which server it is a snapshot of.
+        let booted_from = state
+            .servers
+            .get(server)
+            .and_then(|s| s.server.image.clone())
+            .and_then(|image| state.images.get(&image))
+            .map(|image| image.image.properties.clone())
+            .unwrap_or_default();
+        image.properties = booted_from;
+        image.properties.extend(metadata.clone());
         image
             .properties
             .insert("image_type".into(), "snapshot".into());
+        image
+            .properties
+            .insert(crate::SOURCE_SERVER_KEY.into(), server.to_string());
         let ready_at = (!never).then(|| self.clock.now().saturating_add(self.config.snapshot_time));
         if let Some(s) = state.servers.get_mut(server) {
             let task_ends = ready_at.map(|at| at.saturating_add(self.config.snapshot_task_tail));

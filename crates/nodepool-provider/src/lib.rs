@@ -61,8 +61,8 @@ pub use error::{ErrorKind, ProviderError, Result};
 pub use fake::{FakeConfig, FakeProvider, Fault};
 pub use limiter::{Limited, OperationStats};
 pub use tags::{
-    DESCRIPTION_LIMIT, IMAGE_KEY, INSTALLATION_KEY, NODE_KEY, Owner, Ownership, PROVIDER_KEY, Tags,
-    classify, from_description, to_description,
+    DESCRIPTION_LIMIT, IMAGE_KEY, INSTALLATION_KEY, NODE_KEY, Owner, Ownership, PROVIDER_KEY,
+    SOURCE_SERVER_KEY, TEMPLATE_KEY, Tags, classify, from_description, to_description,
 };
 pub use types::{
     Address, AddressKind, CloudImage, Flavor, FloatingIp, ImageStatus, Limit, Limits, NetworkRef,

@@ -27,6 +27,12 @@ pub const PROVIDER_KEY: &str = "nodepool-provider";
 pub const NODE_KEY: &str = "nodepool-node-id";
 /// The metadata key with the image upload's id.
 pub const IMAGE_KEY: &str = "nodepool-image-id";
+/// On a snapshot: the template server it was made from. The cloud says which server a
+/// snapshot was made from ([`SOURCE_SERVER_KEY`]); the two agree only on snapshots nodepool
+/// made, not on someone's snapshot of a node, which inherits the node image's tags.
+pub const TEMPLATE_KEY: &str = "nodepool-template-server";
+/// The property in which Nova records the server an image is a snapshot of.
+pub const SOURCE_SERVER_KEY: &str = "instance_uuid";
 
 /// What a cloud resource was created for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

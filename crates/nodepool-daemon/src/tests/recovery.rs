@@ -215,8 +215,7 @@ async fn the_cleanup_job_deletes_snapshots_and_floating_ips_whose_rows_are_gone(
         )
         .await
         .unwrap();
-    // Snapshots of the ready node's server (the daemon keeps it): one tagged for an upload
-    // the store does not have, one of someone else's.
+    // Snapshots of the ready node's server (the daemon keeps it).
     let node = running.snapshot().await.nodes[0]
         .external_id
         .clone()
@@ -232,11 +231,13 @@ async fn the_cleanup_job_deletes_snapshots_and_floating_ips_whose_rows_are_gone(
             image
         }
     };
-    let image = snapshot_of_node(
-        "lost-snapshot",
-        tags(Owner::Image(nodepool_model::ImageId::new(901))),
-    )
-    .await;
+    // A snapshot made (as a build makes one) from a server it names as its template, for
+    // an upload the store does not have.
+    let mut lost = tags(Owner::Image(nodepool_model::ImageId::new(901)));
+    lost.insert(nodepool_provider::TEMPLATE_KEY.to_owned(), node.to_string());
+    let image = snapshot_of_node("lost-snapshot", lost).await;
+    // Someone's snapshot of the node: the cloud copies our tags from the node's image into
+    // it, but it was not made from the template they name.
     let foreign = snapshot_of_node("not-ours", Default::default()).await;
     let mut gone = false;
     for _ in 0..300 {

@@ -10,7 +10,7 @@ use nodepool_config::{BaseImage, ProviderImage};
 use nodepool_model::{
     ExternalId, FailureKind, Human, Image, ImageState, Reason, ReasonCode, Subject,
 };
-use nodepool_provider::{ErrorKind, ImageStatus, Owner, Provider, ServerSpec};
+use nodepool_provider::{ErrorKind, ImageStatus, Owner, Provider, ServerSpec, TEMPLATE_KEY};
 use tracing::{info, warn};
 
 use super::context::{Context, Failed, POLL, networks};
@@ -149,15 +149,11 @@ async fn try_build(
     let target = login(ctx, remote, host, image).await?;
     setup(ctx, remote, &target, image, upload, &hostname).await?;
     info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "set up; snapshotting server {}", server.id);
-    let snapshot = snapshot(
-        ctx,
-        connection,
-        upload,
-        &server.id,
-        &hostname,
-        &ctx.tags(provider, owner),
-    )
-    .await?;
+    // The template's id among the tags: a snapshot is ours when the cloud says it was
+    // made from the server its tags name (see nodepool_node::cleanup).
+    let mut tags = ctx.tags(provider, owner);
+    tags.insert(TEMPLATE_KEY.to_owned(), server.id.to_string());
+    let snapshot = snapshot(ctx, connection, upload, &server.id, &hostname, &tags).await?;
     let now = ctx.now();
     let snapshot_id = snapshot.clone();
     store::call(&ctx.store, move |s| {

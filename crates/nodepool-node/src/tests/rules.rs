@@ -378,7 +378,10 @@ fn a_building_node_without_a_server_id_is_deleted_with_the_server_its_tags_name(
     let cloud = CloudView {
         listing: Some(listing(
             secs(1),
-            &[("srv-x", SeenOwner::Node(NodeId::new(7)))],
+            &[(
+                "srv-x",
+                SeenOwner::Node(NodeId::new(7), "cloud1".parse().unwrap()),
+            )],
         )),
         ..CloudView::default()
     };
@@ -402,7 +405,10 @@ fn a_server_missing_from_two_listings_after_the_nodes_last_change_has_vanished()
     ];
     for (previous, latest, shown, vanished) in cases {
         let servers: &[(&str, SeenOwner)] = if shown {
-            &[("srv-5", SeenOwner::Node(NodeId::new(5)))]
+            &[(
+                "srv-5",
+                SeenOwner::Node(NodeId::new(5), "cloud1".parse().unwrap()),
+            )]
         } else {
             &[]
         };
@@ -423,12 +429,15 @@ fn a_server_missing_from_two_listings_after_the_nodes_last_change_has_vanished()
 
 #[test]
 fn leaks_are_deleted_only_when_seen_twice_and_never_another_installations() {
-    let tagged = |id| SeenOwner::Node(NodeId::new(id));
+    let tagged = |id| SeenOwner::Node(NodeId::new(id), "cloud1".parse().unwrap());
     let servers = [
         ("leak-twice", tagged(99)),
         ("leak-once", tagged(98)),
         ("theirs", SeenOwner::NotOurs),
-        ("template", SeenOwner::Image(ImageId::new(3))),
+        (
+            "template",
+            SeenOwner::Image(ImageId::new(3), "cloud1".parse().unwrap()),
+        ),
         ("duplicate-of-1", tagged(1)),
         ("srv-1", tagged(1)),
     ];
@@ -537,7 +546,7 @@ fn the_next_wakeup_is_the_nearest_deadline() {
 fn a_template_left_after_its_build_goes_once_the_clouds_task_on_it_ends() {
     let template = |busy| SeenServer {
         id: ExternalId::new("template"),
-        owner: SeenOwner::Image(ImageId::new(1)),
+        owner: SeenOwner::Image(ImageId::new(1), "cloud1".parse().unwrap()),
         busy,
     };
     let plan_with = |state: ImageState, busy: bool| {
@@ -594,5 +603,41 @@ fn a_request_fails_once_it_has_waited_request_timeout_and_not_a_millisecond_befo
         plan.next_wakeup,
         Some(NOW.saturating_add(Duration::from_millis(1))),
         "the round that fails request 2 is planned"
+    );
+}
+
+#[test]
+fn a_sibling_providers_servers_in_a_shared_project_are_its_own_to_judge() {
+    // cloud1 lists a project it shares with cloud2: cloud2's servers show in its listings.
+    let tagged = |id, provider: &str| SeenOwner::Node(NodeId::new(id), provider.parse().unwrap());
+    let servers = [
+        // cloud2's server whose row is gone: cloud2's own listing judges it.
+        ("siblings", tagged(50, "cloud2")),
+        // A provider gone from the config, its rows gone: cloud1, which lists it, does.
+        ("of-a-gone-provider", tagged(51, "gone")),
+        // Tagged for cloud1 but the node is cloud2's: not provably a leak.
+        ("mixed-up", tagged(1, "cloud1")),
+    ];
+    let cloud = CloudView {
+        listing: Some(listing(secs(10), &servers)),
+        previous: Some(listing(secs(20), &servers)),
+        ..CloudView::default()
+    };
+    let on_cloud2 = node(1, "cloud2", "small", NodeState::Ready, secs(60));
+    let plan = run(
+        &snapshot(vec![on_cloud2]),
+        &config(),
+        &world_with("cloud1", cloud),
+    );
+    let leaks: Vec<_> = summary(&plan)
+        .into_iter()
+        .filter(|s| s.starts_with("delete leak"))
+        .collect();
+    assert_eq!(leaks, ["delete leak of-a-gone-provider@cloud1"]);
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.reason.code == ReasonCode::Leaked
+                && n.reason.text.contains("but node 1 is on provider cloud2"))
     );
 }
