@@ -282,9 +282,10 @@ fn config_edits_apply_on_sighup_and_a_broken_edit_is_ignored() {
         l.contains("min-ready")
     });
 
-    // A good edit: a provider added, min-ready raised, a label removed.
+    // A good edit: a provider added, min-ready raised, a label removed (its node kept for
+    // removal-grace, two seconds here, with a warning).
     let edited = format!(
-        "{}{}",
+        "removal-grace: 2\n{}{}",
         config(dir.path())
             .replace("min-ready: 2", "min-ready: 3")
             .replace("{name: west}]", "{name: west}, {name: north}]"),
@@ -294,6 +295,12 @@ fn config_edits_apply_on_sighup_and_a_broken_edit_is_ignored() {
     signal(&child, "HUP");
     let changed = follow(&mut log, "config changed", 1);
     assert!(changed.contains("north"), "{changed}");
+    let warned = follow(&mut log, "label tiny is gone from the config", 1);
+    assert!(
+        warned.lines().last().unwrap().contains("WARN")
+            && warned.contains("its nodes are deleted at"),
+        "{warned}"
+    );
     until(&store, Duration::from_secs(300), "the edit applied", |s| {
         ready(s, "small") == 3
             && !s.nodes.iter().any(|n| n.label.as_str() == "tiny")

@@ -55,6 +55,9 @@ pub mod defaults {
     /// (one client address, or IPv6 /64, may hold half of them). Each is a file descriptor:
     /// keep it well under the daemon's open-files limit.
     pub const API_MAX_CONNECTIONS: u32 = 512;
+    /// `removal-grace`: how long the nodes and uploads of a provider, label or image gone
+    /// from the config are kept, in case the config brings it back.
+    pub const REMOVAL_GRACE: Duration = Duration::from_secs(600);
     /// The priorities a node request may have; others are clamped to the nearest.
     pub const PRIORITIES: std::ops::RangeInclusive<i32> = -1000..=1000;
 }
@@ -75,6 +78,9 @@ pub struct Config {
     pub providers: Vec<Provider>,
     /// `api`: the HTTP API for consumers and the metrics scraper (ours, not 2014's).
     pub api: Api,
+    /// `removal-grace`: how long the nodes and uploads of a provider, label or image gone
+    /// from the config are kept, in case an edit brings it back (ours).
+    pub removal_grace: Duration,
 }
 
 /// `api`: where and how the daemon serves its HTTP API.

@@ -32,6 +32,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "diskimages",
     "zookeeper-servers",
     "api",
+    "removal-grace",
 ];
 pub(crate) const API_KEYS: &[&str] = &[
     "listen",
@@ -124,6 +125,7 @@ pub(crate) struct RawConfig {
     pub(crate) providers: Option<At<Vec<RawProvider>>>,
     pub(crate) api: RawApi,
     pub(crate) diskimages: Option<At<Vec<RawDiskimage>>>,
+    pub(crate) removal_grace: Option<At<f64>>,
 }
 
 /// A `diskimages` entry: read for its name and checked, never built.
@@ -258,6 +260,7 @@ pub(crate) fn read_config(cx: &mut Cx<'_>, root: &Node) -> RawConfig {
             Some(node) => read_api(cx, node, &f.path("api")),
             None => RawApi::default(),
         },
+        removal_grace: f.number(cx, "removal-grace"),
         diskimages: f.read(cx, "diskimages", |cx, node, key| {
             let entries = list_of(cx, node, key, read_diskimage);
             if entries.as_ref().is_some_and(|e| !e.is_empty()) {

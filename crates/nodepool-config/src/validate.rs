@@ -211,6 +211,7 @@ impl Validator<'_> {
             "",
         );
 
+        let removal_grace = self.seconds(&raw.removal_grace, defaults::REMOVAL_GRACE, true);
         if self.sink.has_errors() {
             return None;
         }
@@ -221,6 +222,7 @@ impl Validator<'_> {
             labels,
             providers,
             api,
+            removal_grace,
         })
     }
 

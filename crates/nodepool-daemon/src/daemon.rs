@@ -93,6 +93,8 @@ pub struct Daemon {
     pub(crate) peers: Peers,
     /// The log of lasting conditions, the API's status, the gauges.
     pub(crate) report: Report,
+    /// Since when each provider, label or image gone from the config has been seen gone.
+    pub(crate) removals: nodepool_model::Removals,
     /// The API asks for a round now (a new request, a node given back).
     pub(crate) wake: Arc<Notify>,
     /// The API server, while it serves.
@@ -194,6 +196,7 @@ impl Daemon {
             config,
             clouds,
             history: History::new(),
+            removals: Default::default(),
             work: Work::default(),
             timers: TimerTable::default(),
             peers,

@@ -207,7 +207,7 @@ impl Report {
 /// How a plan's note is logged: waits on the cloud are warnings.
 fn level(reason: &Reason) -> Level {
     match reason.code {
-        ReasonCode::NoFlavor | ReasonCode::NotConnected => Level::Warn,
+        ReasonCode::NoFlavor | ReasonCode::NotConnected | ReasonCode::RemovalPending => Level::Warn,
         _ => Level::Info,
     }
 }

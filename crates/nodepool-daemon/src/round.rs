@@ -68,6 +68,8 @@ impl Daemon {
         });
         let (images, nodes) = self.plan(&round);
         self.history.push(nodes.round.clone());
+        self.removals
+            .observe(images.gone.iter().chain(&nodes.gone).cloned(), now);
         self.report.explain(&images, &nodes);
         self.apply_images(&mut round, &images).await;
         self.apply_nodes(&mut round, &nodes).await;
@@ -132,6 +134,7 @@ impl Daemon {
                 clouds: self.clouds.flavors(),
                 busy: self.work.images(),
                 elsewhere: round.elsewhere_images.clone(),
+                removals: self.removals.clone(),
             },
         );
         let world = World {
@@ -139,6 +142,7 @@ impl Daemon {
             busy: self.work.nodes(),
             elsewhere: round.elsewhere_nodes.clone(),
             history: self.history.clone(),
+            removals: self.removals.clone(),
         };
         let nodes = nodepool_node::plan(&round.snapshot, config, round.now, &world);
         (images, nodes)

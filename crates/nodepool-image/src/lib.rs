@@ -63,8 +63,8 @@ use std::time::Duration;
 use nodepool_config::{Config, Provider, ProviderImage};
 use nodepool_model::{
     Attempt, BackingOff, Backoff, BuildRequest, BuildRequestId, BuildRequestState, Failure, Flavor,
-    Human, Image, ImageId, ImageName, ImageState, ProviderName, Reason, ReasonCode, Snapshot,
-    Timestamp, flavor_for,
+    Gone, Human, Image, ImageId, ImageName, ImageState, ProviderName, Reason, ReasonCode, Removals,
+    Snapshot, Timestamp, flavor_for,
 };
 
 /// How long an upload that is not the newest or second-newest READY one is kept in its
@@ -160,6 +160,9 @@ pub struct World {
     pub busy: BTreeSet<ImageId>,
     /// Uploads another live daemon works on: never touched here.
     pub elsewhere: BTreeSet<ImageId>,
+    /// Since when each provider or image gone from the config has been seen gone: their
+    /// uploads are kept for `removal-grace` from then.
+    pub removals: Removals,
 }
 
 /// The policy's answer for one round.
@@ -173,6 +176,9 @@ pub struct ImagePlan {
     /// The latest time to ask again: the next retention expiry, build timeout, end of a
     /// backoff or schedule fire. `None` if nothing is pending in time.
     pub next_wakeup: Option<Timestamp>,
+    /// What the config no longer has that uploads still name (to remember since when, in
+    /// [`World::removals`]).
+    pub gone: BTreeSet<Gone>,
 }
 
 /// The upload to launch from: the newest READY upload of `image` on `provider` (the highest
@@ -230,6 +236,10 @@ struct Planner<'a> {
     builds: Vec<ImageAction>,
     waits: Vec<Wait>,
     next_wakeup: Option<Timestamp>,
+    /// What the config no longer has that uploads still name.
+    gone: BTreeSet<Gone>,
+    /// What of that is still in its grace, said once a round.
+    pending: BTreeSet<Gone>,
 }
 
 impl<'a> Planner<'a> {
@@ -280,6 +290,8 @@ impl<'a> Planner<'a> {
             builds: Vec::new(),
             waits: Vec::new(),
             next_wakeup: None,
+            gone: BTreeSet::new(),
+            pending: BTreeSet::new(),
         }
     }
 
@@ -297,6 +309,7 @@ impl<'a> Planner<'a> {
             actions,
             waits: self.waits,
             next_wakeup: self.next_wakeup,
+            gone: self.gone,
         }
     }
 
@@ -671,22 +684,49 @@ impl<'a> Planner<'a> {
     }
 
     fn retention(&mut self) {
-        for (&key, uploads) in &self.uploads {
+        // Taken out while its entries are judged (judging records waits), then put back.
+        let all = std::mem::take(&mut self.uploads);
+        for (&key, uploads) in &all {
             let keep: Vec<ImageId> = uploads.ready.iter().take(2).map(|i| i.id).collect();
             for &upload in &uploads.all {
-                match self.judge(key, upload, &keep) {
-                    Verdict::Delete(reason) => match self.delete(upload, reason) {
-                        Deletion::Now(delete) => self.deletes.push(delete),
-                        Deletion::Waits(wait) => self.waits.push(wait),
-                        Deletion::Left => {}
-                    },
+                let reason = match self.judge(key, upload, &keep) {
+                    Verdict::Delete(reason) => reason,
+                    Verdict::Gone(gone, reason) => {
+                        let since = self.world.removals.since(&gone).unwrap_or(self.now);
+                        let until = since.saturating_add(self.config.removal_grace);
+                        self.gone.insert(gone.clone());
+                        if self.now >= until {
+                            reason
+                        } else {
+                            if self.pending.insert(gone.clone()) {
+                                let text = format!(
+                                    "{gone} is gone from the config: its image uploads are deleted at {until} (removal-grace), unless the config brings it back"
+                                );
+                                self.wait(
+                                    key,
+                                    Some(until),
+                                    Reason::new(ReasonCode::RemovalPending, text),
+                                );
+                            } else {
+                                self.wake_at(until);
+                            }
+                            continue;
+                        }
+                    }
                     Verdict::KeepUntil(at) => {
                         self.next_wakeup = Some(self.next_wakeup.map_or(at, |t| t.min(at)));
+                        continue;
                     }
-                    Verdict::Keep => {}
+                    Verdict::Keep => continue,
+                };
+                match self.delete(upload, reason) {
+                    Deletion::Now(delete) => self.deletes.push(delete),
+                    Deletion::Waits(wait) => self.waits.push(wait),
+                    Deletion::Left => {}
                 }
             }
         }
+        self.uploads = all;
     }
 
     /// The deletion of `upload` for `reason`, unless another daemon works on it, or an
@@ -730,28 +770,34 @@ impl<'a> Planner<'a> {
 
     /// Whether to delete `upload` now, and if not, until when it is safe.
     fn judge(&self, key: Key<'a>, upload: &Image, keep: &[ImageId]) -> Verdict {
-        let Some(provider) = self.provider(key.0) else {
+        let age = self.now.saturating_since(upload.state_time);
+        if upload.state == ImageState::Delete {
             return Verdict::Delete(Reason::new(
-                ReasonCode::ProviderRemoved,
-                format!("provider {} is no longer in the config", key.0),
-            ));
-        };
-        if !provider.images.iter().any(|i| &i.name == key.1) {
-            return Verdict::Delete(Reason::new(
-                ReasonCode::ImageRemoved,
-                format!("provider {} no longer has an image {}", key.0, key.1),
+                ReasonCode::Marked,
+                format!("marked for deletion {} ago", Human(age)),
             ));
         }
-        let age = self.now.saturating_since(upload.state_time);
+        let Some(provider) = self.provider(key.0) else {
+            return Verdict::Gone(
+                Gone::Provider(key.0.clone()),
+                Reason::new(
+                    ReasonCode::ProviderRemoved,
+                    format!("provider {} is no longer in the config", key.0),
+                ),
+            );
+        };
+        if !provider.images.iter().any(|i| &i.name == key.1) {
+            return Verdict::Gone(
+                Gone::Image(key.0.clone(), key.1.clone()),
+                Reason::new(
+                    ReasonCode::ImageRemoved,
+                    format!("provider {} no longer has an image {}", key.0, key.1),
+                ),
+            );
+        }
         // Deadlines are strict: an upload exactly 8 hours old is kept, one a moment older goes.
         let after = |limit: Duration| upload.state_time.first_past(limit);
         match upload.state {
-            ImageState::Delete => {
-                return Verdict::Delete(Reason::new(
-                    ReasonCode::Marked,
-                    format!("marked for deletion {} ago", Human(age)),
-                ));
-            }
             ImageState::Ready if keep.contains(&upload.id) => return Verdict::Keep,
             ImageState::Building => {
                 let timeout = provider.launch_timeout.saturating_add(IMAGE_TIMEOUT);
@@ -805,6 +851,9 @@ enum Deletion {
 /// What retention says of one upload.
 enum Verdict {
     Delete(Reason),
+    /// Its provider or image is gone from the config: deleted for `reason` once
+    /// `removal-grace` has passed.
+    Gone(Gone, Reason),
     Keep,
     KeepUntil(Timestamp),
 }

@@ -72,6 +72,9 @@ reason_codes! {
     LabelRemoved => "label-removed",
     /// Its label has `min-ready: -1`.
     LabelDisabled => "label-disabled",
+    /// Its provider, label or image is gone from the config, and it is kept for
+    /// `removal-grace` in case the config brings it back.
+    RemovalPending => "removal-pending",
     /// Building, and no launch is working on it.
     Orphaned => "orphaned",
     /// Building past `launch-timeout` + `boot-timeout`.

@@ -37,6 +37,7 @@ mod codes;
 mod events;
 mod ids;
 mod records;
+mod removals;
 mod rules;
 mod snapshot;
 mod state;
@@ -49,6 +50,7 @@ pub use ids::{
     ProviderName, RequestId,
 };
 pub use records::{Attempt, Failure, FailureKind, HoldNote, Image, Node, NodeRequest};
+pub use removals::{Gone, Removals};
 pub use rules::{BackingOff, Backoff, Flavor, current_upload, flavor_for, pick_flavor};
 pub use snapshot::Snapshot;
 pub use state::{ImageState, NodeState, ParseStateError, RequestState};

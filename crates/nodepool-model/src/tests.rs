@@ -151,6 +151,7 @@ fn reason_codes_keep_their_strings() {
             "provider-removed",
             "label-removed",
             "label-disabled",
+            "removal-pending",
             "orphaned",
             "launch-timeout",
             "test-timeout",

@@ -61,9 +61,9 @@ use std::time::Duration;
 
 use nodepool_config::{Config, Label};
 use nodepool_model::{
-    Attempt, BackingOff, Backoff, ExternalId, Flavor, Human, ImageId, ImageName, ImageState,
-    LabelName, Node, NodeId, NodeRequest, NodeState, ProviderName, Reason, ReasonCode, RequestId,
-    Snapshot, Timestamp, flavor_for,
+    Attempt, BackingOff, Backoff, ExternalId, Flavor, Gone, Human, ImageId, ImageName, ImageState,
+    LabelName, Node, NodeId, NodeRequest, NodeState, ProviderName, Reason, ReasonCode, Removals,
+    RequestId, Snapshot, Timestamp, flavor_for,
 };
 
 use allocation::Allocator;
@@ -179,6 +179,9 @@ pub struct NodePlan {
     pub round: Round,
     /// The latest time to ask again, if some deadline is pending.
     pub next_wakeup: Option<Timestamp>,
+    /// What the config no longer has that nodes still name (to remember since when, in
+    /// [`World::removals`]).
+    pub gone: BTreeSet<Gone>,
 }
 
 /// Whose a server (or image, or floating IP) in a listing is, as its tags say.
@@ -303,6 +306,9 @@ pub struct World {
     pub elsewhere: BTreeSet<NodeId>,
     /// The allocator's fairness history.
     pub history: History,
+    /// Since when each provider or label gone from the config has been seen gone: their
+    /// nodes are kept for `removal-grace` from then.
+    pub removals: Removals,
 }
 
 /// Decides what to launch, claim and delete now. See the crate documentation for the rules.
@@ -358,6 +364,10 @@ struct Planner<'a> {
     deletes: Vec<NodeAction>,
     launches: Vec<NodeAction>,
     notes: Vec<Note>,
+    /// What the config no longer has that nodes still name.
+    gone: BTreeSet<Gone>,
+    /// What of that is still in its grace, said once a round.
+    pending: BTreeSet<Gone>,
     round: Round,
     next_wakeup: Option<Timestamp>,
 }
@@ -422,6 +432,8 @@ impl<'a> Planner<'a> {
             deletes: Vec::new(),
             launches: Vec::new(),
             notes: Vec::new(),
+            gone: BTreeSet::new(),
+            pending: BTreeSet::new(),
             round: Round::new(),
             next_wakeup: None,
         }
@@ -437,6 +449,7 @@ impl<'a> Planner<'a> {
             notes: self.notes,
             round: self.round,
             next_wakeup: self.next_wakeup,
+            gone: self.gone,
         }
     }
 
@@ -645,12 +658,14 @@ impl<'a> Planner<'a> {
             Some((
                 ReasonCode::ProviderRemoved,
                 format!("provider {} is no longer in the config", node.provider),
+                Some(Gone::Provider(node.provider.clone())),
             ))
         } else {
             match label.map(|i| &config.labels[i]) {
                 None => Some((
                     ReasonCode::LabelRemoved,
                     format!("label {} is no longer in the config", node.label),
+                    Some(Gone::Label(node.label.clone(), None)),
                 )),
                 Some(label) if !label.providers.contains(&node.provider) => Some((
                     ReasonCode::LabelRemoved,
@@ -658,15 +673,36 @@ impl<'a> Planner<'a> {
                         "label {} no longer lists provider {}",
                         node.label, node.provider
                     ),
+                    Some(Gone::Label(node.label.clone(), Some(node.provider.clone()))),
                 )),
                 Some(label) if label.min_ready < 0 && node.state != NodeState::InUse => Some((
                     ReasonCode::LabelDisabled,
                     format!("label {} is disabled (min-ready -1)", node.label),
+                    None,
                 )),
                 Some(_) => None,
             }
         };
-        if let Some((code, text)) = gone {
+        if let Some((code, text, removed)) = gone {
+            // Gone from the config: kept for removal-grace, in case an edit brings it back.
+            if let Some(removed) = removed {
+                let since = self.world.removals.since(&removed).unwrap_or(self.now);
+                let until = since.saturating_add(config.removal_grace);
+                self.gone.insert(removed.clone());
+                if self.now < until && node.state != NodeState::InUse {
+                    self.wake_at(until);
+                    if self.pending.insert(removed.clone()) {
+                        self.note(
+                            About::Node(node.id),
+                            ReasonCode::RemovalPending,
+                            format!(
+                                "{removed} is gone from the config: its nodes are deleted at {until} (removal-grace), unless the config brings it back"
+                            ),
+                        );
+                    }
+                    return;
+                }
+            }
             if node.state == NodeState::InUse {
                 return self.note(
                     About::Node(node.id),

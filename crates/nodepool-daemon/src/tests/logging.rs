@@ -73,6 +73,7 @@ async fn lasting_conditions_are_logged_once_while_they_last() {
     let text = |dib: bool, big_ram: u64, huge: i32, far: bool| {
         let mut text = format!(
             "script-dir: scripts
+removal-grace: 0
 dburi: sqlite://{db}
 labels:
   - {{name: small, image: base, min-ready: 1, providers: [{{name: cloud1}}]}}

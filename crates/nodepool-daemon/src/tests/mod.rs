@@ -25,9 +25,12 @@ mod recovery;
 /// 2014-05-13T05:00:00Z.
 const T0: Timestamp = Timestamp::from_unix_seconds(1_399_957_200);
 
+/// A config of two fake providers. What disappears from it goes at once (`removal-grace:
+/// 0`), unless a test replaces that line.
 fn config(dir: &Path, small_min_ready: i32, extra_label: &str) -> String {
     format!(
         "script-dir: scripts
+removal-grace: 0
 dburi: sqlite://{db}
 labels:
   - name: small

@@ -281,16 +281,17 @@ async fn images_are_rebuilt_on_schedule_and_the_third_newest_retired_after_eight
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_provider_removed_from_the_config_has_its_nodes_and_images_deleted() {
+async fn a_provider_gone_from_the_config_is_kept_for_the_removal_grace_then_deleted() {
     use nodepool_provider::Provider;
     let dir = tempfile::tempdir().unwrap();
     let (clock, remote, shared) = shared_clouds();
+    let graced = |text: String| text.replace("removal-grace: 0", "removal-grace: 600");
     // The images first: launched while only one provider had its image, every node would
     // go there.
     let running = start_with(
         dir.path(),
-        &config(dir.path(), 0, ""),
-        clock,
+        &graced(config(dir.path(), 0, "")),
+        clock.clone(),
         shared.clone(),
         remote,
     )
@@ -300,19 +301,65 @@ async fn a_provider_removed_from_the_config_has_its_nodes_and_images_deleted() {
             ready_images(s) == 2
         })
         .await;
-    std::fs::write(dir.path().join("nodepool.yaml"), config(dir.path(), 4, "")).unwrap();
+    std::fs::write(
+        dir.path().join("nodepool.yaml"),
+        graced(config(dir.path(), 4, "")),
+    )
+    .unwrap();
     running.reload.notify_one();
-    running
+    let before = running
         .until(Duration::from_secs(600), "nodes on both providers", |s| {
             ready(s, "small") == 4 && s.nodes.iter().any(|n| n.provider.as_str() == "cloud2")
         })
         .await;
-    let only_cloud1 = config(dir.path(), 4, "").replace(
+    let on_cloud2 = |s: &Snapshot| -> (Vec<nodepool_model::NodeId>, Vec<nodepool_model::ImageId>) {
+        (
+            s.nodes
+                .iter()
+                .filter(|n| n.provider.as_str() == "cloud2")
+                .map(|n| n.id)
+                .collect(),
+            s.images
+                .iter()
+                .filter(|i| i.provider.as_str() == "cloud2")
+                .map(|i| i.id)
+                .collect(),
+        )
+    };
+    let only_cloud1 = graced(config(dir.path(), 4, "")).replace(
         "providers: [{name: cloud1}, {name: cloud2}]",
         "providers: [{name: cloud1}]",
     );
     let i = only_cloud1.find("  - name: cloud2").unwrap();
+    // A provider renamed by mistake: cloud2 gone for five minutes, then back. Nothing of
+    // it is deleted meanwhile.
+    let full = graced(config(dir.path(), 4, ""));
+    let j = full.find("  - name: cloud2").unwrap();
+    let renamed = only_cloud1[..i].to_owned()
+        + &full[j..].replace("  - name: cloud2", "  - name: cloud2-typo");
+    std::fs::write(dir.path().join("nodepool.yaml"), &renamed).unwrap();
+    running.reload.notify_one();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let during = running.snapshot().await;
+    assert_eq!(on_cloud2(&during), on_cloud2(&before), "kept while gone");
+    std::fs::write(
+        dir.path().join("nodepool.yaml"),
+        graced(config(dir.path(), 4, "")),
+    )
+    .unwrap();
+    running.reload.notify_one();
+    tokio::time::sleep(Duration::from_secs(900)).await;
+    let after = running.snapshot().await;
+    assert_eq!(on_cloud2(&after), on_cloud2(&before), "kept once back");
+    // Removed for good: deleted once the grace is over, not before.
     std::fs::write(dir.path().join("nodepool.yaml"), &only_cloud1[..i]).unwrap();
+    running.reload.notify_one();
+    tokio::time::sleep(Duration::from_secs(540)).await;
+    assert_eq!(
+        on_cloud2(&running.snapshot().await),
+        on_cloud2(&before),
+        "kept within the grace"
+    );
     let snapshot = running
         .until(
             Duration::from_secs(600),

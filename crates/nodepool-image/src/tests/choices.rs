@@ -18,6 +18,7 @@ fn world(
             .collect(),
         busy: here.iter().map(|id| ImageId::new(*id)).collect(),
         elsewhere: elsewhere.iter().map(|id| ImageId::new(*id)).collect(),
+        removals: Default::default(),
     }
 }
 

@@ -29,7 +29,20 @@ fn flavors() -> std::sync::Arc<[Flavor]> {
 /// with [`flavors`], and whose executors run every build in the store. Tests of what the
 /// daemon knows beyond the store call [`crate::plan`] themselves.
 fn plan(snapshot: &Snapshot, config: &Config, now: Timestamp) -> ImagePlan {
-    let mut world = World::default();
+    plan_with(snapshot, config, now, nodepool_model::Removals::default())
+}
+
+/// [`plan`], with what the daemon remembers of removals from the config.
+fn plan_with(
+    snapshot: &Snapshot,
+    config: &Config,
+    now: Timestamp,
+    removals: nodepool_model::Removals,
+) -> ImagePlan {
+    let mut world = World {
+        removals,
+        ..World::default()
+    };
     let names = config
         .providers
         .iter()
@@ -476,15 +489,55 @@ fn stuck_builds_fail_after_launch_timeout_plus_six_hours() {
 }
 
 #[test]
-fn uploads_of_removed_providers_and_images_go_at_once() {
+fn uploads_of_removed_providers_and_images_go_after_the_removal_grace() {
     let mut images = settled();
     images.push(upload(10, "gone", "base", ImageState::Ready, ago(secs(5))));
     images.push(upload(11, "cloud2", "big", ImageState::Ready, ago(secs(5))));
-    let plan = plan(&snapshot(images), &config(), NOW);
+    images.push(upload(12, "gone", "base", ImageState::Ready, ago(secs(9))));
+    let state = snapshot(images);
+    // Seen gone now: kept, with one warning each, until the grace (10 minutes) is over.
+    let first = plan(&state, &config(), NOW);
+    assert_eq!(summary(&first), Vec::<String>::new());
+    let waits: Vec<_> = first
+        .waits
+        .iter()
+        .map(|w| (w.reason.code.as_str(), w.reason.text.as_str()))
+        .collect();
+    let at = NOW.saturating_add(secs(600));
     assert_eq!(
-        summary(&plan),
-        ["delete 10 (provider-removed)", "delete 11 (image-removed)"]
+        waits,
+        [
+            (
+                "removal-pending",
+                &*format!(
+                    "image big of provider cloud2 is gone from the config: its image uploads are deleted at {at} (removal-grace), unless the config brings it back"
+                )
+            ),
+            (
+                "removal-pending",
+                &*format!(
+                    "provider gone is gone from the config: its image uploads are deleted at {at} (removal-grace), unless the config brings it back"
+                )
+            ),
+        ]
     );
+    assert_eq!(first.next_wakeup, Some(at));
+    // The daemon remembers since when; ten minutes on, they go.
+    let mut removals = nodepool_model::Removals::default();
+    removals.observe(first.gone.iter().cloned(), NOW);
+    let later = plan_with(&state, &config(), at, removals.clone());
+    assert_eq!(
+        summary(&later),
+        [
+            "delete 10 (provider-removed)",
+            "delete 11 (image-removed)",
+            "delete 12 (provider-removed)"
+        ]
+    );
+    // With `removal-grace: 0`, at once.
+    let mut config = config();
+    config.removal_grace = Duration::ZERO;
+    assert_eq!(summary(&plan(&state, &config, NOW)).len(), 3);
 }
 
 #[test]

@@ -314,19 +314,19 @@ fn deletes_and_their_boundaries() {
             "ready on a removed provider",
             node(1, "gone", "small", NodeState::Ready, secs(5)),
             false,
-            Some("provider-removed"),
+            None,
         ),
         (
             "ready of a removed label",
             node(1, "cloud1", "medium", NodeState::Ready, secs(5)),
             false,
-            Some("label-removed"),
+            None,
         ),
         (
             "ready where its label no longer looks",
             node(1, "cloud2", "large", NodeState::Ready, secs(5)),
             false,
-            Some("label-removed"),
+            None,
         ),
         (
             "in use on a removed provider",
@@ -352,6 +352,70 @@ fn deletes_and_their_boundaries() {
         let expected: Vec<String> = expected.into_iter().map(str::to_owned).collect();
         assert_eq!(deleted, expected, "{name}");
     }
+}
+
+#[test]
+fn nodes_of_what_is_gone_from_the_config_go_after_the_removal_grace() {
+    let nodes = vec![
+        node(1, "gone", "small", NodeState::Ready, secs(5)),
+        node(2, "gone", "small", NodeState::Ready, secs(5)),
+        node(3, "cloud1", "medium", NodeState::Ready, secs(5)),
+        node(4, "cloud2", "large", NodeState::Ready, secs(5)),
+    ];
+    let state = snapshot(nodes);
+    let deletes = |plan: &NodePlan| -> Vec<String> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                NodeAction::Delete { node, reason, .. } => Some(format!("{node} {}", reason.code)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = run(&state, &config(), &World::default());
+    assert_eq!(deletes(&first), Vec::<String>::new());
+    let at = NOW.saturating_add(Duration::from_secs(600));
+    let pending: Vec<_> = first
+        .notes
+        .iter()
+        .filter(|n| n.reason.code == ReasonCode::RemovalPending)
+        .map(|n| n.reason.text.clone())
+        .collect();
+    assert_eq!(
+        pending,
+        [
+            format!(
+                "provider gone is gone from the config: its nodes are deleted at {at} (removal-grace), unless the config brings it back"
+            ),
+            format!(
+                "label medium is gone from the config: its nodes are deleted at {at} (removal-grace), unless the config brings it back"
+            ),
+            format!(
+                "provider cloud2 of label large is gone from the config: its nodes are deleted at {at} (removal-grace), unless the config brings it back"
+            ),
+        ],
+        "one warning for each, not for each node"
+    );
+    assert_eq!(first.next_wakeup.map(|t| t <= at), Some(true));
+    // Ten minutes later, as the daemon remembers it.
+    let mut world = World::default();
+    world.removals.observe(first.gone.iter().cloned(), NOW);
+    let later = plan(&state, &config(), at, &{
+        let mut w = world.clone();
+        for p in ["cloud1", "cloud2", "gone"] {
+            w.clouds.entry(p.parse().unwrap()).or_default().flavors = Some(flavors());
+        }
+        w
+    });
+    assert_eq!(
+        deletes(&later),
+        [
+            "1 provider-removed",
+            "2 provider-removed",
+            "3 label-removed",
+            "4 label-removed"
+        ]
+    );
 }
 
 #[test]
