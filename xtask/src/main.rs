@@ -160,6 +160,13 @@ fn ci() -> anyhow::Result<()> {
     let root = tidy::workspace_root();
     std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // System packages and services the tests need, installed and started when missing.
+    step(
+        "setup",
+        "bash",
+        &[&root.join("xtask/setup.sh").display().to_string()],
+        &[],
+    )?;
     step("format", &cargo, &["fmt", "--all", "--", "--check"], &[])?;
     // The OpenStack driver's tests run against a real local cloud.
     cloud(&["install".to_owned()])?;
