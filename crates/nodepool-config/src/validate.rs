@@ -309,10 +309,19 @@ impl Validator<'_> {
         let name = name(self.sink, &raw.name, ProviderName::new);
         let driver = self.driver(raw);
         let max_servers = raw.max_servers.as_ref().and_then(|at| {
+            if at.value == -1 {
+                // nodepool 0.3 read -1 as "no new nodes here"; real files use it to drain a
+                // provider.
+                self.warning(
+                    at,
+                    "-1: this provider takes no new nodes (as nodepool 0.3 read it); write 0 to say so",
+                );
+                return Some(0);
+            }
             u32::try_from(at.value).ok().or_else(|| {
                 self.error(
                     at,
-                    format!("{} is out of range: must be 0 or more", at.value),
+                    format!("{} is out of range: must be 0 or more (or -1, as 0)", at.value),
                 );
                 None
             })
@@ -779,9 +788,9 @@ impl Validator<'_> {
         if let Some(at) = &raw.ready_script {
             self.origins.note(at);
             if !have_script_dir {
-                self.error(
+                self.warning(
                     at,
-                    "needs `script-dir`: ready scripts are copied from there to every node",
+                    "needs `script-dir`, which this file does not set: this label's launches fail until it does (ready scripts are copied from there to every node)",
                 );
             }
         }

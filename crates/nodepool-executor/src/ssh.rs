@@ -166,9 +166,10 @@ impl Remote for SshRemote {
     }
 }
 
-/// A path quoted for the POSIX shell.
-fn quote(path: &str) -> String {
-    format!("'{}'", path.replace('\'', r"'\''"))
+/// A word (a path, an argument) quoted for the POSIX shell: whatever it holds, the shell
+/// passes it on as one argument and runs nothing of it.
+pub(crate) fn quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 /// The client side of the handshake: every host key is accepted (nodes are new servers

@@ -212,14 +212,14 @@ fn out_of_range_numbers() {
     check(
         &text,
         expect![[r#"
-        nodepool.yaml:4:16: error: labels[0].min-ready: -2 is out of range: must be -1 (disabled) or more
-        nodepool.yaml:5:15: error: labels[0].subnodes: -1 is out of range: must be 0 to 1000
-        nodepool.yaml:11:18: error: providers[0].max-servers: -1 is out of range: must be 0 or more
-        nodepool.yaml:12:11: error: providers[0].rate: -0.5 is out of range: must be 0 or more seconds
-        nodepool.yaml:13:19: error: providers[0].boot-timeout: 0 is out of range: must be more than 0 seconds
-        nodepool.yaml:14:21: error: providers[0].launch-timeout: -3 is out of range: must be more than 0 seconds
-        nodepool.yaml:18:18: error: providers[0].images[0].min-ram: -512 is out of range: must be 0 or more megabytes
-    "#]],
+            nodepool.yaml:4:16: error: labels[0].min-ready: -2 is out of range: must be -1 (disabled) or more
+            nodepool.yaml:5:15: error: labels[0].subnodes: -1 is out of range: must be 0 to 1000
+            nodepool.yaml:12:11: error: providers[0].rate: -0.5 is out of range: must be 0 or more seconds
+            nodepool.yaml:13:19: error: providers[0].boot-timeout: 0 is out of range: must be more than 0 seconds
+            nodepool.yaml:14:21: error: providers[0].launch-timeout: -3 is out of range: must be more than 0 seconds
+            nodepool.yaml:18:18: error: providers[0].images[0].min-ram: -512 is out of range: must be 0 or more megabytes
+            nodepool.yaml:11:18: warning: providers[0].max-servers: -1: this provider takes no new nodes (as nodepool 0.3 read it); write 0 to say so
+        "#]],
     );
 }
 
@@ -382,9 +382,9 @@ fn scripts_need_a_script_dir() {
     check(
         &text,
         expect![[r#"
-        nodepool.yaml:4:19: error: labels[0].ready-script: needs `script-dir`: ready scripts are copied from there to every node
-        nodepool.yaml:15:16: error: providers[0].images[0].setup: needs `script-dir`: setup scripts are copied from there to the template server
-    "#]],
+            nodepool.yaml:15:16: error: providers[0].images[0].setup: needs `script-dir`: setup scripts are copied from there to the template server
+            nodepool.yaml:4:19: warning: labels[0].ready-script: needs `script-dir`, which this file does not set: this label's launches fail until it does (ready scripts are copied from there to every node)
+        "#]],
     );
 }
 

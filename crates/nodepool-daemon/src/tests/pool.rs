@@ -18,7 +18,7 @@ async fn builds_images_then_fills_min_ready() {
         |r| matches!(r, Recorded::Upload { path, .. } if path == "/opt/nodepool-scripts/prepare.sh")
     ));
     assert!(log.iter().any(|r| matches!(r, Recorded::Run { target, command }
-        if target.user == "root" && command.ends_with("./prepare.sh base-1399957200.template.openstack.org"))));
+        if target.user == "root" && command.ends_with("./'prepare.sh' 'base-1399957200.template.openstack.org'"))));
     // Every node was reached as the image's user.
     for node in snapshot
         .nodes
@@ -143,7 +143,7 @@ async fn config_edits_apply_live_and_a_broken_file_is_ignored() {
 async fn a_failing_setup_script_backs_off_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let running = start(dir.path(), &config(dir.path(), 1, "")).await;
-    running.remote.fail_commands("./prepare.sh", 3);
+    running.remote.fail_commands("prepare.sh", 3);
     let snapshot = running
         .until(Duration::from_secs(600), "failures recorded", |s| {
             s.failures.len() >= 2 && s.images.iter().all(|i| i.state != ImageState::Building)
@@ -185,7 +185,7 @@ async fn a_failing_setup_script_backs_off_and_leaves_nothing() {
 async fn a_failure_is_recorded_with_its_kind() {
     let dir = tempfile::tempdir().unwrap();
     let running = start(dir.path(), &config(dir.path(), 1, "")).await;
-    running.remote.fail_commands("./prepare.sh", 3);
+    running.remote.fail_commands("prepare.sh", 3);
     let snapshot = running
         .until(Duration::from_secs(600), "a failure recorded", |s| {
             !s.failures.is_empty()
@@ -454,6 +454,49 @@ async fn between_full_listings_only_the_changes_are_listed() {
     assert!(
         changes > all,
         "{changes} listings of changes, {all} full ones"
+    );
+    running.stop().await;
+}
+
+/// A label's ready-script in a file without script-dir: the file is accepted (with a
+/// warning), and the label's launches fail with the reason before anything is made in the
+/// cloud.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_ready_script_without_script_dir_fails_launches_before_the_cloud_is_asked() {
+    use nodepool_provider::Provider;
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, remote, shared) = shared_clouds();
+    let text = config(dir.path(), 1, "")
+        .replace("script-dir: scripts\n", "")
+        .replace(", setup: prepare.sh", "")
+        .replace(
+            "    providers: [{name: cloud1}, {name: cloud2}]",
+            "    providers: [{name: cloud1}]\n    ready-script: ready.sh",
+        );
+    let running = start_with(dir.path(), &text, clock, shared.clone(), remote).await;
+    let snapshot = running
+        .until(Duration::from_secs(600), "a launch failed", |s| {
+            s.failures
+                .iter()
+                .any(|f| matches!(f.attempt, nodepool_model::Attempt::Launch(_)))
+        })
+        .await;
+    let failure = snapshot
+        .failures
+        .iter()
+        .find(|f| matches!(f.attempt, nodepool_model::Attempt::Launch(_)))
+        .unwrap();
+    assert_eq!(failure.kind, nodepool_model::FailureKind::Config);
+    assert!(
+        failure
+            .reason
+            .contains("has ready-script ready.sh, but the config has no script-dir"),
+        "{failure:?}"
+    );
+    let servers = shared.cloud("cloud1").list_servers().await.unwrap();
+    assert!(
+        servers.iter().all(|s| !s.name.contains("small")),
+        "no node server was made: {servers:?}"
     );
     running.stop().await;
 }

@@ -306,8 +306,10 @@ async fn setup(
 ) -> Result<(), Failed> {
     let scripts = nodepool_config::defaults::SCRIPTS_ON_NODE;
     // sudo unless already root (a root login may have no sudo at all).
+    // Owned by the login user (who copies the scripts in), readable by all, written by
+    // nobody else.
     let prepare = format!(
-        "S=; [ \"$(id -u)\" -eq 0 ] || S=sudo; $S mkdir -p {scripts} /etc/nodepool && $S chmod 0777 {scripts} /etc/nodepool"
+        "S=; [ \"$(id -u)\" -eq 0 ] || S=sudo; $S mkdir -p {scripts} /etc/nodepool && $S chown \"$(id -un)\" {scripts} /etc/nodepool && $S chmod 0755 {scripts} /etc/nodepool"
     );
     run_checked(remote, target, &prepare).await?;
     if let Some(dir) = &ctx.config.script_dir {
@@ -320,7 +322,9 @@ async fn setup(
     }
     if let Some(script) = &image.setup {
         let command = format!(
-            "export PATH=/usr/local/sbin:/sbin:/usr/sbin:/usr/local/bin:/bin:/usr/bin; cd {scripts} && ./{script} {hostname}"
+            "export PATH=/usr/local/sbin:/sbin:/usr/sbin:/usr/local/bin:/bin:/usr/bin; cd {scripts} && ./{} {}",
+            crate::ssh::quote(script),
+            crate::ssh::quote(hostname)
         );
         let output = remote.run(target, &command).await.map_err(Failed::from)?;
         for line in output.output.lines() {

@@ -57,6 +57,18 @@ async fn try_launch(
     flavor: String,
 ) -> Result<(), Failed> {
     let (provider, label, image) = find(&ctx.config, node)?;
+    // Checked before anything is made in the cloud.
+    if let Some(script) = &label.ready_script
+        && ctx.config.script_dir.is_none()
+    {
+        return Err(Failed::new(
+            FailureKind::Config,
+            format!(
+                "label {} has ready-script {script}, but the config has no script-dir to copy it from: set script-dir",
+                label.name
+            ),
+        ));
+    }
     let image_id = upload.external_id.clone().ok_or_else(|| {
         Failed::new(
             FailureKind::Store,
@@ -128,9 +140,10 @@ async fn try_launch(
     }
     if let Some(script) = &label.ready_script {
         let command = format!(
-            "cd {} && ./{script} {}",
+            "cd {} && ./{} {}",
             nodepool_config::defaults::SCRIPTS_ON_NODE,
-            node.hostname.as_deref().unwrap_or_default()
+            crate::ssh::quote(script),
+            crate::ssh::quote(node.hostname.as_deref().unwrap_or_default())
         );
         let output = remote.run(&target, &command).await.map_err(Failed::from)?;
         if output.status != 0 {
