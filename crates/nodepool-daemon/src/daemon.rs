@@ -277,7 +277,8 @@ impl Daemon {
         now: Timestamp,
         job: impl Future<Output = ()> + Send + 'static,
     ) -> bool {
-        if self.work.runs(&on) {
+        // Fenced: the lease may have run out, and the work be another daemon's.
+        if self.work.runs(&on) || self.peers.fenced {
             return false;
         }
         let subject = on.subject();

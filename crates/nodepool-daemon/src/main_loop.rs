@@ -81,6 +81,15 @@ impl Daemon {
             self.clouds.wanted.clone(),
             self.wake.clone(),
         );
+        // The fence follows the lease; while fenced, a look every second for its renewal.
+        let fence = if self.peers.fenced {
+            self.clock
+                .now()
+                .saturating_add(std::time::Duration::from_secs(1))
+        } else {
+            self.peers.fence_at()
+        };
+        self.timers.set(Timer::Fence, Some(fence));
         let next = self.timers.next();
         let timer = async {
             match next {
@@ -136,10 +145,36 @@ impl Daemon {
                     Then::Wait
                 }
             }
+            Event::Timer(Timer::Fence) => self.fence(now),
             Event::Timer(Timer::Round | Timer::Listing | Timer::Cleanup | Timer::Check) => {
                 Then::Round
             }
         }
+    }
+
+    /// Stops all work when the lease could not be renewed in time (before the other
+    /// daemons may take the work over), and lets work start again once it is.
+    fn fence(&mut self, now: Timestamp) -> Then {
+        let fence_at = self.peers.fence_at();
+        if self.peers.fenced {
+            if now < fence_at {
+                self.peers.fenced = false;
+                tracing::info!("this daemon's lease is renewed: its work starts again");
+                return Then::Round;
+            }
+            return Then::Wait;
+        }
+        if now < fence_at {
+            return Then::Wait;
+        }
+        tracing::warn!(
+            stopped = self.work.len(),
+            "this daemon could not renew its lease, which runs out at {}: its work is stopped now, before other daemons may take it over; nothing starts until the store answers again",
+            self.peers.lease_until()
+        );
+        self.work.abort_all();
+        self.peers.fenced = true;
+        Then::Wait
     }
 
     /// Reads the config file; a change that is valid is applied at once (providers

@@ -1,6 +1,11 @@
 //! This daemon among the others that share its store: its lease (renewed while its loop
 //! runs rounds), the lock that keeps a second daemon off a SQLite store, its claims on
 //! work, and which daemon runs the periodic jobs.
+//!
+//! Fencing: the other daemons take this one's work over once its lease has run out. A
+//! daemon that cannot renew its lease (its store is unreachable, say) stops all its work
+//! [`FENCE_MARGIN`] before that, and starts none until a renewal succeeds: two daemons
+//! never work on one node or image at once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +30,8 @@ const LEASE: Duration = Duration::from_secs(30);
 const LOOP_STALL: Duration = Duration::from_secs(60);
 /// How often a daemon renews its lease.
 const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// How long before its lease runs out a daemon that could not renew it stops its work.
+pub(crate) const FENCE_MARGIN: Duration = Duration::from_secs(10);
 
 /// This daemon, as the store's other daemons see it.
 #[derive(Debug)]
@@ -37,6 +44,11 @@ pub(crate) struct Peers {
     _sqlite_lock: Option<std::fs::File>,
     /// Since when launches this daemon planned have been left to the other daemons.
     pub(crate) held_back_since: Option<Timestamp>,
+    /// Until when the lease last renewed holds.
+    lease: watch::Receiver<Timestamp>,
+    /// The work was stopped because the lease could not be renewed; none starts until it
+    /// is.
+    pub(crate) fenced: bool,
 }
 
 impl Peers {
@@ -83,18 +95,31 @@ impl Peers {
             .await
         };
         registered.map_err(|e| DaemonError::Store(e.to_string()))?;
-        let heartbeat = heartbeat(store.clone(), clock.clone(), me.clone(), status);
+        let (held, lease) = watch::channel(now.saturating_add(LEASE));
+        let heartbeat = heartbeat(store.clone(), clock.clone(), me.clone(), status, held);
         Ok(Peers {
             me,
             heartbeat,
             _sqlite_lock: sqlite_lock,
             held_back_since: None,
+            lease,
+            fenced: false,
         })
     }
 
     /// This daemon's id in the store.
     pub(crate) fn id(&self) -> &str {
         &self.me.id
+    }
+
+    /// When this daemon's work must have stopped unless its lease is renewed before.
+    pub(crate) fn fence_at(&self) -> Timestamp {
+        self.lease.borrow().saturating_sub(FENCE_MARGIN)
+    }
+
+    /// Until when the lease last renewed holds.
+    pub(crate) fn lease_until(&self) -> Timestamp {
+        *self.lease.borrow()
     }
 
     /// Claims the work on `subject` for this daemon: false if another live daemon has it
@@ -177,6 +202,7 @@ fn heartbeat(
     clock: Arc<dyn Clock>,
     me: DaemonRecord,
     status: watch::Receiver<Arc<Status>>,
+    held: watch::Sender<Timestamp>,
 ) -> AbortOnDrop {
     AbortOnDrop(tokio::spawn(async move {
         loop {
@@ -193,8 +219,11 @@ fn heartbeat(
                 );
                 continue;
             }
-            if let Err(e) = store::call(&store, move |s| s.renew_lease(&me, now, LEASE)).await {
-                warn!("cannot renew this daemon's lease: {e}");
+            match store::call(&store, move |s| s.renew_lease(&me, now, LEASE)).await {
+                Ok(_) => {
+                    held.send_replace(now.saturating_add(LEASE));
+                }
+                Err(e) => warn!("cannot renew this daemon's lease: {e}"),
             }
         }
     }))

@@ -19,16 +19,20 @@ pub(crate) enum Timer {
     Cleanup,
     /// The next fire of `cron: check`.
     Check,
+    /// When this daemon's work must stop unless its lease is renewed first (see
+    /// [`crate::peers`]).
+    Fence,
 }
 
 impl Timer {
-    const ALL: [Timer; 6] = [
+    const ALL: [Timer; 7] = [
         Timer::Round,
         Timer::Listing,
         Timer::Reload,
         Timer::Connect,
         Timer::Cleanup,
         Timer::Check,
+        Timer::Fence,
     ];
 }
 

@@ -19,7 +19,6 @@ use super::output::{SETUP_OUTPUT_KEPT, last_lines, tail};
 use crate::clouds::Connection;
 use crate::listing::ServerFeed;
 use crate::remote::{Remote, Target};
-use crate::store;
 
 /// How long the first login to a template server may take (2014 `CONNECT_TIMEOUT`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -133,11 +132,9 @@ async fn try_build(
     *template = Some(server.id.clone());
     let id = upload.id;
     let (server_id, host_name) = (server.id.clone(), hostname.clone());
-    store::call(&ctx.store, move |s| {
-        s.attach_image_template(id, &server_id, &host_name, started)
-    })
-    .await
-    .map_err(Failed::from)?;
+    ctx.record(move |s| s.attach_image_template(id, &server_id, &host_name, started))
+        .await
+        .map_err(Failed::from)?;
     info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "template server {} created", server.id);
     let server = ctx
         .until_active(servers, &server.id, started, provider.launch_timeout)
@@ -156,22 +153,18 @@ async fn try_build(
     let snapshot = snapshot(ctx, connection, upload, &server.id, &hostname, &tags).await?;
     let now = ctx.now();
     let snapshot_id = snapshot.clone();
-    store::call(&ctx.store, move |s| {
-        s.attach_image_snapshot(id, &snapshot_id, now)
-    })
-    .await
-    .map_err(Failed::from)?;
+    ctx.record(move |s| s.attach_image_snapshot(id, &snapshot_id, now))
+        .await
+        .map_err(Failed::from)?;
     let now = ctx.now();
     let took = now.saturating_since(upload.version);
     let reason = Reason::new(
         ReasonCode::Built,
         format!("snapshot {snapshot} active; built in {}", Human(took)),
     );
-    store::call(&ctx.store, move |s| {
-        s.set_image_state(id, ImageState::Ready, now, &reason)
-    })
-    .await
-    .map_err(Failed::from)?;
+    ctx.record(move |s| s.set_image_state(id, ImageState::Ready, now, &reason))
+        .await
+        .map_err(Failed::from)?;
     info!(image = %upload.id, provider = %upload.provider, name = %upload.name, "ready in {}", Human(took));
     Ok(())
 }
@@ -336,10 +329,9 @@ async fn setup(
             ReasonCode::SetupOutput,
             tail(&output.output, SETUP_OUTPUT_KEPT),
         );
-        if let Err(e) = store::call(&ctx.store, move |s| {
-            s.note(Subject::Image(id), &what, &reason, now)
-        })
-        .await
+        if let Err(e) = ctx
+            .record(move |s| s.note(Subject::Image(id), &what, &reason, now))
+            .await
         {
             warn!(image = %upload.id, "cannot keep the setup output in the event log: {e}");
         }

@@ -55,6 +55,19 @@ pub struct Failed {
     pub why: String,
 }
 
+impl Context {
+    /// A step recorded in the store, tried again while the store fails in a way that may
+    /// pass, for up to [`store::PATIENCE`]: one lock or a database restart does not fail
+    /// the work.
+    pub async fn record<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Store) -> Result<T, StoreError> + Send + Sync + 'static,
+    {
+        store::call_patiently(&self.store, self.clock.as_ref(), store::PATIENCE, f).await
+    }
+}
+
 impl Failed {
     pub(super) fn new(kind: FailureKind, why: impl Into<String>) -> Failed {
         Failed {
@@ -316,20 +329,21 @@ impl Context {
             kind: why.kind,
             reason: why.why,
         };
-        let _ = store::call(&self.store, move |s| {
-            s.record_failure(&failure)?;
-            match subject {
-                Subject::Node(id) => s
-                    .set_node_state(id, NodeState::Delete, now, &reason)
-                    .map(drop),
-                Subject::Image(id) => s
-                    .set_image_state(id, ImageState::Delete, now, &reason)
-                    .map(drop),
-                Subject::Request(_) | Subject::Build(_) => Ok(()),
-            }
-        })
-        .await
-        .map_err(|e| warn!(%subject, "cannot record the failure: {e}"));
+        let _ = self
+            .record(move |s| {
+                s.record_failure(&failure)?;
+                match subject {
+                    Subject::Node(id) => s
+                        .set_node_state(id, NodeState::Delete, now, &reason)
+                        .map(drop),
+                    Subject::Image(id) => s
+                        .set_image_state(id, ImageState::Delete, now, &reason)
+                        .map(drop),
+                    Subject::Request(_) | Subject::Build(_) => Ok(()),
+                }
+            })
+            .await
+            .map_err(|e| warn!(%subject, "cannot record the failure: {e}"));
     }
 }
 

@@ -19,7 +19,6 @@ use tracing::{info, warn};
 use super::context::{Context, Failed};
 use crate::clouds::Connection;
 use crate::listing::ServerFeed;
-use crate::store;
 
 /// How long a deleted server may take to go (2014 `waitForServerDeletion`).
 const DELETE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -151,11 +150,9 @@ async fn try_delete_node(
     let now = ctx.now();
     if node.state != NodeState::Delete {
         let why = reason.clone();
-        store::call(&ctx.store, move |s| {
-            s.set_node_state(id, NodeState::Delete, now, &why)
-        })
-        .await
-        .map_err(|e| Failed::from(e).context("cannot mark for deletion"))?;
+        ctx.record(move |s| s.set_node_state(id, NodeState::Delete, now, &why))
+            .await
+            .map_err(|e| Failed::from(e).context("cannot mark for deletion"))?;
     }
     let mut left = None;
     if let Some(server) = &server {
@@ -185,7 +182,7 @@ async fn try_delete_node(
             (None, _) => format!("it had no server ({})", reason.text),
         },
     );
-    match store::call(&ctx.store, move |s| s.remove_node(id, now, &gone)).await {
+    match ctx.record(move |s| s.remove_node(id, now, &gone)).await {
         // Another process (a daemon, an admin's `delete --now`) finished it first.
         Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
         Err(e) => Err(Failed::from(e).context("cannot remove the row")),
@@ -240,11 +237,9 @@ async fn try_delete_upload(
     let now = ctx.now();
     if upload.state != ImageState::Delete {
         let why = reason.clone();
-        store::call(&ctx.store, move |s| {
-            s.set_image_state(id, ImageState::Delete, now, &why)
-        })
-        .await
-        .map_err(|e| Failed::from(e).context("cannot mark for deletion"))?;
+        ctx.record(move |s| s.set_image_state(id, ImageState::Delete, now, &why))
+            .await
+            .map_err(|e| Failed::from(e).context("cannot mark for deletion"))?;
     }
     if upload.server_external_id.is_some() || upload.external_id.is_some() {
         let Some((connection, servers)) = connection else {
@@ -302,7 +297,7 @@ async fn forget_upload(
         ReasonCode::Deleted,
         format!("gone from the cloud ({})", reason.text),
     );
-    match store::call(&ctx.store, move |s| s.remove_image(id, now, &gone)).await {
+    match ctx.record(move |s| s.remove_image(id, now, &gone)).await {
         // Another process finished it first.
         Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
         Err(e) => Err(Failed::from(e).context("cannot remove the row")),

@@ -12,7 +12,6 @@ use super::output::last_lines;
 use crate::clouds::Connection;
 use crate::listing::ServerFeed;
 use crate::remote::{Remote, Target};
-use crate::store;
 
 /// Launches `node` (its row already written): server, address, SSH, ready script, READY.
 pub async fn launch(
@@ -93,11 +92,9 @@ async fn try_launch(
         .map_err(Failed::from)?;
     let id = node.id;
     let server_id = server.id.clone();
-    store::call(&ctx.store, move |s| {
-        s.attach_node_server(id, &server_id, started)
-    })
-    .await
-    .map_err(Failed::from)?;
+    ctx.record(move |s| s.attach_node_server(id, &server_id, started))
+        .await
+        .map_err(Failed::from)?;
     info!(node = %node.id, provider = %node.provider, label = %node.label, "server {} created", server.id);
     let server = ctx
         .until_active(servers, &server.id, started, provider.launch_timeout)
@@ -107,11 +104,9 @@ async fn try_launch(
         .address(connection, provider, &server, Owner::Node(node.id))
         .await?;
     let now = ctx.now();
-    store::call(&ctx.store, move |s| {
-        s.set_node_addresses(id, public, private, now)
-    })
-    .await
-    .map_err(Failed::from)?;
+    ctx.record(move |s| s.set_node_addresses(id, public, private, now))
+        .await
+        .map_err(Failed::from)?;
     let host = public
         .or(private)
         .ok_or_else(|| Failed::new(FailureKind::CloudRefused, "no address to log in at"))?;
@@ -134,7 +129,7 @@ async fn try_launch(
     debug!(node = %node.id, "reached as {target}");
     if let Some(key) = host_key {
         let now = ctx.now();
-        store::call(&ctx.store, move |s| s.set_node_host_keys(id, &[key], now))
+        ctx.record(move |s| s.set_node_host_keys(id, std::slice::from_ref(&key), now))
             .await
             .map_err(Failed::from)?;
     }
@@ -167,11 +162,9 @@ async fn try_launch(
             Human(took)
         ),
     );
-    store::call(&ctx.store, move |s| {
-        s.set_node_state(id, NodeState::Ready, now, &reason)
-    })
-    .await
-    .map_err(Failed::from)?;
+    ctx.record(move |s| s.set_node_state(id, NodeState::Ready, now, &reason))
+        .await
+        .map_err(Failed::from)?;
     info!(node = %node.id, provider = %node.provider, label = %node.label, "ready in {}", Human(took));
     Ok(())
 }
