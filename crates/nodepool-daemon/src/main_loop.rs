@@ -113,6 +113,11 @@ impl Daemon {
     /// What an event leads to.
     pub(crate) async fn handle(&mut self, event: Event) -> Then {
         let now = self.clock.now();
+        // Whatever came first, the fence comes before any more work (a loop held up by a
+        // slow store may find its timer past due).
+        if !self.peers.fenced && now >= self.peers.fence_at() {
+            self.fence(now);
+        }
         match event {
             Event::Stop => Then::Stop,
             Event::Wake => Then::Round,

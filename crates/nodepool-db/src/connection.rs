@@ -182,7 +182,10 @@ pub(crate) fn open_pool(uri: &DbUri, size: u32) -> Result<(ConnectionPool, Backe
     let pool = Pool::builder()
         .max_size(size)
         .min_idle(Some(0))
-        .connection_timeout(Duration::from_secs(30))
+        // A database that does not answer fails a call within 5 s, so that the daemon's loop
+        // is never held up long (it says the store is down and goes on); work in flight tries
+        // again patiently.
+        .connection_timeout(Duration::from_secs(5))
         .connection_customizer(Box::new(Setup))
         .build_unchecked(ConnectionManager::<AnyConnection>::new(url));
     Ok((pool, backend))
