@@ -195,6 +195,8 @@ fn target(ctx: &Context, node: &Node) -> Option<Target> {
         port: image.connection_port,
         user: image.username.clone(),
         key: image.private_key.clone(),
+        // Any key is taken, and then compared with the one recorded at launch.
+        host_key: None,
     })
 }
 

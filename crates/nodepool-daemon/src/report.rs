@@ -267,6 +267,9 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         let _logging = tracing::subscriber::set_default(subscriber);
+        // Other tests' subscribers (on other threads) may have left the callsites' interest
+        // and the global level hint cached for less than this one wants.
+        tracing::callsite::rebuild_interest_cache();
 
         let flavor = ImagePlan {
             waits: vec![Wait {

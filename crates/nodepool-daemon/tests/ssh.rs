@@ -19,6 +19,7 @@ fn target(sshd: &Sshd, key: &str) -> Target {
         port: sshd.port,
         user: whoami(),
         key: sshd.dir.path().join(key),
+        host_key: None,
     }
 }
 
@@ -100,4 +101,43 @@ async fn a_wrong_key_is_an_auth_error_and_a_closed_port_is_unreachable() {
         error.to_string().contains("cannot read the private key"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_pinned_host_key_is_the_only_one_accepted_and_output_is_kept_to_its_end() {
+    let Some(sshd) = sshd() else { return };
+    let ssh = SshRemote::new();
+    let first = ssh
+        .run(&target(&sshd, "client"), "true")
+        .await
+        .unwrap()
+        .host_key
+        .unwrap();
+    let mut pinned = target(&sshd, "client");
+    pinned.host_key = Some(first.clone());
+    assert_eq!(
+        ssh.run(&pinned, "echo same").await.unwrap().output,
+        "same\n"
+    );
+    // Another key pinned: refused before anything is sent.
+    let marker = sshd.dir.path().join("ran");
+    pinned.host_key = Some(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOtherKeyOtherKeyOtherKeyOtherKey0".into(),
+    );
+    let error = ssh
+        .run(&pinned, &format!("touch '{}'", marker.display()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RemoteError::HostKey { presented, .. } if *presented == first),
+        "{error:?}"
+    );
+    assert!(!marker.exists(), "nothing ran on a server with another key");
+    // A command that prints 300 kB: its last 64 kB are kept.
+    let output = ssh
+        .run(&target(&sshd, "client"), "seq 1 60000; echo the end")
+        .await
+        .unwrap();
+    assert!(output.output.len() <= 64 * 1024, "{}", output.output.len());
+    assert!(output.output.ends_with("60000\nthe end\n"));
 }

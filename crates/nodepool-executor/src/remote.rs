@@ -24,6 +24,10 @@ pub struct Target {
     pub user: String,
     /// The private key to log in with.
     pub key: PathBuf,
+    /// The host key the server must present (OpenSSH's `TYPE BASE64`): the one it
+    /// presented first in this launch or build, pinned for the rest of it. `None` takes
+    /// whatever it presents (a new server, whose key nobody knows yet).
+    pub host_key: Option<String>,
 }
 
 impl fmt::Display for Target {
@@ -62,6 +66,17 @@ pub enum RemoteError {
         target: String,
         /// What happened.
         message: String,
+    },
+    /// The server presented another host key than the one pinned: not the server first
+    /// reached (an address taken over, a man in the middle). Nothing was sent to it.
+    #[error("{target} presented host key {presented}, not the {expected} it presented first")]
+    HostKey {
+        /// Where.
+        target: String,
+        /// The key pinned.
+        expected: String,
+        /// The key presented.
+        presented: String,
     },
 }
 
@@ -161,6 +176,19 @@ impl FakeRemote {
         Self::key_of(&self.lock(), host)
     }
 
+    /// A pinned target whose host now has another key is refused, as SSH refuses it.
+    fn check_pin(state: &FakeState, target: &Target) -> Result<(), RemoteError> {
+        let presented = Self::key_of(state, target.host);
+        match &target.host_key {
+            Some(expected) if *expected != presented => Err(RemoteError::HostKey {
+                target: target.to_string(),
+                expected: expected.clone(),
+                presented,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn key_of(state: &FakeState, host: IpAddr) -> String {
         state.host_keys.get(&host).cloned().unwrap_or_else(|| {
             let hex: String = host
@@ -218,6 +246,7 @@ impl FakeRemote {
                 message: "connection refused".into(),
             });
         }
+        Self::check_pin(state, target)?;
         if state.refused_users.contains(&target.user) {
             return Err(RemoteError::Auth {
                 target: target.to_string(),
@@ -265,5 +294,35 @@ impl Remote for FakeRemote {
             bytes: contents.len(),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pinned_target_is_refused_once_its_host_has_another_key() {
+        let remote = FakeRemote::new();
+        let host = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        let mut target = Target {
+            host,
+            port: 22,
+            user: "ci".into(),
+            key: "id_ed25519".into(),
+            host_key: None,
+        };
+        let first = remote.run(&target, "true").await.unwrap().host_key;
+        target.host_key = first;
+        assert!(remote.run(&target, "true").await.is_ok());
+        remote.set_host_key(host, "ssh-ed25519 ANOTHER");
+        let error = remote.run(&target, "./ready.sh").await.unwrap_err();
+        assert!(matches!(error, RemoteError::HostKey { .. }), "{error:?}");
+        assert!(
+            !remote.commands_on(host).contains(&"./ready.sh".to_owned()),
+            "nothing ran"
+        );
     }
 }

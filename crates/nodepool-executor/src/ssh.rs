@@ -16,6 +16,13 @@ use crate::remote::{Output, Remote, RemoteError, Target};
 
 /// How long a TCP connection and the SSH handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a quiet session asks the server whether it is there, and how many unanswered
+/// asks end it: a setup step may print nothing for long, a dead server is found in a minute.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
+const KEEPALIVES_UNANSWERED: usize = 4;
+/// The most of a command's output kept (its end): a script that prints without end costs
+/// no more memory than this.
+pub(crate) const OUTPUT_KEPT: usize = 64 * 1024;
 
 /// SSH with a private key from the config.
 #[derive(Debug, Default)]
@@ -58,18 +65,37 @@ impl SshRemote {
             message,
         };
         let config = Arc::new(client::Config {
-            inactivity_timeout: Some(Duration::from_secs(600)),
+            inactivity_timeout: None,
+            keepalive_interval: Some(KEEPALIVE_EVERY),
+            keepalive_max: KEEPALIVES_UNANSWERED,
             ..Default::default()
         });
         let presented = Arc::new(Mutex::new(None));
         let handler = HostKeys {
             presented: presented.clone(),
+            expected: target.host_key.clone(),
         };
         let connect = client::connect(config, (target.host, target.port), handler);
-        let mut session = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
-            .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?;
+        let mut session = match connected {
+            Ok(session) => session,
+            Err(e) => {
+                let seen = presented
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                return Err(match (seen, &target.host_key) {
+                    (Some(seen), Some(expected)) if seen != *expected => RemoteError::HostKey {
+                        target: target.to_string(),
+                        expected: expected.clone(),
+                        presented: seen,
+                    },
+                    _ => unreachable(e.to_string()),
+                });
+            }
+        };
         let hash = session
             .best_supported_rsa_hash()
             .await
@@ -115,7 +141,7 @@ impl SshRemote {
         while let Some(message) = channel.wait().await {
             match message {
                 ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                    output.extend_from_slice(&data);
+                    keep_tail(&mut output, &data);
                 }
                 ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
                 _ => {}
@@ -130,7 +156,7 @@ impl SshRemote {
         })?;
         Ok(Output {
             status: i32::try_from(status).unwrap_or(i32::MAX),
-            output: String::from_utf8_lossy(&output).into_owned(),
+            output: kept(&output),
             host_key,
         })
     }
@@ -166,18 +192,36 @@ impl Remote for SshRemote {
     }
 }
 
+/// Appends `data` to `output`, keeping its last [`OUTPUT_KEPT`] bytes.
+fn keep_tail(output: &mut Vec<u8>, data: &[u8]) {
+    output.extend_from_slice(data);
+    // Cut when twice over, so that a stream of small writes is not cut at every one.
+    if output.len() > 2 * OUTPUT_KEPT {
+        let cut = output.len() - OUTPUT_KEPT;
+        output.drain(..cut);
+    }
+}
+
+/// A command's output as kept: its last [`OUTPUT_KEPT`] bytes.
+fn kept(output: &[u8]) -> String {
+    let start = output.len().saturating_sub(OUTPUT_KEPT);
+    String::from_utf8_lossy(&output[start..]).into_owned()
+}
+
 /// A word (a path, an argument) quoted for the POSIX shell: whatever it holds, the shell
 /// passes it on as one argument and runs nothing of it.
 pub(crate) fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-/// The client side of the handshake: every host key is accepted (nodes are new servers
-/// whose keys nobody knows yet) and kept, so that the launch records it on the node and the
-/// periodic check can compare it with the recorded one.
+/// The client side of the handshake. The key presented is kept, so that the launch records
+/// it on the node and the periodic check can compare it with the recorded one. A target
+/// with a pinned key accepts that key only; one without accepts any (a new server, whose
+/// key nobody knows yet).
 #[derive(Debug)]
 struct HostKeys {
     presented: Arc<Mutex<Option<String>>>,
+    expected: Option<String>,
 }
 
 impl client::Handler for HostKeys {
@@ -192,10 +236,38 @@ impl client::Handler for HostKeys {
         if let Some(comment) = line.splitn(3, ' ').nth(2).map(str::len) {
             line.truncate(line.len() - comment - 1);
         }
+        let accepted = self
+            .expected
+            .as_ref()
+            .is_none_or(|expected| *expected == line);
         *self
             .presented
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(line);
-        Ok(true)
+        Ok(accepted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commands_output_is_kept_to_its_end() {
+        let mut output = Vec::new();
+        for i in 0..10_000_u32 {
+            keep_tail(&mut output, format!("line {i}\n").as_bytes());
+            assert!(output.len() <= 2 * OUTPUT_KEPT + 16);
+        }
+        let kept = kept(&output);
+        assert!(kept.len() <= OUTPUT_KEPT);
+        assert!(kept.ends_with("line 9999\n"));
+        assert!(!kept.contains("line 0\n"));
+    }
+
+    #[test]
+    fn a_word_is_one_argument_whatever_it_holds() {
+        assert_eq!(quote("ready.sh"), "'ready.sh'");
+        assert_eq!(quote("a'; rm -rf / #"), r"'a'\''; rm -rf / #'");
     }
 }

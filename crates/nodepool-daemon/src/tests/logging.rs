@@ -68,6 +68,9 @@ async fn lasting_conditions_are_logged_once_while_they_last() {
         .with_writer(move || writer.clone())
         .finish();
     let _logging = tracing::subscriber::set_default(subscriber);
+    // Other tests' subscribers (on other threads) may have left the callsites' interest
+    // and the global level hint cached for less than this one wants.
+    tracing::callsite::rebuild_interest_cache();
 
     let dir = tempfile::tempdir().unwrap();
     let text = |dib: bool, big_ram: u64, huge: i32, far: bool| {

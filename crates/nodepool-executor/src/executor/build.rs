@@ -271,14 +271,19 @@ async fn login(
         ("root", CONNECT_TIMEOUT),
         (image.username.as_str(), FALLBACK_CONNECT_TIMEOUT),
     ] {
-        let target = Target {
+        let mut target = Target {
             host,
             port: image.connection_port,
             user: user.to_owned(),
             key: ctx.key(image),
+            host_key: None,
         };
         match ctx.reach(remote, &target, ctx.now(), timeout).await {
-            Ok(_) => return Ok(target),
+            // The key seen first is the only one the rest of the build accepts.
+            Ok(host_key) => {
+                target.host_key = host_key;
+                return Ok(target);
+            }
             Err(error) => last = Some(error),
         }
     }

@@ -81,7 +81,7 @@ impl Failed {
     pub(super) fn login(error: RemoteError, context: impl fmt::Display) -> Failed {
         let kind = match error {
             RemoteError::Unreachable { .. } => FailureKind::Timeout,
-            RemoteError::Auth { .. } => FailureKind::Ssh,
+            RemoteError::Auth { .. } | RemoteError::HostKey { .. } => FailureKind::Ssh,
         };
         Failed::new(kind, format!("{context}{error}"))
     }

@@ -110,11 +110,12 @@ async fn try_launch(
     let host = public
         .or(private)
         .ok_or_else(|| Failed::new(FailureKind::CloudRefused, "no address to log in at"))?;
-    let target = Target {
+    let mut target = Target {
         host,
         port: image.connection_port,
         user: image.username.clone(),
         key: ctx.key(image),
+        host_key: None,
     };
     let host_key = ctx
         .reach(remote, &target, ctx.now(), provider.boot_timeout)
@@ -127,6 +128,8 @@ async fn try_launch(
             Failed::login(e, within)
         })?;
     debug!(node = %node.id, "reached as {target}");
+    // The key seen first is the only one the rest of the launch accepts.
+    target.host_key.clone_from(&host_key);
     if let Some(key) = host_key {
         let now = ctx.now();
         ctx.record(move |s| s.set_node_host_keys(id, std::slice::from_ref(&key), now))
