@@ -1,7 +1,8 @@
 //! The daemon against the local OpenStack (`cargo xtask cloud up`), on real time: a snapshot
 //! image built over SSH, min-ready filled with real Nova servers (their host keys recorded),
-//! a used node deleted and replaced, an image rebuilt on request, then everything retired,
-//! with nothing of this run left in the cloud.
+//! a used node deleted and replaced, an image rebuilt on request, demand above
+//! `max-servers` (the cloud sampled throughout: never more node servers than allowed), then
+//! everything retired, with nothing of this run left in the cloud.
 //!
 //! The fake hypervisor gives servers fixed addresses in 127.10.0.0/16, loopback on this
 //! machine, so the sshd this test starts (on a free port, `connection-port`) answers at every
@@ -108,6 +109,7 @@ async fn builds_over_ssh_fills_min_ready_on_nova_and_leaves_nothing() {
         return;
     };
     clear_leftovers(&cloud).await;
+    let cloud = Arc::new(cloud);
     let dir = sshd.dir.path();
     std::fs::create_dir_all(dir.join("scripts")).unwrap();
     // The setup script leaves a mark where the test can see it: proof it ran over SSH.
@@ -136,6 +138,26 @@ async fn builds_over_ssh_fills_min_ready_on_nova_and_leaves_nothing() {
         .unwrap();
     let store = daemon.store().clone();
     let installation = store.installation_id().unwrap();
+    // The cloud, sampled throughout: the most node servers of this run seen at once.
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sampler = {
+        let (cloud, most, installation) = (cloud.clone(), most.clone(), installation.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(servers) = cloud.list_servers().await {
+                    let nodes = servers
+                        .iter()
+                        .filter(|s| {
+                            s.metadata.get(INSTALLATION_KEY) == Some(&installation.to_string())
+                                && s.metadata.contains_key(nodepool_provider::NODE_KEY)
+                        })
+                        .count();
+                    most.fetch_max(nodes, std::sync::atomic::Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(daemon.run(
         async {
@@ -238,6 +260,22 @@ async fn builds_over_ssh_fills_min_ready_on_nova_and_leaves_nothing() {
     let newest = rebuilt.images.iter().max_by_key(|i| i.version).unwrap();
     assert_ne!(newest.id, image.id);
     assert!(newest.external_id.is_some());
+
+    // Demand above max-servers (3): six wanted ready; three are launched, never more.
+    std::fs::write(&path, config(dir, sshd.port, 6)).unwrap();
+    until(
+        &store,
+        Duration::from_secs(300),
+        "max-servers nodes ready",
+        |s| ready(s) == 3,
+    )
+    .await;
+    // A while at the limit, with launches wanted all along.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(ready(&snapshot(&store).await), 3);
+    sampler.abort();
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most <= 3, "{most} node servers at once; max-servers is 3");
 
     // Retire everything: the label disabled (its nodes go), then the images deleted by the
     // operator (before the edit is in force, a missing image would be rebuilt).
