@@ -18,6 +18,7 @@ use crate::{Connect, Connector, Daemon, FakeRemote, Options, Recorded, TokioCloc
 mod support;
 
 mod logging;
+mod ownership;
 mod peers;
 mod pool;
 mod recovery;

@@ -1,0 +1,239 @@
+//! Two providers of one installation on one project, beside what is not theirs: another
+//! installation's server, image and floating IP, an untagged server, and someone's snapshot
+//! of a held node. Ten cleanup rounds and a provider renamed: nothing that is not ours is
+//! deleted, and neither provider deletes the other's.
+
+use std::collections::BTreeMap;
+
+use nodepool_model::{ExternalId, HoldNote, InstallationId, NodeId};
+use nodepool_provider::{FakeConfig, FakeProvider, Owner, Provider, Tags};
+
+use super::*;
+
+fn config(dir: &Path, west: &str) -> String {
+    format!(
+        "script-dir: scripts
+removal-grace: 60
+dburi: sqlite://{db}
+cron:
+  cleanup: '* * * * *'
+labels:
+  - name: small
+    image: base
+    min-ready: 2
+    providers: [{{name: east}}, {{name: {west}}}]
+providers:
+  - name: east
+    driver: fake
+    max-servers: 2
+    pool: public
+    images:
+      - {{name: base, base-image: Ubuntu 22.04, min-ram: 2048, setup: prepare.sh, username: ci}}
+  - name: {west}
+    driver: fake
+    max-servers: 2
+    pool: public
+    images:
+      - {{name: base, base-image: Ubuntu 22.04, min-ram: 2048, setup: prepare.sh, username: ci}}
+",
+        db = dir.join("nodepool.sqlite").display()
+    )
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn cleanup_deletes_only_what_is_ours_and_never_a_siblings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, remote, shared) = shared_clouds();
+    // One project for east, west and (after the rename) west2.
+    let project = Arc::new(FakeProvider::new(
+        "project".parse().unwrap(),
+        clock.clone(),
+        FakeConfig::default(),
+    ));
+    for name in ["east", "west", "west2"] {
+        shared
+            .clouds
+            .lock()
+            .unwrap()
+            .insert(name.into(), project.clone());
+    }
+    // What is not ours, there before the daemon: another installation's server with a
+    // floating IP and a snapshot, and a server nobody tagged.
+    let base = project
+        .list_images()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.name == "Ubuntu 22.04")
+        .unwrap()
+        .id;
+    let theirs = Tags {
+        installation: InstallationId::new("another-installation"),
+        provider: "east".parse().unwrap(),
+        owner: Owner::Node(NodeId::new(1)),
+    }
+    .to_metadata();
+    let mut spec = nodepool_provider::ServerSpec::new("theirs", "2", base.clone());
+    spec.metadata = theirs.clone();
+    let their_server = project.create_server(&spec).await.unwrap().id;
+    let untagged = project
+        .create_server(&nodepool_provider::ServerSpec::new("someones", "2", base))
+        .await
+        .unwrap()
+        .id;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let their_ip = project
+        .create_floating_ip(&their_server, "public", &theirs)
+        .await
+        .unwrap()
+        .id;
+    let their_image = project
+        .create_image(&their_server, "their-snapshot", &theirs)
+        .await
+        .unwrap();
+
+    let daemon_clock = clock.clone();
+    let running = start_with(
+        dir.path(),
+        &config(dir.path(), "west"),
+        clock,
+        shared.clone(),
+        remote,
+    )
+    .await;
+    let filled = running
+        .until(Duration::from_secs(1800), "both providers' pools", |s| {
+            ready_images(s) == 2
+                && ["east", "west"].iter().all(|p| {
+                    s.nodes
+                        .iter()
+                        .any(|n| n.provider.as_str() == *p && n.state == NodeState::Ready)
+                })
+        })
+        .await;
+    // Someone holds a node of west and snapshots it: the cloud copies the tags of the
+    // node's image (west's upload) into the snapshot.
+    let held = filled
+        .nodes
+        .iter()
+        .find(|n| n.provider.as_str() == "west" && n.state == NodeState::Ready)
+        .unwrap()
+        .clone();
+    let store = running.store.clone();
+    let note = HoldNote {
+        reason: "a failure to look at".into(),
+        by: "alice".into(),
+    };
+    let now = nodepool_provider::Clock::now(daemon_clock.as_ref());
+    tokio::task::spawn_blocking(move || store.hold_node(held.id, &note, now))
+        .await
+        .unwrap()
+        .unwrap();
+    let users_snapshot = project
+        .create_image(
+            held.external_id.as_ref().unwrap(),
+            "alice-debugging",
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    let inherited = project.get_image(&users_snapshot).await.unwrap().properties;
+    assert!(
+        inherited.contains_key(nodepool_provider::IMAGE_KEY),
+        "the snapshot carries our tags: {inherited:?}"
+    );
+    let east_before: Vec<ExternalId> = filled
+        .nodes
+        .iter()
+        .filter(|n| n.provider.as_str() == "east")
+        .filter_map(|n| n.external_id.clone())
+        .collect();
+
+    // Ten cleanup rounds, then west renamed west2: west's uploads go after the grace (its
+    // image's row with them), the held node stays.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    // Every node of both providers still has its floating IP: neither provider's cleanup
+    // took the other's for a leak.
+    let ips = project.list_floating_ips().await.unwrap();
+    let state = running.snapshot().await;
+    for node in state.nodes.iter().filter(|n| n.state == NodeState::Ready) {
+        assert!(
+            ips.iter().any(|ip| ip.server == node.external_id),
+            "node {} of {} lost its floating IP",
+            node.id,
+            node.provider
+        );
+    }
+    std::fs::write(
+        dir.path().join("nodepool.yaml"),
+        config(dir.path(), "west2"),
+    )
+    .unwrap();
+    running.reload.notify_one();
+    let after = running
+        .until(Duration::from_secs(1800), "west's uploads gone", |s| {
+            !s.images.iter().any(|i| i.provider.as_str() == "west")
+                && s.images
+                    .iter()
+                    .any(|i| i.provider.as_str() == "west2" && i.state == ImageState::Ready)
+        })
+        .await;
+    // Ten more cleanup rounds with the upload's row gone.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+
+    let images: Vec<ExternalId> = project
+        .list_images()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    let servers: Vec<ExternalId> = project
+        .list_servers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let ips: Vec<ExternalId> = project
+        .list_floating_ips()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert!(
+        images.contains(&their_image),
+        "another installation's image"
+    );
+    assert!(
+        images.contains(&users_snapshot),
+        "someone's snapshot of a held node"
+    );
+    assert!(
+        servers.contains(&their_server),
+        "another installation's server"
+    );
+    assert!(servers.contains(&untagged), "an untagged server");
+    assert!(
+        ips.contains(&their_ip),
+        "another installation's floating IP"
+    );
+    assert!(
+        servers.contains(held.external_id.as_ref().unwrap()),
+        "the held node's server"
+    );
+    // East's nodes were never touched by west's (or west2's) cleanup.
+    let now = running.snapshot().await;
+    for server in &east_before {
+        assert!(
+            now.nodes
+                .iter()
+                .any(|n| n.external_id.as_ref() == Some(server)),
+            "east's node with server {server} is still there"
+        );
+        assert!(servers.contains(server));
+    }
+    assert!(after.nodes.iter().any(|n| n.id == held.id), "the held node");
+    running.stop().await;
+}
