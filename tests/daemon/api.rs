@@ -436,7 +436,7 @@ fn bad_input_gets_a_json_4xx_that_names_the_field() {
         (
             "POST",
             "/v1/requests",
-            Some(r#"{"labels": ["small"]}"#),
+            Some(r#"{"labels": ["small"], "requestor": " "}"#),
             400,
             "name who asks",
             Some("requestor"),

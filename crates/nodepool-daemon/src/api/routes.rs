@@ -114,6 +114,7 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
 pub(super) async fn create_request(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let new: NewRequest = body(bytes, None)?;
@@ -139,11 +140,11 @@ pub(super) async fn create_request(
         })
         .collect::<Result<Vec<_>, _>>()?;
     // A consumer's requests are its own, whatever the body says; an admin may ask for
-    // anyone.
+    // anyone. Unnamed, a request is the token's, or else the client address's.
     let requestor = match (&caller, new.requestor) {
         (Caller::Consumer(name), _) | (Caller::Admin(Some(name)), None) => name.clone(),
         (_, Some(given)) => given.trim().to_owned(),
-        (_, None) => String::new(),
+        (_, None) => peer.ip().to_string(),
     };
     if requestor.is_empty() || requestor.len() > 255 || requestor.chars().any(char::is_control) {
         return Err(ApiError::field(
