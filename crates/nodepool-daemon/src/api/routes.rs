@@ -530,6 +530,14 @@ mod tests {
         let error =
             read(r#"{"labels": ["small"], "requestor": "zuul", "priority": "high"}"#).unwrap_err();
         assert_eq!(error.body.field.as_deref(), Some("priority"));
+        let error = read(r#"{"labels": ["small"], "requestor": null}"#).unwrap_err();
+        assert_eq!(error.body.field.as_deref(), Some("requestor"), "{error:?}");
+        assert!(
+            read(r#"{"labels": ["small"]}"#)
+                .unwrap()
+                .requestor
+                .is_none()
+        );
         let error = read(r#"{"labels": [1], "requestor": "zuul"}"#).unwrap_err();
         assert_eq!(error.body.field.as_deref(), Some("labels[0]"));
         let error = read(r#"{"labels": ["small"], "requestor": "zuul"} {}"#).unwrap_err();

@@ -14,7 +14,7 @@ pub(crate) struct NewRequest {
     /// One node per entry; a label may be listed more than once.
     pub(crate) labels: Vec<String>,
     /// Who asks: served fairly against other requestors. A consumer's token names it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub(crate) requestor: Option<String>,
     /// Higher is served first; clamped to -1000..=1000.
     #[serde(default)]
@@ -26,11 +26,17 @@ pub(crate) struct NewRequest {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Hold {
     /// Why the node is kept.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub(crate) reason: Option<String>,
     /// Who holds it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub(crate) by: Option<String>,
+}
+
+/// An optional string field: absent is `None`, `null` is refused (the field is a string
+/// when it is there).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 /// `GET /v1/nodes` filters.
