@@ -75,6 +75,8 @@ impl fmt::Display for DbUri {
 
 /// What stands for a secret in what is shown.
 const HIDDEN: &str = "***";
+/// The host put in a URL that names none (its server is in `host=`), while it is read.
+const NO_HOST: &str = "nodepool-no-host";
 
 /// Whether a query key names a secret (`password`, `sslpassword`, `passwd`, `token`...).
 fn secret_key(key: &str) -> bool {
@@ -88,7 +90,15 @@ fn secret_key(key: &str) -> bool {
 /// parses and no `@` comes after its host (which would be part of a password with an
 /// unencoded `/`, `?` or `#` in it, taken for the path, query or fragment).
 fn parsed(url: &str) -> Option<url::Url> {
-    let parsed = url::Url::parse(url).ok()?;
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) => parsed,
+        // libpq's Unix-socket form, `postgres://user:password@/db?host=/run/postgresql`,
+        // has a user but no host, which a URL may not: read with a placeholder host.
+        Err(url::ParseError::EmptyHost) if url.contains("@/") && url.contains("host=") => {
+            url::Url::parse(&url.replacen("@/", &format!("@{NO_HOST}/"), 1)).ok()?
+        }
+        Err(_) => return None,
+    };
     let after_host = [
         parsed.path(),
         parsed.query().unwrap_or(""),
@@ -126,7 +136,9 @@ pub(crate) fn redact(url: &str) -> String {
             .collect();
         parsed.set_query(Some(&query.join("&")));
     }
-    parsed.to_string()
+    parsed
+        .to_string()
+        .replacen(&format!("@{NO_HOST}/"), "@/", 1)
 }
 
 /// `text` percent-decoded, or as it is if that is not UTF-8.
@@ -263,7 +275,7 @@ fn check_server_url(rest: &str, uri: &str) -> Result<(), DbUriError> {
             redact(uri)
         )));
     };
-    let host = parsed.host_str().unwrap_or("");
+    let host = parsed.host_str().filter(|h| *h != NO_HOST).unwrap_or("");
     if host.is_empty() && !rest.contains("host=") {
         return Err(DbUriError(format!(
             "{:?} names no database server host",

@@ -277,8 +277,9 @@ impl Daemon {
         now: Timestamp,
         job: impl Future<Output = ()> + Send + 'static,
     ) -> bool {
-        // Fenced: the lease may have run out, and the work be another daemon's.
-        if self.work.runs(&on) || self.peers.fenced {
+        // Fenced, or due to be: the lease may have run out, and the work be another
+        // daemon's.
+        if self.work.runs(&on) || self.peers.fenced || now >= self.peers.fence_at() {
             return false;
         }
         let subject = on.subject();

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use nodepool_executor::clouds::{Connection, seen_owner};
 use nodepool_executor::executor::Context;
 use nodepool_executor::store;
-use nodepool_executor::{Remote, Target};
+use nodepool_executor::{Remote, RemoteError, Target};
 
 use crate::daemon::Daemon;
 use crate::peers::Leader;
@@ -156,6 +156,12 @@ pub(crate) async fn check(
             ))
         }
         Ok(_) => None,
+        Err(RemoteError::HostKey { presented, .. }) => Some(Reason::new(
+            ReasonCode::HostKeyChanged,
+            format!(
+                "{target} presented the host key {presented}, not the one recorded when it was launched"
+            ),
+        )),
         Err(error) => Some(Reason::new(
             ReasonCode::CheckFailed,
             format!("no SSH login within {}: {error}", Human(CHECK_TIMEOUT)),
@@ -195,8 +201,9 @@ fn target(ctx: &Context, node: &Node) -> Option<Target> {
         port: image.connection_port,
         user: image.username.clone(),
         key: image.private_key.clone(),
-        // Any key is taken, and then compared with the one recorded at launch.
-        host_key: None,
+        // The key recorded at launch: a server with another is refused before anything is
+        // sent to it.
+        host_key: node.host_keys.first().cloned(),
     })
 }
 

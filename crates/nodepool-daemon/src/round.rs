@@ -67,6 +67,13 @@ impl Daemon {
                 || snapshot.images.iter().any(|i| &i.provider == provider)
         });
         let (images, nodes) = self.plan(&round);
+        // Fenced (or due to be): nothing is recorded or started until the lease is renewed.
+        if self.peers.fenced || self.clock.now() >= self.peers.fence_at() {
+            self.report
+                .end_round(now, &self.config, &self.clouds, &round.snapshot);
+            self.set_timers(&round, &images, &nodes);
+            return;
+        }
         self.history.push(nodes.round.clone());
         self.removals
             .observe(images.gone.iter().chain(&nodes.gone).cloned(), now);

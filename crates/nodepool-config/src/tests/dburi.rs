@@ -92,3 +92,29 @@ fn a_drivers_message_is_scrubbed_of_the_password_as_written_and_decoded() {
         "{scrubbed}"
     );
 }
+
+#[test]
+fn a_unix_socket_url_with_a_password_is_read_and_shown_without_it() {
+    let uri = DbUri::parse(
+        &format!("postgresql://nodepool:{CANARY}@/nodepool?host=/run/postgresql"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        uri.to_string(),
+        "postgres://nodepool:***@/nodepool?host=/run/postgresql"
+    );
+    let DbUri::Postgres(url) = &uri else {
+        panic!("{uri:?}")
+    };
+    assert!(url.expose().contains(CANARY));
+    assert_eq!(
+        url.scrub(&format!("bad password {CANARY}")),
+        "bad password ***"
+    );
+    let bare = DbUri::parse("postgres:///nodepool?host=/run/postgresql", None).unwrap();
+    assert_eq!(
+        bare.to_string(),
+        "postgres:///nodepool?host=/run/postgresql"
+    );
+}

@@ -118,7 +118,8 @@ pub(crate) async fn serve(
     let open = Arc::new(Mutex::new(Open::default()));
     let (closing, closed) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let mut refused_said = false;
+    // Refused connections are said at most once a minute.
+    let mut refused_said: Option<tokio::time::Instant> = None;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.headers)
@@ -141,14 +142,14 @@ pub(crate) async fn serve(
         };
         let client = ClientKey::of(peer.ip());
         let Some(admitted) = admit(&open, client, limits) else {
-            if !refused_said {
+            if refused_said.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
                 tracing::warn!(
                     client = %peer.ip(),
                     "the API refuses connections over its limit ({} in all, {} per client; api.max-connections)",
                     limits.connections,
                     limits.per_client
                 );
-                refused_said = true;
+                refused_said = Some(tokio::time::Instant::now());
             }
             drop(stream);
             continue;

@@ -280,6 +280,8 @@ impl Context {
                         message: format!("the login shell failed: {}", output.output.trim()),
                     });
                 }
+                // Another key than the one pinned will not change by waiting.
+                Err(error @ RemoteError::HostKey { .. }) => return Err(error),
                 Err(error) if self.now() >= deadline => return Err(error),
                 Err(_) => self.clock.sleep(POLL).await,
             }
