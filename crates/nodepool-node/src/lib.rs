@@ -747,19 +747,32 @@ impl<'a> Planner<'a> {
                 {
                     continue;
                 }
+                // Tagged for a row of another provider than the tags name: not provably
+                // that row's, so not provably a leak either.
+                let row = match &server.owner {
+                    SeenOwner::Node(id, _) => {
+                        nodes.get(id).map(|n| (format!("node {id}"), &n.provider))
+                    }
+                    SeenOwner::Image(id, _) => images
+                        .get(id)
+                        .map(|i| (format!("image upload {id}"), &i.provider)),
+                    _ => None,
+                };
+                if let (Some(tagged), Some((what, on))) = (tagged_for, row)
+                    && on != tagged
+                {
+                    self.note(
+                        About::Server(provider.clone(), server.id.clone()),
+                        ReasonCode::Leaked,
+                        format!(
+                            "server {} is tagged for {what} of provider {tagged}, but {what} is on provider {on}; left for an operator",
+                            server.id
+                        ),
+                    );
+                    continue;
+                }
                 let known = match &server.owner {
-                    SeenOwner::Node(id, tagged) => match nodes.get(id) {
-                        Some(n) if &n.provider != tagged => {
-                            self.note(
-                                About::Server(provider.clone(), server.id.clone()),
-                                ReasonCode::Leaked,
-                                format!(
-                                    "server {} is tagged for node {id} of provider {tagged}, but node {id} is on provider {}; left for an operator",
-                                    server.id, n.provider
-                                ),
-                            );
-                            true
-                        }
+                    SeenOwner::Node(id, _) => match nodes.get(id) {
                         Some(n) => match &n.external_id {
                             Some(ext) => ext == &server.id,
                             // The create call has not answered yet, or the orphan delete
@@ -768,19 +781,8 @@ impl<'a> Planner<'a> {
                         },
                         None => false,
                     },
-                    SeenOwner::Image(id, tagged) => match images.get(id) {
+                    SeenOwner::Image(id, _) => match images.get(id) {
                         None => false,
-                        Some(upload) if &upload.provider != tagged => {
-                            self.note(
-                                About::Server(provider.clone(), server.id.clone()),
-                                ReasonCode::Leaked,
-                                format!(
-                                    "server {} is tagged for image upload {id} of provider {tagged}, but upload {id} is on provider {}; left for an operator",
-                                    server.id, upload.provider
-                                ),
-                            );
-                            true
-                        }
                         // Its build is under way, or its deletion takes the template too.
                         Some(upload)
                             if matches!(
