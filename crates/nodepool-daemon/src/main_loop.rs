@@ -113,11 +113,10 @@ impl Daemon {
     /// What an event leads to.
     pub(crate) async fn handle(&mut self, event: Event) -> Then {
         let now = self.clock.now();
-        // Whatever came first, the fence comes before any more work (a loop held up by a
-        // slow store may find its timer past due).
-        if !self.peers.fenced && now >= self.peers.fence_at() {
-            self.fence(now);
-        }
+        // Whatever came first, the fence is brought up to date before any more work (a
+        // loop held up by a slow store, or kept busy by other events, may find its timer
+        // past due or never reach it).
+        let fenced = self.fence(now);
         match event {
             Event::Stop => Then::Stop,
             Event::Wake => Then::Round,
@@ -150,7 +149,7 @@ impl Daemon {
                     Then::Wait
                 }
             }
-            Event::Timer(Timer::Fence) => self.fence(now),
+            Event::Timer(Timer::Fence) => fenced,
             Event::Timer(Timer::Round | Timer::Listing | Timer::Cleanup | Timer::Check) => {
                 Then::Round
             }
