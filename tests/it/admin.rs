@@ -182,6 +182,7 @@ fn pool() -> Pool {
                 by: "bob".into(),
             },
             ago(1800),
+            nodepool_db::Acting::Anyone,
         )
         .unwrap();
     let _building = launch("cloud1", "large", 6);
@@ -626,10 +627,20 @@ fn daemon_list_shows_each_daemons_lease_and_work() {
     let live = DaemonRecord::new("np1.example.org", 4242, ago(90)).unwrap();
     let dead = DaemonRecord::new("np2.example.org", 777, ago(300)).unwrap();
     store
-        .renew_lease(&live, ago(0), std::time::Duration::from_secs(3600))
+        .renew_lease(
+            &live,
+            &store.installation_id().unwrap(),
+            ago(0),
+            std::time::Duration::from_secs(3600),
+        )
         .unwrap();
     store
-        .renew_lease(&dead, ago(120), std::time::Duration::from_secs(30))
+        .renew_lease(
+            &dead,
+            &store.installation_id().unwrap(),
+            ago(120),
+            std::time::Duration::from_secs(30),
+        )
         .unwrap();
     for subject in [
         Subject::Node(NodeId::new(1)),
@@ -721,7 +732,7 @@ fn installation_id_is_shown_and_a_copy_gets_its_own() {
     let now = SystemClock.now();
     let live = DaemonRecord::new("np1.example.org", 4242, now).unwrap();
     store
-        .renew_lease(&live, now, std::time::Duration::from_secs(3600))
+        .renew_lease(&live, &before, now, std::time::Duration::from_secs(3600))
         .unwrap();
     let (code, _, stderr) = pool.run(&["installation-id", "--new"]);
     assert_eq!(code, 1);

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use nodepool_db::{NodeFilter, StoreError};
+use nodepool_db::{Acting, NodeFilter, StoreError};
 use nodepool_model::{
     HoldNote, LabelName, Node, NodeId, NodeState, ProviderName, Reason, ReasonCode, Subject,
     Timestamp,
@@ -133,7 +133,7 @@ pub(crate) fn hold(cli: &Cli, out: &mut dyn Write, id: NodeId, reason: &str) -> 
             reason: reason.to_owned(),
             by: user(),
         };
-        ctx.store.hold_node(id, &note, ctx.now)?
+        ctx.store.hold_node(id, &note, ctx.now, Acting::Anyone)?
     };
     print(cli, out, &[node], ctx.now)?;
     Ok(EXIT_OK)

@@ -130,10 +130,15 @@ impl Daemon {
         let (me, sqlite_lock) = Peers::identify(sqlite, now)?;
         let actor = format!("nodepoold {} (pid {} on {})", &me.id[..8], me.pid, me.host);
         let uri = config.current().dburi.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open_and_migrate(&uri, actor, now))
-            .await
-            .map_err(|e| DaemonError::Store(e.to_string()))?
-            .map_err(|e| DaemonError::Store(e.to_string()))?;
+        let (store, api_store) = tokio::task::spawn_blocking(move || {
+            let store = Store::open_and_migrate(&uri, actor.clone(), now)?;
+            // The API's own connections: a flood of requests never takes the loop's.
+            let api_store = Store::open_with_pool_size(&uri, actor, api::STORE_CONNECTIONS)?;
+            Ok::<_, nodepool_db::StoreError>((store, api_store))
+        })
+        .await
+        .map_err(|e| DaemonError::Store(e.to_string()))?
+        .map_err(|e| DaemonError::Store(e.to_string()))?;
         let installation = store::call(&store, |s| s.installation_id())
             .await
             .map_err(|e| DaemonError::Store(e.to_string()))?;
@@ -163,14 +168,22 @@ impl Daemon {
         } else {
             None
         };
-        let peers = Peers::register(&store, &clock, me, sqlite_lock, report.subscribe()).await?;
+        let peers = Peers::register(
+            &store,
+            &clock,
+            me,
+            &installation,
+            sqlite_lock,
+            report.subscribe(),
+        )
+        .await?;
         let api = listening.map(|(listener, tokens, limits)| {
             let address = listener.local_addr().ok();
             if let Some(address) = address {
                 info!(token = tokens.wanted(), "API listening on http://{address}");
             }
             let shared = api::Shared::new(
-                store.clone(),
+                api_store,
                 clock.clone(),
                 status_seen,
                 wake.clone(),
@@ -344,12 +357,16 @@ impl Daemon {
             clock,
             ..
         } = self;
+        let lost = peers.lost();
         peers.retire(&store, clock.now()).await;
         // Long polls end when the status they wait on is gone; then the server stops.
         report.close();
         if let Some(api) = api {
             let _ = api.stop.send(());
             let _ = api.task.await;
+        }
+        if let Some(why) = lost {
+            return Err(DaemonError::Store(why));
         }
         info!("stopped");
         Ok(())

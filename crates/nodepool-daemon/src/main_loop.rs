@@ -76,10 +76,11 @@ impl Daemon {
         stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
         reload: &Notify,
     ) -> Event {
-        let (clock, wanted, wake) = (
+        let (clock, wanted, wake, lost) = (
             self.clock.clone(),
             self.clouds.wanted.clone(),
             self.wake.clone(),
+            self.peers.when_lost(),
         );
         // The fence follows the lease; while fenced, a look every second for its renewal.
         let fence = if self.peers.fenced {
@@ -102,6 +103,7 @@ impl Daemon {
         };
         tokio::select! {
             () = stop.as_mut() => Event::Stop,
+            () = lost => Event::Stop,
             () = reload.notified() => Event::Reload,
             () = wake.notified() => Event::Wake,
             timer = timer => Event::Timer(timer),

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodepool_db::{DaemonRecord, Store};
-use nodepool_model::{Subject, Timestamp};
+use nodepool_db::{DaemonRecord, Store, StoreError};
+use nodepool_model::{InstallationId, Subject, Timestamp};
 use nodepool_provider::Clock;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{error, warn};
 
 use nodepool_executor::store;
 
@@ -49,6 +49,9 @@ pub(crate) struct Peers {
     /// The work was stopped because the lease could not be renewed; none starts until it
     /// is.
     pub(crate) fenced: bool,
+    /// Why this daemon must stop, once its store says it can no longer run (its
+    /// installation id changed).
+    lost: watch::Receiver<Option<String>>,
 }
 
 impl Peers {
@@ -72,13 +75,14 @@ impl Peers {
         store: &Store,
         clock: &Arc<dyn Clock>,
         me: DaemonRecord,
+        installation: &InstallationId,
         sqlite_lock: Option<std::fs::File>,
         status: watch::Receiver<Arc<Status>>,
     ) -> Result<Peers, DaemonError> {
         let now = clock.now();
         let single = sqlite_lock.is_some();
         let registered = {
-            let me = me.clone();
+            let (me, installation) = (me.clone(), installation.clone());
             store::call(store, move |s| {
                 for other in s.daemons()? {
                     let gone = other.id != me.id
@@ -90,13 +94,20 @@ impl Peers {
                         s.retire_daemon(&other.id, now)?;
                     }
                 }
-                s.renew_lease(&me, now, LEASE)
+                s.renew_lease(&me, &installation, now, LEASE)
             })
             .await
         };
         registered.map_err(|e| DaemonError::Store(e.to_string()))?;
         let (held, lease) = watch::channel(now.saturating_add(LEASE));
-        let heartbeat = heartbeat(store.clone(), clock.clone(), me.clone(), status, held);
+        let (lose, lost) = watch::channel(None);
+        let heartbeat = heartbeat(
+            store.clone(),
+            clock.clone(),
+            (me.clone(), installation.clone()),
+            status,
+            (held, lose),
+        );
         Ok(Peers {
             me,
             heartbeat,
@@ -104,7 +115,23 @@ impl Peers {
             held_back_since: None,
             lease,
             fenced: false,
+            lost,
         })
+    }
+
+    /// Why this daemon must stop, if its store said so.
+    pub(crate) fn lost(&self) -> Option<String> {
+        self.lost.borrow().clone()
+    }
+
+    /// Completes once the store says this daemon must stop.
+    pub(crate) fn when_lost(&self) -> impl Future<Output = ()> + use<> {
+        let mut lost = self.lost.clone();
+        async move {
+            if lost.wait_for(Option::is_some).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// This daemon's id in the store.
@@ -197,17 +224,18 @@ fn leader<'d>(daemons: &'d [DaemonRecord], me: &str, now: Timestamp) -> Option<&
 
 /// Renews `me`'s lease every few seconds while the loop runs rounds. A loop that stopped
 /// running rounds lets its lease run out, so that the other daemons take over its work.
+/// A store whose installation id is no longer `me`'s says so through `lose`, once.
 fn heartbeat(
     store: Store,
     clock: Arc<dyn Clock>,
-    me: DaemonRecord,
+    (me, installation): (DaemonRecord, InstallationId),
     status: watch::Receiver<Arc<Status>>,
-    held: watch::Sender<Timestamp>,
+    (held, lose): (watch::Sender<Timestamp>, watch::Sender<Option<String>>),
 ) -> AbortOnDrop {
     AbortOnDrop(tokio::spawn(async move {
         loop {
             clock.sleep(RENEW_EVERY).await;
-            let (me, now) = (me.clone(), clock.now());
+            let (me, installation, now) = (me.clone(), installation.clone(), clock.now());
             let last = {
                 let status = status.borrow();
                 status.last_round.unwrap_or(status.started)
@@ -219,9 +247,19 @@ fn heartbeat(
                 );
                 continue;
             }
-            match store::call(&store, move |s| s.renew_lease(&me, now, LEASE)).await {
-                Ok(_) => {
+            match store::call(&store, move |s| {
+                s.renew_lease(&me, &installation, now, LEASE)
+            })
+            .await
+            {
+                Ok(()) => {
                     held.send_replace(now.saturating_add(LEASE));
+                }
+                Err(e @ StoreError::InstallationChanged { .. }) => {
+                    error!("{e}");
+                    lose.send_replace(Some(e.to_string()));
+                    // The lease runs out and the fence holds until the loop stops.
+                    return;
                 }
                 Err(e) => warn!("cannot renew this daemon's lease: {e}"),
             }

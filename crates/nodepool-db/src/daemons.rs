@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use diesel::prelude::*;
-use nodepool_model::{Image, ImageState, Node, NodeId, Reason, Subject, Timestamp};
+use nodepool_model::{Image, ImageState, InstallationId, Node, NodeId, Reason, Subject, Timestamp};
 
 use crate::Store;
 use crate::connection::AnyConnection;
@@ -188,18 +188,32 @@ impl DaemonRecord {
 
 impl Store {
     /// Registers a daemon (or renews its lease): it holds its claims until `now + lease`.
+    /// `installation` is the installation id the daemon started with: once the store has
+    /// another (`nodepool installation-id --new` while the daemon's lease had lapsed), the
+    /// lease is not renewed.
     ///
     /// # Errors
     ///
-    /// Database errors only.
+    /// [`StoreError::InstallationChanged`] as above; database errors.
     pub fn renew_lease(
         &self,
         daemon: &DaemonRecord,
+        installation: &InstallationId,
         now: Timestamp,
         lease: Duration,
     ) -> Result<()> {
+        use crate::schema::installation::dsl as inst;
         let expires = now.saturating_add(lease).unix_millis();
         self.write(|conn| {
+            let current = inst::installation
+                .select(inst::installation_id)
+                .first::<String>(conn)?;
+            if current != installation.as_str() {
+                return Err(StoreError::InstallationChanged {
+                    started_as: installation.clone(),
+                    now: InstallationId::new(current),
+                });
+            }
             let renewed = diesel::update(d::daemons.find(&daemon.id))
                 .set(d::expires.eq(expires))
                 .execute(conn)?;

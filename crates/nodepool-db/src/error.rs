@@ -39,6 +39,24 @@ pub enum StoreError {
         /// The change that lost the race, such as `becoming ready`.
         change: String,
     },
+    /// A consumer acted on a node that is not given to one of its requests.
+    #[error("{subject} is not given to {requestor}")]
+    NotGivenTo {
+        /// The node.
+        subject: Subject,
+        /// The requestor that acted.
+        requestor: String,
+    },
+    /// The store's installation id is no longer the one a daemon started with.
+    #[error(
+        "the store's installation id is now {now}, not {started_as} as when this daemon started (nodepool installation-id --new): this daemon stops; start it again to run as {now}"
+    )]
+    InstallationChanged {
+        /// The id the daemon started with.
+        started_as: nodepool_model::InstallationId,
+        /// The store's id now.
+        now: nodepool_model::InstallationId,
+    },
     /// A cloud id that another record of the same provider already has.
     #[error(
         "{subject}: cloud id {external_id:?} on provider {provider} already belongs to another record"

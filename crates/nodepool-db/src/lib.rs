@@ -61,7 +61,7 @@ pub use connection::{Backend, MYSQL_SUPPORTED, check_mysql_version, mysql_not_bu
 pub use daemons::{DaemonRecord, Planned};
 pub use error::{Result, StoreError};
 pub use images::{ImageFilter, NewImage};
-pub use nodes::{Intents, NewNode, NodeFilter};
+pub use nodes::{Acting, Intents, NewNode, NodeFilter};
 
 use connection::{AnyConnection, ConnectionPool, Mode};
 

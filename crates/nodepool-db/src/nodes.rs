@@ -93,6 +93,41 @@ pub(crate) fn load_node(conn: &mut AnyConnection, id: NodeId) -> Result<Node> {
         .into_model()
 }
 
+/// On whose behalf a node given to a request is released or held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acting<'a> {
+    /// An operator or an admin token: any node.
+    Anyone,
+    /// A consumer: only nodes given to a request of this requestor.
+    For(&'a str),
+}
+
+impl Acting<'_> {
+    /// Refuses, inside the transaction that changes the node, a consumer acting on a node
+    /// that is not given to one of its requests.
+    fn check(self, conn: &mut AnyConnection, node: &Node) -> Result<()> {
+        let Acting::For(who) = self else {
+            return Ok(());
+        };
+        let owner = match node.request {
+            None => None,
+            Some(request) => match crate::requests::load(conn, request) {
+                Ok(found) => Some(found.requestor),
+                Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            },
+        };
+        if owner.as_deref() == Some(who) {
+            Ok(())
+        } else {
+            Err(StoreError::NotGivenTo {
+                subject: Subject::Node(node.id),
+                requestor: who.to_owned(),
+            })
+        }
+    }
+}
+
 /// Moves a node from the state it was read in to `to` (and, with `request`, sets or clears
 /// its request), refusing if another writer moved it first. Returns the node as written.
 pub(crate) fn move_node(
@@ -513,20 +548,46 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidTransition`] for a node not in use.
-    pub fn release_node(&self, id: NodeId, now: Timestamp, by: &str) -> Result<Node> {
+    /// [`StoreError::InvalidTransition`] for a node not in use; [`StoreError::NotGivenTo`]
+    /// when `acting` is a requestor other than the one the node was given to.
+    pub fn release_node(
+        &self,
+        id: NodeId,
+        now: Timestamp,
+        by: &str,
+        acting: Acting<'_>,
+    ) -> Result<Node> {
         let reason = Reason::new(ReasonCode::Released, format!("released by {by}"));
-        self.set_node_state_from(id, NodeState::InUse, NodeState::Used, now, &reason)
+        self.write(|conn| {
+            let node = load_node(conn, id)?;
+            acting.check(conn, &node)?;
+            if node.state != NodeState::InUse {
+                return Err(StoreError::InvalidTransition {
+                    subject: Subject::Node(id),
+                    from: node.state.to_string(),
+                    to: NodeState::Used.to_string(),
+                });
+            }
+            change_state(conn, id, NodeState::Used, now, &reason, &self.actor)
+        })
     }
 
     /// Holds a node: nodepool will not touch it until an operator deletes it.
     ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidTransition`] for a node being deleted.
-    pub fn hold_node(&self, id: NodeId, note: &HoldNote, now: Timestamp) -> Result<Node> {
+    /// [`StoreError::InvalidTransition`] for a node being deleted; [`StoreError::NotGivenTo`]
+    /// as for [`Store::release_node`].
+    pub fn hold_node(
+        &self,
+        id: NodeId,
+        note: &HoldNote,
+        now: Timestamp,
+        acting: Acting<'_>,
+    ) -> Result<Node> {
         self.write(|conn| {
             let node = load_node(conn, id)?;
+            acting.check(conn, &node)?;
             check_move(&node, NodeState::Hold)?;
             move_node(conn, &node, NodeState::Hold, now, None)?;
             diesel::update(n::nodes.find(to_i64(id.get())))

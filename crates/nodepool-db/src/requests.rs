@@ -67,7 +67,7 @@ fn assemble(
         .collect()
 }
 
-fn load(conn: &mut AnyConnection, id: RequestId) -> Result<NodeRequest> {
+pub(crate) fn load(conn: &mut AnyConnection, id: RequestId) -> Result<NodeRequest> {
     let row: Option<RequestRow> = r::node_requests
         .find(to_i64(id.get()))
         .select(RequestRow::as_select())

@@ -428,6 +428,7 @@ pub fn seen_owner(metadata: &BTreeMap<String, String>, installation: &Installati
             (Err(_), _) => SeenOwner::Unreadable,
         },
         Ownership::OursUnreadable => SeenOwner::Unreadable,
-        Ownership::OtherInstallation(_) | Ownership::Foreign => SeenOwner::NotOurs,
+        Ownership::OtherInstallation(other) => SeenOwner::OtherInstallation(other),
+        Ownership::Foreign => SeenOwner::NotOurs,
     }
 }

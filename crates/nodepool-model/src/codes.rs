@@ -66,6 +66,9 @@ reason_codes! {
     Marked => "marked",
     /// Its server is gone from the cloud.
     Vanished => "vanished",
+    /// Its server carries another installation's tags (the store was copied from it): the
+    /// row is forgotten and the server left alone.
+    OtherInstallation => "other-installation",
     /// Its provider is gone from the config.
     ProviderRemoved => "provider-removed",
     /// Its label is gone from the config, or no longer lists its provider.

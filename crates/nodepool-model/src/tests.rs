@@ -148,6 +148,7 @@ fn reason_codes_keep_their_strings() {
             "used",
             "marked",
             "vanished",
+            "other-installation",
             "provider-removed",
             "label-removed",
             "label-disabled",

@@ -108,7 +108,9 @@ pub fn leaked(
                 format!("image upload {id}"),
                 images.contains_key(id),
             ),
-            SeenOwner::Unreadable | SeenOwner::NotOurs => continue,
+            SeenOwner::Unreadable | SeenOwner::OtherInstallation(_) | SeenOwner::NotOurs => {
+                continue;
+            }
         };
         if tagged != provider && configured.contains(tagged) {
             continue;

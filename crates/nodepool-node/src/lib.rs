@@ -62,8 +62,8 @@ use std::time::Duration;
 use nodepool_config::{Config, Label};
 use nodepool_model::{
     Attempt, BackingOff, Backoff, ExternalId, Flavor, Gone, Human, ImageId, ImageName, ImageState,
-    LabelName, Node, NodeId, NodeRequest, NodeState, ProviderName, Reason, ReasonCode, Removals,
-    RequestId, Snapshot, Timestamp, flavor_for,
+    InstallationId, LabelName, Node, NodeId, NodeRequest, NodeState, ProviderName, Reason,
+    ReasonCode, Removals, RequestId, Snapshot, Timestamp, flavor_for,
 };
 
 use allocation::Allocator;
@@ -194,7 +194,9 @@ pub enum SeenOwner {
     Image(ImageId, ProviderName),
     /// Tagged with this installation, but the rest of its tags are unreadable.
     Unreadable,
-    /// Another installation's, or not nodepool's.
+    /// Tagged with another installation of nodepool.
+    OtherInstallation(InstallationId),
+    /// Not nodepool's.
     NotOurs,
 }
 
@@ -216,14 +218,18 @@ pub struct SeenServer {
 pub struct Listing {
     at: Timestamp,
     servers: Vec<SeenServer>,
-    ids: Set<ExternalId>,
+    ids: Map<ExternalId, usize>,
     tagged: Map<NodeId, usize>,
 }
 
 impl Listing {
     /// A listing asked for at `at` (before the call) that returned `servers`.
     pub fn new(at: Timestamp, servers: Vec<SeenServer>) -> Listing {
-        let ids = servers.iter().map(|s| s.id.clone()).collect();
+        let ids = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
         let mut tagged = Map::default();
         for (i, server) in servers.iter().enumerate() {
             if let SeenOwner::Node(id, _) = server.owner {
@@ -250,7 +256,12 @@ impl Listing {
 
     /// Whether it shows the server `id`.
     pub fn contains(&self, id: &ExternalId) -> bool {
-        self.ids.contains(id)
+        self.ids.contains_key(id)
+    }
+
+    /// The server `id`, if it shows it.
+    pub fn get(&self, id: &ExternalId) -> Option<&SeenServer> {
+        self.ids.get(id).map(|&i| &self.servers[i])
     }
 
     /// The first server tagged for `node`.
@@ -524,6 +535,17 @@ impl<'a> Planner<'a> {
         listing.tagged(node.id).cloned()
     }
 
+    /// The other installation whose tags `node`'s server carries in the latest listing: the
+    /// row was copied from another installation's store, and the server is not ours.
+    fn other_installation(&self, node: &Node, provider: Option<usize>) -> Option<&InstallationId> {
+        let id = node.external_id.as_ref()?;
+        let listing = self.cloud(provider, &node.provider)?.listing.as_ref()?;
+        match &listing.get(id)?.owner {
+            SeenOwner::OtherInstallation(other) => Some(other),
+            _ => None,
+        }
+    }
+
     /// Whether `node`'s server is absent from two listings taken after its last change.
     fn vanished(&self, node: &Node, provider: Option<usize>) -> bool {
         let Some(id) = &node.external_id else {
@@ -641,6 +663,19 @@ impl<'a> Planner<'a> {
                 ReasonCode::Used,
                 "its consumer has finished with it".into(),
             );
+        }
+        // A copied store (`nodepool installation-id --new`) names the original's servers:
+        // never hand them out; the row is forgotten and the server left to its owner.
+        if matches!(
+            node.state,
+            NodeState::Ready | NodeState::Building | NodeState::Test
+        ) && let Some(other) = self.other_installation(node, provider)
+        {
+            let text = format!(
+                "its server {} carries installation {other}'s tags: the row is forgotten and the server left to that installation",
+                node.external_id.as_ref().map_or("", |id| id.as_str()),
+            );
+            return self.delete(node, None, ReasonCode::OtherInstallation, text);
         }
         if self.vanished(node, provider) {
             return self.delete(
@@ -821,7 +856,7 @@ impl<'a> Planner<'a> {
                         );
                         true
                     }
-                    SeenOwner::NotOurs => true,
+                    SeenOwner::OtherInstallation(_) | SeenOwner::NotOurs => true,
                 };
                 if known {
                     continue;

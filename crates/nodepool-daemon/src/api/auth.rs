@@ -34,6 +34,15 @@ impl Caller {
         }
     }
 
+    /// On whose behalf the store changes a node for this caller: a consumer's changes are
+    /// checked against the node's request in the same transaction that makes them.
+    pub(crate) fn acting(&self) -> nodepool_db::Acting<'_> {
+        match self {
+            Caller::Anyone | Caller::Admin(_) => nodepool_db::Acting::Anyone,
+            Caller::Consumer(name) => nodepool_db::Acting::For(name),
+        }
+    }
+
     /// Whether the caller may act on what `owner` (a request's requestor) owns; `None` is
     /// something no consumer owns (a ready node, say).
     pub(crate) fn may_act_for(&self, owner: Option<&str>) -> bool {

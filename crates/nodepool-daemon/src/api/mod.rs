@@ -33,6 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use nodepool_db::{Store, StoreError};
+use nodepool_executor::store;
 use nodepool_model::Timestamp;
 use nodepool_provider::Clock;
 use tokio::net::TcpListener;
@@ -54,7 +55,11 @@ const KEEP_ALIVE: &str = "timeout=10";
 
 /// What every handler shares.
 pub(crate) struct Shared {
-    pub(crate) store: Store,
+    /// The API's own connections to the store ([`STORE_CONNECTIONS`]): however many
+    /// requests come, the loop and the lease's renewal keep theirs.
+    store: Store,
+    /// One per connection; requests wait for theirs here, not in a blocking thread.
+    turns: tokio::sync::Semaphore,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) status: watch::Receiver<Arc<Status>>,
     /// Wakes the loop for a round now.
@@ -77,6 +82,7 @@ impl Shared {
     ) -> Shared {
         Shared {
             store,
+            turns: tokio::sync::Semaphore::new(STORE_CONNECTIONS as usize),
             clock,
             status,
             wake,
@@ -84,6 +90,23 @@ impl Shared {
             tokens,
             buckets: Mutex::new(Buckets::default()),
         }
+    }
+}
+
+/// How many store connections the API has: requests beyond wait their turn.
+pub(crate) const STORE_CONNECTIONS: u32 = 4;
+
+impl Shared {
+    /// Runs `f` with one of the API's store connections, once one is free.
+    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Ok(_turn) = self.turns.acquire().await else {
+            unreachable!("the API's semaphore is never closed")
+        };
+        store::call(&self.store, f).await
     }
 }
 
@@ -292,6 +315,7 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidTransition { .. }
             | StoreError::Conflict { .. }
             | StoreError::Raced { .. } => StatusCode::CONFLICT,
+            StoreError::NotGivenTo { .. } => StatusCode::FORBIDDEN,
             StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
             StoreError::Unavailable { .. } | StoreError::NotInitialised(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -25,7 +25,6 @@ use super::wire::{
     Hold, ImageOut, ImageQuery, NewRequest, NodeOut, NodeQuery, RequestOut, RequestQuery, WaitQuery,
 };
 use super::{ApiError, App, Caller};
-use nodepool_executor::store;
 
 /// The most labels one request may list.
 const MAX_LABELS: usize = 100;
@@ -155,10 +154,9 @@ pub(super) async fn create_request(
     let now = app.clock.now();
     let range = nodepool_config::defaults::PRIORITIES;
     let priority = new.priority.clamp(*range.start(), *range.end());
-    let request = store::call(&app.store, move |s| {
-        s.create_request(&labels, &requestor, priority, now)
-    })
-    .await?;
+    let request = app
+        .call(move |s| s.create_request(&labels, &requestor, priority, now))
+        .await?;
     app.wake.notify_one();
     let location = format!("/v1/requests/{}", request.id);
     let mut response = json(StatusCode::ACCEPTED, &RequestOut::new(request, Vec::new()));
@@ -174,7 +172,7 @@ pub(super) async fn list_requests(
 ) -> Answer {
     let q = query(q)?;
     let state = filter("state", q.state, RequestState::from_str)?;
-    let requests = store::call(&app.store, move |s| s.requests(state)).await?;
+    let requests = app.call(move |s| s.requests(state)).await?;
     let out: Vec<RequestOut> = requests
         .into_iter()
         .filter(|r| q.requestor.as_ref().is_none_or(|who| &r.requestor == who))
@@ -208,7 +206,7 @@ pub(super) async fn get_request(
     loop {
         // Seen before the read: a round that ends after it wakes us.
         rounds.borrow_and_update();
-        let found = store::call(&app.store, move |s| s.request(request)).await?;
+        let found = app.call(move |s| s.request(request)).await?;
         if found.state != RequestState::Requested || app.clock.now() >= deadline {
             return Ok(json(StatusCode::OK, &render(&app, found).await?));
         }
@@ -227,19 +225,20 @@ async fn render(app: &App, request: nodepool_model::NodeRequest) -> Result<Reque
         return Ok(RequestOut::new(request, Vec::new()));
     }
     let ids = request.nodes.clone();
-    let nodes = store::call(&app.store, move |s| {
-        let mut nodes = Vec::with_capacity(ids.len());
-        for id in ids {
-            match s.node(id) {
-                Ok(node) => nodes.push(node),
-                // Released and deleted since.
-                Err(nodepool_db::StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+    let nodes = app
+        .call(move |s| {
+            let mut nodes = Vec::with_capacity(ids.len());
+            for id in ids {
+                match s.node(id) {
+                    Ok(node) => nodes.push(node),
+                    // Released and deleted since.
+                    Err(nodepool_db::StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
-        }
-        Ok(nodes)
-    })
-    .await?;
+            Ok(nodes)
+        })
+        .await?;
     let config = app.status.borrow().config.clone();
     let nodes = nodes
         .into_iter()
@@ -261,17 +260,18 @@ pub(super) async fn cancel_request(
         ReasonCode::Canceled,
         format!("canceled through the API by {by}"),
     );
-    let canceled = store::call(&app.store, move |s| {
-        let found = s.request(request)?;
-        if !caller.may_act_for(Some(&found.requestor)) {
-            return Ok(Err(not_yours(
-                &caller,
-                format!("request {request} is {}'s", found.requestor),
-            )));
-        }
-        s.cancel_request(request, now, &reason).map(Ok)
-    })
-    .await??;
+    let canceled = app
+        .call(move |s| {
+            let found = s.request(request)?;
+            if !caller.may_act_for(Some(&found.requestor)) {
+                return Ok(Err(not_yours(
+                    &caller,
+                    format!("request {request} is {}'s", found.requestor),
+                )));
+            }
+            s.cancel_request(request, now, &reason).map(Ok)
+        })
+        .await??;
     app.wake.notify_one();
     Ok(json(StatusCode::OK, &render(&app, canceled).await?))
 }
@@ -294,21 +294,6 @@ fn not_yours(caller: &Caller, what: String) -> ApiError {
     )
 }
 
-/// Whose a node is: the requestor of the request it was given to, if any.
-fn owner(
-    s: &nodepool_db::Store,
-    node: &nodepool_model::Node,
-) -> Result<Option<String>, nodepool_db::StoreError> {
-    match node.request {
-        None => Ok(None),
-        Some(request) => match s.request(request) {
-            Ok(found) => Ok(Some(found.requestor)),
-            Err(nodepool_db::StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        },
-    }
-}
-
 pub(super) async fn list_nodes(
     State(app): State<App>,
     q: Result<Query<NodeQuery>, QueryRejection>,
@@ -319,7 +304,7 @@ pub(super) async fn list_nodes(
         label: filter("label", q.label, |v| LabelName::new(v.to_owned()))?,
         state: filter("state", q.state, NodeState::from_str)?,
     };
-    let nodes = store::call(&app.store, move |s| s.nodes(&filter)).await?;
+    let nodes = app.call(move |s| s.nodes(&filter)).await?;
     let config = app.status.borrow().config.clone();
     let out: Vec<NodeOut> = nodes
         .into_iter()
@@ -330,7 +315,7 @@ pub(super) async fn list_nodes(
 
 pub(super) async fn get_node(State(app): State<App>, Path(text): Path<String>) -> Answer {
     let node = NodeId::new(id(&text, "node")?);
-    let found = store::call(&app.store, move |s| s.node(node)).await?;
+    let found = app.call(move |s| s.node(node)).await?;
     let config = app.status.borrow().config.clone();
     Ok(json(StatusCode::OK, &NodeOut::new(found, &config)))
 }
@@ -344,17 +329,9 @@ pub(super) async fn release_node(
     let node = NodeId::new(id(&text, "node")?);
     let now = app.clock.now();
     let by = who(&caller, peer);
-    let released = store::call(&app.store, move |s| {
-        let found = s.node(node)?;
-        if !caller.may_act_for(owner(s, &found)?.as_deref()) {
-            return Ok(Err(not_yours(
-                &caller,
-                format!("node {node} is not given to you"),
-            )));
-        }
-        s.release_node(node, now, &by).map(Ok)
-    })
-    .await??;
+    let released = app
+        .call(move |s| s.release_node(node, now, &by, caller.acting()))
+        .await?;
     app.wake.notify_one();
     let config = app.status.borrow().config.clone();
     Ok(json(StatusCode::OK, &NodeOut::new(released, &config)))
@@ -386,17 +363,9 @@ pub(super) async fn hold_node(
         ));
     }
     let now = app.clock.now();
-    let held = store::call(&app.store, move |s| {
-        let found = s.node(node)?;
-        if !caller.may_act_for(owner(s, &found)?.as_deref()) {
-            return Ok(Err(not_yours(
-                &caller,
-                format!("node {node} is not given to you"),
-            )));
-        }
-        s.hold_node(node, &note, now).map(Ok)
-    })
-    .await??;
+    let held = app
+        .call(move |s| s.hold_node(node, &note, now, caller.acting()))
+        .await?;
     let config = app.status.borrow().config.clone();
     Ok(json(StatusCode::OK, &NodeOut::new(held, &config)))
 }
@@ -412,14 +381,14 @@ pub(super) async fn list_images(
         state: filter("state", q.state, ImageState::from_str)?,
         build_request: None,
     };
-    let images = store::call(&app.store, move |s| s.images(&filter)).await?;
+    let images = app.call(move |s| s.images(&filter)).await?;
     let out: Vec<ImageOut> = images.into_iter().map(ImageOut::from).collect();
     Ok(json(StatusCode::OK, &out))
 }
 
 /// Each provider of the running config: its quota, its nodes by state, and its last call.
 pub(super) async fn list_providers(State(app): State<App>) -> Answer {
-    let nodes = store::call(&app.store, |s| s.nodes(&NodeFilter::default())).await?;
+    let nodes = app.call(|s| s.nodes(&NodeFilter::default())).await?;
     let status = app.status.borrow().clone();
     let out: Vec<Value> = status
         .config

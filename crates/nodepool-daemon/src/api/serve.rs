@@ -1,7 +1,7 @@
 //! The API's connections: accepted under a cap, each client address held to a share of it
 //! when connections run short, every connection given a deadline to send its request's
-//! headers (which is also how long an idle keep-alive connection is kept), and every
-//! request a deadline to be answered.
+//! headers (which is also how long an idle keep-alive connection is kept), every request a
+//! deadline to be answered, and every write of an answer a deadline to make progress.
 //! A stop asks every connection to close after its current answer and waits a few seconds
 //! at most: an idle or half-sent connection never holds the daemon up.
 
@@ -30,6 +30,8 @@ pub(crate) struct Limits {
     /// How long a client has to send a request's headers, from when the connection opens
     /// or its last answer was sent.
     pub(crate) headers: Duration,
+    /// How long an answer may wait on a client that does not read it.
+    pub(crate) write: Duration,
     /// How long a stop waits for answers being written.
     pub(crate) stop: Duration,
 }
@@ -42,6 +44,7 @@ impl Limits {
             connections,
             per_client: (connections / 2).max(1),
             headers: Duration::from_secs(10),
+            write: Duration::from_secs(30),
             stop: Duration::from_secs(5),
         }
     }
@@ -161,7 +164,11 @@ pub(crate) async fn serve(
             let router = router.clone();
             async move { tower_service::Service::call(&mut router.clone(), request).await }
         });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        // A write that makes no progress for `limits.write` ends the connection: a client
+        // that asks and never reads holds no connection for longer.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write));
+        let connection = http.serve_connection(TokioIo::new(Box::pin(stream)), service);
         let mut closed = closed.clone();
         connections.spawn(async move {
             let _admitted = admitted;
@@ -208,12 +215,80 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_client_that_never_reads_its_answer_loses_its_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        // Far more than the socket buffers of both ends hold.
+        let big = Arc::new(vec![b'x'; 32 << 20]);
+        let router = Router::new()
+            .route(
+                "/big",
+                axum::routing::get(move || {
+                    let big = big.clone();
+                    async move { big.as_ref().clone() }
+                }),
+            )
+            .route("/small", axum::routing::get(|| async { "small" }));
+        let limits = Limits {
+            connections: 1,
+            per_client: 1,
+            headers: Duration::from_secs(10),
+            write: Duration::from_secs(1),
+            stop: Duration::from_secs(1),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, router, limits, async {
+            let _ = stopped.await;
+        }));
+        let ask = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+            let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.ok()?;
+            Some(String::from_utf8_lossy(&answer).into_owned())
+        };
+
+        // Asks for the big answer, and never reads it.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stuck = socket.connect(address).await.unwrap();
+        stuck
+            .write_all(b"GET /big HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let asked = tokio::time::Instant::now();
+        // It holds the only place until its answer's write deadline passes; then the place
+        // is given back and another client is answered.
+        let deadline = asked + Duration::from_secs(30);
+        let answered = loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stuck client still holds its connection"
+            );
+            match ask("/small").await {
+                Some(answer) if answer.starts_with("HTTP/1.1 200") => break answer,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        assert!(answered.ends_with("small"), "{answered}");
+        assert!(
+            asked.elapsed() >= limits.write,
+            "answered before the deadline"
+        );
+        stop.send(()).unwrap();
+        server.await.unwrap();
+    }
+
     #[test]
     fn connections_are_capped_in_all_and_per_client_and_given_back() {
         let limits = Limits {
             connections: 4,
             per_client: 1,
             headers: Duration::from_secs(1),
+            write: Duration::from_secs(1),
             stop: Duration::from_secs(1),
         };
         let open = Arc::new(Mutex::new(Open::default()));

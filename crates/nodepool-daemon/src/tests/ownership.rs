@@ -125,10 +125,12 @@ async fn cleanup_deletes_only_what_is_ours_and_never_a_siblings() {
         by: "alice".into(),
     };
     let now = nodepool_provider::Clock::now(daemon_clock.as_ref());
-    tokio::task::spawn_blocking(move || store.hold_node(held.id, &note, now))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        store.hold_node(held.id, &note, now, nodepool_db::Acting::Anyone)
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let users_snapshot = project
         .create_image(
             held.external_id.as_ref().unwrap(),
@@ -236,4 +238,100 @@ async fn cleanup_deletes_only_what_is_ours_and_never_a_siblings() {
     }
     assert!(after.nodes.iter().any(|n| n.id == held.id), "the held node");
     running.stop().await;
+}
+
+fn one_provider(db: &Path) -> String {
+    format!(
+        "script-dir: scripts
+dburi: sqlite://{db}
+labels:
+  - name: small
+    image: base
+    min-ready: 2
+    providers: [{{name: east}}]
+providers:
+  - name: east
+    driver: fake
+    max-servers: 4
+    images:
+      - {{name: base, base-image: Ubuntu 22.04, min-ram: 2048, setup: prepare.sh, username: ci}}
+",
+        db = db.display()
+    )
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_copied_store_given_a_new_installation_id_leaves_the_originals_servers_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (original, copy) = (dir.path().join("original"), dir.path().join("copy"));
+    let (clock, remote, shared) = shared_clouds();
+    let running = start_with(
+        &original,
+        &one_provider(&original.join("nodepool.sqlite")),
+        clock.clone(),
+        shared.clone(),
+        remote.clone(),
+    )
+    .await;
+    let filled = running
+        .until(Duration::from_secs(1800), "the original's pool", |s| {
+            ready(s, "small") == 2
+        })
+        .await;
+    running.stop().await;
+    let theirs: Vec<ExternalId> = filled
+        .nodes
+        .iter()
+        .filter_map(|n| n.external_id.clone())
+        .collect();
+
+    // A staging copy of the store, given its own id before its first daemon starts.
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in [
+        "nodepool.sqlite",
+        "nodepool.sqlite-wal",
+        "nodepool.sqlite-shm",
+    ] {
+        if original.join(file).exists() {
+            std::fs::copy(original.join(file), copy.join(file)).unwrap();
+        }
+    }
+    let uri = nodepool_config::DbUri::Sqlite(copy.join("nodepool.sqlite"));
+    let now = nodepool_provider::Clock::now(clock.as_ref());
+    let store = Store::open(&uri, "test").unwrap();
+    let previous = store.installation_id().unwrap();
+    let renewed = store.new_installation_id(now).unwrap();
+    assert_ne!(previous, renewed);
+
+    let staging = start_with(
+        &copy,
+        &one_provider(&copy.join("nodepool.sqlite")),
+        clock,
+        shared.clone(),
+        remote,
+    )
+    .await;
+    staging
+        .until(Duration::from_secs(1800), "the copy's own pool", |s| {
+            ready(s, "small") == 2
+                && s.nodes.iter().all(|n| {
+                    n.external_id
+                        .as_ref()
+                        .is_none_or(|server| !theirs.contains(server))
+                })
+        })
+        .await;
+    // The original's servers are all still there: the copy forgot its rows naming them.
+    let servers: Vec<ExternalId> = shared
+        .cloud("east")
+        .list_servers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    for server in &theirs {
+        assert!(servers.contains(server), "the original's server {server}");
+    }
+    staging.stop().await;
 }

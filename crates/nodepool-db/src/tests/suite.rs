@@ -11,7 +11,7 @@ use nodepool_model::{
 };
 
 use super::support::{T0, TestDb};
-use crate::{ImageFilter, NewImage, NewNode, NodeFilter, Store, StoreError};
+use crate::{Acting, ImageFilter, NewImage, NewNode, NodeFilter, Store, StoreError};
 
 fn at(seconds: u64) -> Timestamp {
     T0.saturating_add(Duration::from_secs(seconds))
@@ -369,7 +369,9 @@ pub(crate) fn holds(db: &TestDb) {
         reason: "debugging a flaky job".into(),
         by: "alice".into(),
     };
-    let held = store.hold_node(node.id, &note, at(100)).unwrap();
+    let held = store
+        .hold_node(node.id, &note, at(100), Acting::Anyone)
+        .unwrap();
     assert_eq!(
         (held.state, held.state_time, held.hold.clone()),
         (NodeState::Hold, at(100), Some(note.clone()))
@@ -384,7 +386,7 @@ pub(crate) fn holds(db: &TestDb) {
         Err(StoreError::InvalidTransition { .. })
     ));
     assert!(matches!(
-        store.hold_node(node.id, &note, at(101)),
+        store.hold_node(node.id, &note, at(101), Acting::Anyone),
         Err(StoreError::InvalidTransition { .. })
     ));
     let deleted = store
@@ -665,10 +667,32 @@ pub(crate) fn ending_a_request_returns_or_releases_its_nodes(db: &TestDb) {
     let nodes = store
         .claim_ready_nodes(fulfilled.id, &label("small"), 2, at(9))
         .unwrap();
-    let released = store.release_node(nodes[0].id, at(10), "ci").unwrap();
+    // A consumer changes only what is given to its own requests, checked in the same
+    // transaction: another requestor is refused and the node is left as it was.
+    for refused in [
+        store.release_node(nodes[0].id, at(10), "other", Acting::For("other")),
+        store.hold_node(
+            nodes[0].id,
+            &HoldNote {
+                reason: "mine".into(),
+                by: "other".into(),
+            },
+            at(10),
+            Acting::For("other"),
+        ),
+    ] {
+        assert!(
+            matches!(refused, Err(StoreError::NotGivenTo { ref requestor, .. }) if requestor == "other"),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(store.node(nodes[0].id).unwrap().state, NodeState::InUse);
+    let released = store
+        .release_node(nodes[0].id, at(10), "ci", Acting::For("ci"))
+        .unwrap();
     assert_eq!(released.state, NodeState::Used);
     assert!(matches!(
-        store.release_node(nodes[0].id, at(10), "ci"),
+        store.release_node(nodes[0].id, at(10), "ci", Acting::Anyone),
         Err(StoreError::InvalidTransition { .. })
     ));
     let canceled = store
@@ -703,10 +727,11 @@ fn daemon(id: &str, started: Timestamp) -> crate::DaemonRecord {
 
 pub(crate) fn daemons_claim_work_and_a_dead_ones_work_is_free(db: &TestDb) {
     let store = &db.store;
+    let installation = store.installation_id().unwrap();
     let lease = Duration::from_secs(30);
     let (a, b) = (daemon("a", at(0)), daemon("b", at(1)));
-    store.renew_lease(&a, at(0), lease).unwrap();
-    store.renew_lease(&b, at(1), lease).unwrap();
+    store.renew_lease(&a, &installation, at(0), lease).unwrap();
+    store.renew_lease(&b, &installation, at(1), lease).unwrap();
     assert_eq!(
         store
             .daemons()
@@ -739,7 +764,7 @@ pub(crate) fn daemons_claim_work_and_a_dead_ones_work_is_free(db: &TestDb) {
     );
 
     // a stops renewing: once its lease is over, b may take the work.
-    store.renew_lease(&b, at(25), lease).unwrap();
+    store.renew_lease(&b, &installation, at(25), lease).unwrap();
     assert!(
         store.work_elsewhere("b", at(31)).unwrap().is_empty(),
         "a is dead"
@@ -760,13 +785,28 @@ pub(crate) fn daemons_claim_work_and_a_dead_ones_work_is_free(db: &TestDb) {
     assert!(store.work_elsewhere("a", at(31)).unwrap().is_empty());
     store.retire_daemon("b", at(32)).unwrap();
     assert_eq!(store.daemons().unwrap().len(), 1);
+
+    // A new installation id while a's lease has lapsed: a's next renewal is refused, so
+    // a never works on under the old id.
+    let renewed = store.new_installation_id(at(40)).unwrap();
+    assert!(matches!(
+        store.renew_lease(&a, &installation, at(41), lease),
+        Err(StoreError::InstallationChanged { ref now, .. }) if *now == renewed
+    ));
+    store.renew_lease(&a, &renewed, at(41), lease).unwrap();
 }
 
 pub(crate) fn launches_and_builds_recorded_since_the_plan_win(db: &TestDb) {
     let store = &db.store;
+    let installation = store.installation_id().unwrap();
     for (id, started) in [("a", 0), ("b", 0)] {
         store
-            .renew_lease(&daemon(id, at(started)), at(0), Duration::from_secs(30))
+            .renew_lease(
+                &daemon(id, at(started)),
+                &installation,
+                at(0),
+                Duration::from_secs(30),
+            )
             .unwrap();
     }
     let small_east = NewNode::new(provider("east"), label("small"));
@@ -911,7 +951,9 @@ pub(crate) fn requests_that_ended_long_ago_are_forgotten(db: &TestDb) {
     assert_eq!(store.prune_requests(at(100)).unwrap(), 2);
     let left: Vec<_> = store.requests(None).unwrap().iter().map(|r| r.id).collect();
     assert_eq!(left, [holding.id, waiting.id]);
-    store.release_node(small[0].id, at(200), "ci").unwrap();
+    store
+        .release_node(small[0].id, at(200), "ci", Acting::Anyone)
+        .unwrap();
     store
         .set_node_state(small[0].id, NodeState::Delete, at(201), &why("used"))
         .unwrap();

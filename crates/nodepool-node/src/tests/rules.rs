@@ -1,6 +1,6 @@
 //! Every rule of the node policy, table by table, with a fixed `now`.
 
-use nodepool_model::{Attempt, Failure, FailureKind, ReasonCode};
+use nodepool_model::{Attempt, Failure, FailureKind, InstallationId, ReasonCode};
 
 use std::sync::Arc;
 
@@ -489,6 +489,36 @@ fn a_server_missing_from_two_listings_after_the_nodes_last_change_has_vanished()
         let deleted = summary(&plan).contains(&"delete 5 (vanished) server srv-5".to_owned());
         assert_eq!(deleted, vanished, "{previous:?} {latest:?} {shown}");
     }
+}
+
+#[test]
+fn a_copied_stores_rows_naming_another_installations_servers_are_forgotten() {
+    // `nodepool installation-id --new` on a copy of another installation's store: its rows
+    // still name the original's servers, whose tags now say they are not ours.
+    let theirs = || SeenOwner::OtherInstallation(InstallationId::new("original"));
+    let servers = [
+        ("srv-1", theirs()),
+        ("srv-2", theirs()),
+        ("srv-3", SeenOwner::NotOurs),
+    ];
+    let cloud = CloudView {
+        listing: Some(listing(secs(10), &servers)),
+        previous: Some(listing(secs(20), &servers)),
+        ..CloudView::default()
+    };
+    let nodes = vec![
+        node(1, "cloud1", "small", NodeState::Ready, secs(60)),
+        node(2, "cloud1", "small", NodeState::InUse, secs(60)),
+        node(3, "cloud1", "small", NodeState::Ready, secs(60)),
+    ];
+    let plan = run(&snapshot(nodes), &config(), &world_with("cloud1", cloud));
+    let deletes: Vec<_> = summary(&plan)
+        .into_iter()
+        .filter(|s| s.starts_with("delete"))
+        .collect();
+    // The ready node goes (its executor leaves the server alone and forgets the row); the
+    // one in use waits for its consumer; an untagged server is not another installation's.
+    assert_eq!(deletes, ["delete 1 (other-installation) server srv-1"]);
 }
 
 #[test]
