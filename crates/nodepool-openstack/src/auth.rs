@@ -23,6 +23,73 @@ struct CloudsFile {
     clouds: BTreeMap<String, Value>,
 }
 
+/// clouds.yaml read again for its entries' `auth` scalars as written: YAML takes
+/// `password: 12345` or `project_id: 0123` for numbers, which they are not (openstacksdk
+/// takes them as strings), and a number loses how it was written (`0123` is 123).
+#[derive(serde::Deserialize)]
+struct AuthTexts {
+    #[serde(default)]
+    clouds: BTreeMap<String, AuthEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct AuthEntry {
+    #[serde(default)]
+    auth: BTreeMap<String, Written>,
+}
+
+/// A scalar as written, or nothing for what is not a scalar.
+struct Written(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for Written {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Written, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Written;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a scalar")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Written, E> {
+                Ok(Written(Some(v.to_owned())))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Written, E> {
+                Ok(Written(Some(v.to_string())))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Written, E> {
+                Ok(Written(Some(v.to_string())))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Written, E> {
+                Ok(Written(Some(v.to_string())))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Written, E> {
+                Ok(Written(Some(v.to_string())))
+            }
+            fn visit_unit<E>(self) -> Result<Written, E> {
+                Ok(Written(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Written, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Written(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Written, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Written(None))
+            }
+        }
+        // Asked for a string, the YAML reader gives a plain scalar's text as written.
+        deserializer.deserialize_string(Visitor)
+    }
+}
+
 /// The clouds.yaml entry for `cloud`, as JSON.
 fn cloud_entry(cloud: &str, env: &Environment) -> Result<Value, AuthError> {
     let candidates = env.clouds_yaml_candidates();
@@ -43,13 +110,30 @@ fn cloud_entry(cloud: &str, env: &Environment) -> Result<Value, AuthError> {
         AuthError(format!("{}{at} is not a valid clouds.yaml", path.display()))
     })?;
     let names: Vec<&str> = file.clouds.keys().map(String::as_str).collect();
-    file.clouds.get(cloud).cloned().ok_or_else(|| {
+    let mut entry = file.clouds.get(cloud).cloned().ok_or_else(|| {
         AuthError(format!(
             "no cloud named {cloud:?} in {} (it has: {})",
             path.display(),
             names.join(", ")
         ))
-    })
+    })?;
+    // Numbers in the entry's auth become the text they were written as.
+    if let Some(Value::Object(auth)) = entry.get_mut("auth") {
+        let written = serde_saphyr::from_str::<AuthTexts>(&text)
+            .ok()
+            .and_then(|mut t| t.clouds.remove(cloud))
+            .map(|e| e.auth)
+            .unwrap_or_default();
+        for (key, value) in auth.iter_mut() {
+            if let Value::Number(number) = value {
+                *value = Value::String(match written.get(key) {
+                    Some(Written(Some(text))) => text.clone(),
+                    _ => number.to_string(),
+                });
+            }
+        }
+    }
+    Ok(entry)
 }
 
 /// The `CloudConfig` (as JSON) for a provider's settings.
@@ -72,13 +156,6 @@ pub(crate) fn cloud_config(
             "the clouds.yaml entry's auth is not a mapping".into(),
         ));
     };
-    // YAML reads `password: 12345` or `project_id: 0123` as a number; they are strings (as
-    // openstacksdk takes them), and the error that would be made of a number quotes it.
-    for value in auth.values_mut() {
-        if let Value::Number(number) = value {
-            *value = Value::String(number.to_string());
-        }
-    }
     let mut set = |key: &str, value: Option<&str>| {
         if let Some(value) = value {
             auth.insert(key.to_owned(), Value::String(value.to_owned()));

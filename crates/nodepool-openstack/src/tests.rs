@@ -313,18 +313,22 @@ fn clouds_yaml_entries_with_inline_overrides() {
         error.ends_with("is not a valid clouds.yaml") && !error.contains("s3cret"),
         "{error}"
     );
-    // A password YAML reads as a number is the string it was written as.
+    // A password or id YAML reads as a number is the string it was written as.
     std::fs::write(
         &file,
-        "clouds:\n  east:\n    auth:\n      auth_url: https://keystone.east/v3\n      username: np\n      password: 7654321\n      project_id: 42\n",
+        "clouds:\n  east:\n    auth:\n      auth_url: https://keystone.east/v3\n      username: np\n      password: 07654321\n      project_id: 0x42\n      user_domain_id: 1e3\n",
     )
     .unwrap();
     settings.cloud = Some("east".into());
     settings.project = None;
     let config = auth::cloud_config(&settings, &env).unwrap();
     assert_eq!(
-        (&config["auth"]["password"], &config["auth"]["project_id"]),
-        (&json!("7654321"), &json!("42"))
+        (
+            &config["auth"]["password"],
+            &config["auth"]["project_id"],
+            &config["auth"]["user_domain_id"]
+        ),
+        (&json!("07654321"), &json!("0x42"), &json!("1e3"))
     );
     let _: osauth::CloudConfig = serde_json::from_value(config).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
