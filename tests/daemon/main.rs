@@ -97,9 +97,12 @@ fn nodepoold_with(config: &Path, args: &[&str]) -> (Daemon, Log) {
     nodepoold_env(config, args, &[])
 }
 
-/// [`nodepoold`] with more arguments and environment variables.
+/// [`nodepoold`] with more arguments and environment variables. `NODEPOOLD` names another
+/// build to test instead of this one (an older version, to show what a test catches).
 fn nodepoold_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (Daemon, Log) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nodepoold"))
+    let binary =
+        std::env::var_os("NODEPOOLD").unwrap_or_else(|| env!("CARGO_BIN_EXE_nodepoold").into());
+    let mut child = Command::new(binary)
         .arg("-c")
         .arg(config)
         .args(args)

@@ -8,7 +8,8 @@
 //! - throughput: 100 clients at once, each asking for one node and waiting for it; the
 //!   requests fulfilled per second of wall time.
 //!
-//! Prints a Markdown table for docs/benchmarks.md.
+//! Prints a Markdown table for docs/benchmarks.md. `NODEPOOLD=/path/to/nodepoold` measures
+//! another build of the daemon (an older version, side by side with this one).
 
 // A benchmark measures wall time; it reports on stdout.
 #![allow(clippy::disallowed_methods, clippy::print_stdout, clippy::print_stderr)]
@@ -51,9 +52,12 @@ providers:
     .replace("{dir}", &dir.display().to_string())
 }
 
-/// Starts nodepoold and returns it with its API's base URL.
+/// Starts nodepoold (this build's, or the binary `NODEPOOLD` names, to compare another
+/// version side by side) and returns it with its API's base URL.
 fn start(config: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nodepoold"))
+    let binary =
+        std::env::var_os("NODEPOOLD").unwrap_or_else(|| env!("CARGO_BIN_EXE_nodepoold").into());
+    let mut child = Command::new(binary)
         .arg("-c")
         .arg(config)
         .env("RUST_LOG", "info")

@@ -11,7 +11,7 @@
 //!
 //! When a PostgreSQL server answers at 127.0.0.1:5432, each run also fills the pool from a
 //! PostgreSQL store with one daemon and with two daemons sharing it: two must be no slower
-//! than one.
+//! than one. `NODEPOOLD=/path/to/nodepoold` measures another build of the daemon.
 
 // A benchmark measures wall time and waits on the cloud; it reports on stdout.
 #![allow(
@@ -71,8 +71,12 @@ labels:
     )
 }
 
+/// This build's nodepoold, or the binary `NODEPOOLD` names (another version, to compare
+/// side by side).
 fn nodepoold(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_nodepoold"))
+    let binary =
+        std::env::var_os("NODEPOOLD").unwrap_or_else(|| env!("CARGO_BIN_EXE_nodepoold").into());
+    Command::new(binary)
         .arg("-c")
         .arg(config)
         // FILL_LOG=info shows where the time goes (every launch step is logged with its time).
