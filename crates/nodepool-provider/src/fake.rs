@@ -202,6 +202,16 @@ impl FakeProvider {
         self.lock().faults.push(fault);
     }
 
+    /// The id of the image named `name` (one of the base images, say); not counted as a
+    /// call.
+    pub fn image_id(&self, name: &str) -> Option<ExternalId> {
+        self.lock()
+            .images
+            .values()
+            .find(|i| i.image.name == name)
+            .map(|i| i.image.id.clone())
+    }
+
     /// How many calls of `operation` were made.
     pub fn calls(&self, operation: &str) -> u64 {
         self.lock().calls.get(operation).copied().unwrap_or(0)

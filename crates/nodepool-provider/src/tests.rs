@@ -137,14 +137,7 @@ fn a_server_deleted_while_it_snapshots_takes_the_image_with_it() {
     let clock = Arc::new(ManualClock::new(T0));
     let cloud = fake(&clock, FakeConfig::default());
     runtime().block_on(drive(&clock, async {
-        let base = cloud
-            .list_images()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|i| i.name == "Ubuntu 22.04")
-            .unwrap()
-            .id;
+        let base = cloud.image_id("Ubuntu 22.04").unwrap();
         let mut servers = Vec::new();
         for name in ["early", "late"] {
             let server = cloud

@@ -10,6 +10,18 @@ use nodepool_provider::{FakeConfig, FakeProvider, Owner, Provider, Tags};
 
 use super::*;
 
+/// The ids of every image, server and floating IP in `cloud`.
+async fn in_the_cloud(cloud: &FakeProvider) -> (Vec<ExternalId>, Vec<ExternalId>, Vec<ExternalId>) {
+    let images = cloud.list_images().await.unwrap();
+    let servers = cloud.list_servers().await.unwrap();
+    let ips = cloud.list_floating_ips().await.unwrap();
+    (
+        images.into_iter().map(|i| i.id).collect(),
+        servers.into_iter().map(|s| s.id).collect(),
+        ips.into_iter().map(|i| i.id).collect(),
+    )
+}
+
 fn config(dir: &Path, west: &str) -> String {
     format!(
         "script-dir: scripts
@@ -59,14 +71,7 @@ async fn cleanup_deletes_only_what_is_ours_and_never_a_siblings() {
     }
     // What is not ours, there before the daemon: another installation's server with a
     // floating IP and a snapshot, and a server nobody tagged.
-    let base = project
-        .list_images()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|i| i.name == "Ubuntu 22.04")
-        .unwrap()
-        .id;
+    let base = project.image_id("Ubuntu 22.04").unwrap();
     let theirs = Tags {
         installation: InstallationId::new("another-installation"),
         provider: "east".parse().unwrap(),
@@ -183,27 +188,7 @@ async fn cleanup_deletes_only_what_is_ours_and_never_a_siblings() {
     // Ten more cleanup rounds with the upload's row gone.
     tokio::time::sleep(Duration::from_secs(600)).await;
 
-    let images: Vec<ExternalId> = project
-        .list_images()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
-    let servers: Vec<ExternalId> = project
-        .list_servers()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
-    let ips: Vec<ExternalId> = project
-        .list_floating_ips()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
+    let (images, servers, ips) = in_the_cloud(&project).await;
     assert!(
         images.contains(&their_image),
         "another installation's image"
@@ -322,14 +307,7 @@ async fn a_copied_store_given_a_new_installation_id_leaves_the_originals_servers
         })
         .await;
     // The original's servers are all still there: the copy forgot its rows naming them.
-    let servers: Vec<ExternalId> = shared
-        .cloud("east")
-        .list_servers()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let (_, servers, _) = in_the_cloud(&shared.cloud("east")).await;
     for server in &theirs {
         assert!(servers.contains(server), "the original's server {server}");
     }

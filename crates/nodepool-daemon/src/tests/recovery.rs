@@ -191,14 +191,7 @@ async fn the_cleanup_job_deletes_snapshots_and_floating_ips_whose_rows_are_gone(
         }
         .to_metadata()
     };
-    let base = cloud
-        .list_images()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|i| i.name == "Ubuntu 22.04")
-        .unwrap()
-        .id;
+    let base = cloud.image_id("Ubuntu 22.04").unwrap();
     let mut spec = ServerSpec::new("lost", "2", base.clone());
     spec.metadata = tags(Owner::Node(nodepool_model::NodeId::new(900)));
     let server = cloud.create_server(&spec).await.unwrap();
