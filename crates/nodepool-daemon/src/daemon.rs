@@ -131,9 +131,9 @@ impl Daemon {
         let actor = format!("nodepoold {} (pid {} on {})", &me.id[..8], me.pid, me.host);
         let uri = config.current().dburi.clone();
         let (store, api_store) = tokio::task::spawn_blocking(move || {
-            let store = Store::open_and_migrate(&uri, actor.clone(), now)?;
+            let store = Store::open_and_migrate(&uri, actor, now)?;
             // The API's own connections: a flood of requests never takes the loop's.
-            let api_store = Store::open_with_pool_size(&uri, actor, api::STORE_CONNECTIONS)?;
+            let api_store = store.with_own_connections(api::STORE_CONNECTIONS)?;
             Ok::<_, nodepool_db::StoreError>((store, api_store))
         })
         .await

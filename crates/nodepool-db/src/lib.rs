@@ -124,6 +124,25 @@ impl Store {
         })
     }
 
+    /// The same store through `size` connections of its own: a part of the process (the
+    /// HTTP API) that must never take the others' connections. On SQLite its writers still
+    /// take turns with this store's, as one store's writers do.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`].
+    pub fn with_own_connections(&self, size: u32) -> Result<Store> {
+        let (pool, backend) = connection::open_pool(&self.db, size.max(1))?;
+        Ok(Store {
+            pool,
+            backend,
+            actor: self.actor.clone(),
+            uri: self.uri.clone(),
+            db: self.db.clone(),
+            write_turn: self.write_turn.clone(),
+        })
+    }
+
     /// Opens the store and brings its schema up to date.
     ///
     /// # Errors
