@@ -313,3 +313,42 @@ async fn a_copied_store_given_a_new_installation_id_leaves_the_originals_servers
     }
     staging.stop().await;
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_daemon_whose_store_gets_a_new_installation_id_stops_at_its_next_renewal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, _, shared) = shared_clouds();
+    let text = one_provider(&dir.path().join("nodepool.sqlite"));
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("scripts/prepare.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::write(dir.path().join("nodepool.yaml"), text).unwrap();
+    let mut options = Options::new(dir.path().join("nodepool.yaml"));
+    options.api = false;
+    let daemon = Daemon::start(options, clock.clone(), shared).await.unwrap();
+    let store = daemon.store().clone();
+    let running = tokio::spawn(daemon.run(std::future::pending(), Arc::new(Notify::new())));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+
+    // Its lease has lapsed unseen (its row gone, as after a long stall): the command that
+    // gives the store a new id does not see it.
+    let now = nodepool_provider::Clock::now(clock.as_ref());
+    let renewed = tokio::task::spawn_blocking(move || {
+        for daemon in store.daemons().unwrap() {
+            store.retire_daemon(&daemon.id, now).unwrap();
+        }
+        store.new_installation_id(now).unwrap()
+    })
+    .await
+    .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the daemon stops within a lease renewal or two")
+        .unwrap();
+    let error = ended.expect_err("a daemon that lost its installation stops with an error");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("installation id is now {renewed}")),
+        "{error}"
+    );
+}
