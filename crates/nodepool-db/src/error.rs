@@ -40,7 +40,9 @@ pub enum StoreError {
         change: String,
     },
     /// A consumer acted on a node that is not given to one of its requests.
-    #[error("{subject} is not given to {requestor}")]
+    #[error(
+        "{subject} is not given to {requestor}: only the requestor it was given to, or an admin, may change it"
+    )]
     NotGivenTo {
         /// The node.
         subject: Subject,
