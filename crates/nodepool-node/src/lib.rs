@@ -114,7 +114,8 @@ pub enum NodeAction {
         label: LabelName,
         /// From which image upload (the newest READY one).
         image: ImageId,
-        /// With which flavor: the smallest that fits the image ([`flavor_for`](nodepool_model::flavor_for)).
+        /// With which flavor: the smallest that fits the image
+        /// ([`flavor_for`](nodepool_model::flavor_for)).
         flavor: Flavor,
         /// Its host name; `{node_id}` stands for the id the store gives the node.
         hostname: String,
